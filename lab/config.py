@@ -1,0 +1,167 @@
+"""Lab topology (lab/lab.yaml) as validated pydantic models; bad input fails naming the field."""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+DEFAULT_PATH = Path(__file__).resolve().parent / "lab.yaml"
+MEMORY_BUDGET_MIB = 12 * 1024
+Role = Literal["control-plane", "worker", "gateway"]
+_HOSTNAME = re.compile(r"^[a-z][a-z0-9-]{0,40}[a-z0-9]$")
+
+
+class LabConfigError(ValueError):
+    pass
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Node(_Strict):
+    name: str
+    role: Role
+    rack: str = Field(pattern=r"^[a-z0-9-]+$")
+
+    @field_validator("name")
+    @classmethod
+    def _hostname(cls, v: str) -> str:
+        if not _HOSTNAME.match(v):
+            raise ValueError("must be a lowercase hostname (a-z, 0-9, '-'), e.g. astana-cp1")
+        return v
+
+
+class Site(_Strict):
+    name: str = Field(pattern=r"^[a-z][a-z0-9-]+$")
+    role: Literal["primary", "secondary"]
+    subnet: ipaddress.IPv4Network
+    s3_host_port: int = Field(ge=1024, le=65535)
+    nodes: list[Node] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _shape(self) -> Site:
+        gws = [n for n in self.nodes if n.role == "gateway"]
+        if len(gws) != 1:
+            raise ValueError(f"site {self.name}: nodes must contain exactly one role: gateway "
+                             f"(has {len(gws)})")
+        cps = [n for n in self.nodes if n.role == "control-plane"]
+        racks = {n.rack for n in cps}
+        # SC-AVL-02: an HA control plane needs >=3 members over >=3 racks to survive a rack loss.
+        if len(cps) < 3 or len(racks) < 3:
+            raise ValueError(f"site {self.name}: nodes need >=3 role: control-plane over >=3 distinct racks "
+                             f"(has {len(cps)} over {sorted(racks)}) [SC-AVL-02]")
+        if self.subnet.num_addresses < 64:
+            raise ValueError(f"site {self.name}: subnet {self.subnet} too small, use a /26 or larger")
+        return self
+
+    @property
+    def gateway(self) -> Node:
+        return next(n for n in self.nodes if n.role == "gateway")
+
+    def ip(self, node: Node | str) -> str:
+        """Fixed addresses: .1 is the podman bridge, .5 the S3 endpoint, nodes from .10 in file order."""
+        name = node if isinstance(node, str) else node.name
+        if name == "s3":
+            return str(self.subnet.network_address + 5)
+        idx = [n.name for n in self.nodes].index(name)
+        return str(self.subnet.network_address + 10 + idx)
+
+
+class Internet(_Strict):
+    subnet: ipaddress.IPv4Network
+    allow: list[str] = Field(default_factory=list)
+
+
+class Transport(_Strict):
+    subnet: ipaddress.IPv4Network
+    tunnel_subnet: ipaddress.IPv4Network
+    port: int = Field(default=51820, ge=1, le=65535)
+
+
+class LabConfig(_Strict):
+    name: str = Field(pattern=r"^[a-z][a-z0-9]{1,15}$")
+    memory_mib: dict[Literal["control-plane", "worker", "gateway", "s3"], int]
+    internet: Internet
+    transport: Transport
+    sites: list[Site] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _lab(self) -> LabConfig:
+        names = [n.name for s in self.sites for n in s.nodes]
+        dup = sorted({n for n in names if names.count(n) > 1})
+        if dup:
+            raise ValueError(f"sites[].nodes[].name must be unique across the lab; duplicated: {dup}")
+        if [s.role for s in self.sites].count("primary") != 1:
+            raise ValueError("sites[].role: exactly one site must be role: primary")
+        nets = [(f"sites[{s.name}].subnet", s.subnet) for s in self.sites] + [
+            ("internet.subnet", self.internet.subnet), ("transport.subnet", self.transport.subnet),
+            ("transport.tunnel_subnet", self.transport.tunnel_subnet)]
+        for i, (fa, a) in enumerate(nets):
+            for fb, b in nets[i + 1:]:
+                if a.overlaps(b):
+                    raise ValueError(f"{fa} {a} overlaps {fb} {b}: give each network its own range")
+        ports = [s.s3_host_port for s in self.sites]
+        if len(set(ports)) != len(ports):
+            raise ValueError(f"sites[].s3_host_port must differ per site; got {ports}")
+        missing = ({n.role for s in self.sites for n in s.nodes} | {"s3"}) - set(self.memory_mib)
+        if missing:
+            raise ValueError(f"memory_mib lacks an entry for {sorted(missing)}")
+        total = self.total_memory_mib()
+        if total >= MEMORY_BUDGET_MIB:
+            raise ValueError(f"memory_mib: the lab would use {total} MiB, over the {MEMORY_BUDGET_MIB} MiB "
+                             "budget: lower the per-role limits or the node count")
+        return self
+
+    def total_memory_mib(self) -> int:
+        per_site = [sum(self.memory_mib[n.role] for n in s.nodes) + self.memory_mib["s3"] for s in self.sites]
+        return sum(per_site) + 2 * 64  # + the two Internet test servers
+
+    @property
+    def primary(self) -> Site:
+        return next(s for s in self.sites if s.role == "primary")
+
+    def site(self, name: str) -> Site:
+        for s in self.sites:
+            if s.name == name:
+                return s
+        raise KeyError(name)
+
+    def find_node(self, name: str) -> tuple[Site, Node]:
+        for s in self.sites:
+            for n in s.nodes:
+                if n.name == name:
+                    return s, n
+        known = [n.name for s in self.sites for n in s.nodes]
+        raise LabConfigError(f"no node named {name!r}; nodes: {known}")
+
+    def container(self, name: str) -> str:
+        return f"{self.name}-{name}"
+
+    def network(self, name: str) -> str:
+        return f"{self.name}-{name}"
+
+
+def parse(data: object, source: str = "lab config") -> LabConfig:
+    try:
+        return LabConfig.model_validate(data)
+    except ValidationError as e:
+        lines = []
+        for err in e.errors():
+            loc = ".".join(str(p) for p in err["loc"]) or "(top level)"
+            lines.append(f"  {loc}: {err['msg']}")
+        raise LabConfigError(f"{source} is invalid:\n" + "\n".join(lines)) from None
+
+
+def load(path: str | Path | None = None) -> LabConfig:
+    p = Path(path) if path else DEFAULT_PATH
+    try:
+        data = yaml.safe_load(p.read_text())
+    except (OSError, yaml.YAMLError) as e:
+        raise LabConfigError(f"cannot read lab config {p}: {e}") from None
+    return parse(data, str(p))

@@ -1,0 +1,139 @@
+"""Node containers: systemd as PID 1, sshd for the lab key, labels site/rack/role."""
+
+from __future__ import annotations
+
+import ipaddress
+import subprocess
+import time
+from pathlib import Path
+
+from lab.image import ensure_node_image
+from lab.podman import LABEL, PodmanError, exists, podman, podman_json
+from lab.sshkey import ensure_key
+
+SSH_USER = "sovadmin"
+STANDALONE_NET = "sovlab-standalone"
+STANDALONE_SUBNET = "10.210.250.0/24"
+
+
+def ssh_args(ip: str, key: Path | None = None) -> list[str]:
+    return ["ssh", "-i", str(key or ensure_key()), "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=no",
+            "-o", "UserKnownHostsFile=/dev/null", "-o", "LogLevel=ERROR", "-o", "ConnectTimeout=5",
+            f"{SSH_USER}@{ip}"]
+
+
+def ssh(ip: str, command: str, timeout: float = 30) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([*ssh_args(ip), command], capture_output=True, text=True, timeout=timeout)
+
+
+def ensure_network(name: str, subnet: str, internal: bool = True,
+                   labels: dict[str, str] | None = None) -> None:
+    if exists("network", name):
+        info = podman_json("network", "inspect", name)[0]
+        have = [s["subnet"] for s in info.get("subnets", [])]
+        if subnet not in have:
+            raise PodmanError(f"network {name} exists with subnets {have}, expected {subnet}: run `lab down`")
+        return
+    args = ["network", "create", "--subnet", subnet, "--label", LABEL]
+    for k, v in (labels or {}).items():
+        args += ["--label", f"{k}={v}"]
+    # Internal: no NAT or default route, so the only way out of a site is what the lab builds.
+    if internal:
+        args.append("--internal")
+    podman(*args, name)
+
+
+def run_node(container: str, hostname: str, networks: list[tuple[str, str | None]], memory_mib: int,
+             labels: dict[str, str], extra: list[str] | None = None) -> None:
+    """Start (or leave running) one systemd node container; networks are (name, static ip or None)."""
+    if exists("container", container):
+        state = podman_json("container", "inspect", container)[0]["State"]
+        if not state.get("Running"):
+            podman("start", container)
+        return
+    args = ["run", "-d", "--name", container, "--hostname", hostname, "--systemd=always",
+            "--memory", f"{memory_mib}m", "--memory-swap", f"{memory_mib}m", "--label", LABEL,
+            "--stop-timeout", "5"]
+    for net, ip in networks:
+        args += ["--network", f"{net}:ip={ip}" if ip else net]
+    for k, v in labels.items():
+        args += ["--label", f"sovcloud.lab.{k}={v}"]
+    podman(*args, *(extra or []), ensure_node_image())
+
+
+def container_ip(container: str, network: str | None = None) -> str:
+    nets = podman_json("container", "inspect", container)[0]["NetworkSettings"]["Networks"]
+    if network:
+        return nets[network]["IPAddress"]
+    return next(iter(nets.values()))["IPAddress"]
+
+
+def pid(container: str) -> int:
+    return int(podman("inspect", "-f", "{{.State.Pid}}", container).strip())
+
+
+def netns(container: str, *cmd: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    """Run a host tool (ip, nft) inside a node's network namespace: nodes lack CAP_NET_ADMIN on purpose."""
+    r = subprocess.run(["nsenter", "-t", str(pid(container)), "-n", *cmd], capture_output=True, text=True)
+    if check and r.returncode != 0:
+        raise PodmanError(f"{container}: {' '.join(cmd)} failed: {r.stderr.strip()}")
+    return r
+
+
+def wait_ssh(ip: str, deadline_s: float = 90) -> None:
+    end = time.monotonic() + deadline_s
+    last = ""
+    while time.monotonic() < end:
+        try:
+            r = ssh(ip, "true", timeout=10)
+        except subprocess.TimeoutExpired:
+            continue
+        if r.returncode == 0:
+            return
+        last = r.stderr.strip()
+        time.sleep(1)
+    raise TimeoutError(f"ssh sovadmin@{ip} not ready after {deadline_s}s: {last}")
+
+
+def system_state(ip: str) -> str:
+    """`systemctl is-system-running` over ssh, or `ssh-failed`."""
+    try:
+        r = ssh(ip, "systemctl is-system-running", timeout=15)
+    except subprocess.TimeoutExpired:
+        return "ssh-failed"
+    out = r.stdout.strip()
+    return out if out else "ssh-failed"
+
+
+def wait_booted(ip: str, deadline_s: float = 90) -> str:
+    """Wait until systemd has finished booting (running/degraded), return that state."""
+    end = time.monotonic() + deadline_s
+    state = "unknown"
+    while time.monotonic() < end:
+        state = system_state(ip)
+        if state in ("running", "degraded"):
+            return state
+        time.sleep(1)
+    return state
+
+
+def run_standalone(name: str, network: str | None = None, memory_mib: int = 512) -> tuple[str, Path]:
+    """One lab node outside any site, for playbook tests: returns (ip, ssh private key path).
+
+    network=None uses the lab's own internal `sovlab-standalone` network (created if missing).
+    Remove it with `remove_standalone(name)`; `lab down` removes it too.
+    """
+    net = network or STANDALONE_NET
+    if network is None:
+        ensure_network(STANDALONE_NET, STANDALONE_SUBNET, labels={"sovcloud.lab.kind": "standalone"})
+    container = f"sovlab-sa-{name}"
+    run_node(container, name, [(net, None)], memory_mib, {"role": "standalone", "node": name})
+    ip = container_ip(container, net)
+    ipaddress.ip_address(ip)
+    wait_ssh(ip)
+    wait_booted(ip)
+    return ip, ensure_key()
+
+
+def remove_standalone(name: str) -> None:
+    podman("rm", "-f", "-t", "2", f"sovlab-sa-{name}", check=False)
