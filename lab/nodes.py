@@ -137,3 +137,19 @@ def run_standalone(name: str, network: str | None = None, memory_mib: int = 512)
 
 def remove_standalone(name: str) -> None:
     podman("rm", "-f", "-t", "2", f"sovlab-sa-{name}", check=False)
+
+
+def run_plain(container: str, hostname: str, networks: list[tuple[str, str | None]], memory_mib: int,
+              labels: dict[str, str], extra: list[str], command: list[str]) -> None:
+    """A single-process container from the node image (S3 server, Internet test servers): no systemd."""
+    if exists("container", container):
+        if not podman_json("container", "inspect", container)[0]["State"].get("Running"):
+            podman("start", container)
+        return
+    args = ["run", "-d", "--name", container, "--hostname", hostname, "--systemd=false",
+            "--memory", f"{memory_mib}m", "--memory-swap", f"{memory_mib}m", "--label", LABEL]
+    for net, ip in networks:
+        args += ["--network", f"{net}:ip={ip}" if ip else net]
+    for k, v in labels.items():
+        args += ["--label", f"sovcloud.lab.{k}={v}"]
+    podman(*args, *extra, ensure_node_image(), *command)

@@ -1,0 +1,132 @@
+"""Lab lifecycle as a Python API returning data: up(config), status(config), down(config).
+
+Idempotent: `up` creates only what is missing and rewrites gateway config only when it changed.
+"""
+
+from __future__ import annotations
+
+import shutil
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+from lab import gateway, inventory, s3
+from lab.config import LabConfig, load
+from lab.image import ensure_node_image
+from lab.nodes import ensure_network, run_node, system_state, wait_booted, wait_ssh
+from lab.podman import LABEL, PodmanError, podman, podman_json, progress
+
+
+def _config(config: LabConfig | str | Path | None) -> LabConfig:
+    return config if isinstance(config, LabConfig) else load(config)
+
+
+def _preflight() -> None:
+    # netavark 1.4 programs the host firewall with iptables; without it every network fails obscurely.
+    for tool in ("podman", "iptables", "nsenter", "ssh"):
+        if shutil.which(tool) is None:
+            raise PodmanError(f"{tool} not found on PATH: install it (apt-get install "
+                              f"{ {'nsenter': 'util-linux', 'ssh': 'openssh-client'}.get(tool, tool)})")
+
+
+def up(config: LabConfig | str | Path | None = None) -> dict:
+    cfg = _config(config)
+    _preflight()
+    t0 = time.monotonic()
+    timings: dict[str, float] = {}
+
+    def step(name: str, t: float) -> float:
+        now = time.monotonic()
+        timings[name] = round(now - t, 1)
+        progress(f"{name}: {timings[name]}s")
+        return now
+
+    t = t0
+    progress("node image")
+    image = ensure_node_image()
+    t = step("image", t)
+    for site in cfg.sites:
+        ensure_network(cfg.network(site.name), str(site.subnet),
+                       labels={"sovcloud.lab.site": site.name, "sovcloud.lab.kind": "site"})
+    for kind, net in (("transport", cfg.transport.subnet), ("internet", cfg.internet.subnet)):
+        ensure_network(cfg.network(kind), str(net), labels={"sovcloud.lab.kind": kind})
+    gateway.ensure_internet(cfg)
+    progress(f"starting {sum(len(s.nodes) for s in cfg.sites)} nodes")
+    for site in cfg.sites:
+        for n in site.nodes:
+            labels = {"site": site.name, "rack": n.rack, "role": n.role, "node": n.name}
+            if n.role == "gateway":
+                run_node(cfg.container(n.name), n.name, gateway.gateway_networks(cfg, site),
+                         cfg.memory_mib[n.role], labels, gateway.gateway_run_args(cfg))
+            else:
+                run_node(cfg.container(n.name), n.name, [(cfg.network(site.name), site.ip(n))],
+                         cfg.memory_mib[n.role], labels)
+        s3.ensure_s3(cfg, site)
+    t = step("containers", t)
+    ips = [site.ip(n) for site in cfg.sites for n in site.nodes]
+    with ThreadPoolExecutor(max_workers=6) as pool:
+        list(pool.map(wait_ssh, ips))
+        states = list(pool.map(wait_booted, ips))
+    t = step("ssh+boot", t)
+    progress("gateways: WireGuard transport, firewall, proxies")
+    gateway.configure_gateways(cfg)
+    gateway.route_sites(cfg)
+    for site in cfg.sites:
+        s3.wait_s3(site)
+    t = step("gateways+s3", t)
+    inv = inventory.write(cfg)
+    total = round(time.monotonic() - t0, 1)
+    progress(f"lab up in {total}s; inventory {inv}")
+    return {"image": image, "inventory": str(inv), "seconds": total, "timings": timings,
+            "systemd": dict(zip([n.name for s in cfg.sites for n in s.nodes], states, strict=True)),
+            "s3": {s.name: s3.endpoint(s) for s in cfg.sites}}
+
+
+def status(config: LabConfig | str | Path | None = None) -> list[dict]:
+    """One row per node and S3 endpoint: site, name, role, rack, ip, container state, ssh, systemd."""
+    cfg = _config(config)
+    running = {c["Names"][0]: c["State"] for c in podman_json("ps", "-a", "--filter", f"label={LABEL}",
+                                                                 "--format", "json")}
+    rows = []
+    for site in cfg.sites:
+        for n in site.nodes:
+            rows.append({"site": site.name, "node": n.name, "role": n.role, "rack": n.rack, "ip": site.ip(n),
+                         "container": running.get(cfg.container(n.name), "absent")})
+        s3_container = running.get(cfg.container(f"{site.name}-s3"), "absent")
+        rows.append({"site": site.name, "node": f"{site.name}-s3", "role": "s3", "rack": "-",
+                     "ip": site.ip("s3"), "container": s3_container})
+
+    def probe(row: dict) -> dict:
+        if row["container"] != "running":
+            return {**row, "ssh": False, "systemd": "-", "healthy": False}
+        if row["role"] == "s3":
+            try:
+                s3.wait_s3(cfg.site(row["site"]), deadline_s=3)
+                return {**row, "ssh": None, "systemd": "-", "healthy": True}
+            except TimeoutError:
+                return {**row, "ssh": None, "systemd": "-", "healthy": False}
+        state = system_state(row["ip"])
+        return {**row, "ssh": state != "ssh-failed", "systemd": state,
+                "healthy": state in ("running", "degraded")}
+
+    with ThreadPoolExecutor(max_workers=6) as pool:
+        return list(pool.map(probe, rows))
+
+
+def down(config: LabConfig | str | Path | None = None) -> dict:
+    """Remove every container and network labelled sovcloud.lab=1 (and only those) and the state dir.
+
+    Images stay: they are a content-addressed cache, not running state.
+    """
+    _config(config)
+    containers = podman("ps", "-a", "-q", "--filter", f"label={LABEL}").split()
+    if containers:
+        progress(f"removing {len(containers)} containers")
+        podman("rm", "-f", "-t", "2", *containers, timeout=300)
+    networks = podman("network", "ls", "-q", "--filter", f"label={LABEL}").split()
+    if networks:
+        podman("network", "rm", *networks)
+    state = inventory.STATE_DIR
+    if state.exists():
+        shutil.rmtree(state)
+    return {"containers": len(containers), "networks": networks}
