@@ -1,0 +1,415 @@
+"""The control catalogue (policies/controls.yaml) as validated data, and discovery of the checks that
+prove each control in the repo (Prometheus alerts, audit/chart tests, policy-pack policies, DR drills).
+
+`python -m policies.catalogue [--repo DIR]` prints coverage and every mismatch between the catalogue and
+the repo; it exits non-zero when the catalogue names a check that does not exist.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import importlib
+import re
+import sys
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Annotated
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError, model_validator
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+CATALOGUE_PATH = Path(__file__).resolve().parent / "controls.yaml"
+
+LAYERS = ("pulumi_policy", "chart", "audit", "alert", "drill")
+LANGS = ("kk", "ru", "en")
+ID_PATTERN = r"^SC-(NET|DATA|AVL|BCK|CRY|LOG|HST|K8S|MON)-\d{2}$"
+# Control ids as they appear inside free text (policy descriptions, label values).
+ID_IN_TEXT = re.compile(r"SC-(?:NET|DATA|AVL|BCK|CRY|LOG|HST|K8S|MON)-\d{2}")
+
+NonEmpty = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1)]
+
+
+class CatalogueError(ValueError):
+    """The catalogue file is invalid; the message names the field and the fix."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Localized(_Strict):
+    kk: NonEmpty
+    ru: NonEmpty
+    en: NonEmpty
+
+    def get(self, lang: str) -> str:
+        return getattr(self, lang)
+
+
+class SeedRef(_Strict):
+    doc: Annotated[str, StringConstraints(pattern=r"^\d{3}$")]
+    line: Annotated[int, Field(gt=0)]
+    term: NonEmpty
+
+
+class SourceRef(_Strict):
+    ref: NonEmpty
+    note: str | None = None
+    seed: SeedRef | None = None
+
+
+class Source(_Strict):
+    title: NonEmpty
+    kk: NonEmpty
+
+
+class Checks(_Strict):
+    pulumi_policy: list[NonEmpty] = []
+    chart: list[NonEmpty] = []
+    audit: list[NonEmpty] = []
+    alert: list[NonEmpty] = []
+    drill: list[NonEmpty] = []
+
+    def items(self) -> Iterator[tuple[str, str]]:
+        for layer in LAYERS:
+            for name in getattr(self, layer):
+                yield layer, name
+
+    def count(self) -> int:
+        return sum(1 for _ in self.items())
+
+
+class Control(_Strict):
+    id: Annotated[str, StringConstraints(pattern=ID_PATTERN)]
+    title: Localized
+    statement: Localized
+    sources: Annotated[list[SourceRef], Field(min_length=1)]
+    checks: Checks = Checks()
+    # Checks a layer has not built yet: documented intent, never counted as coverage.
+    planned: Checks = Checks()
+
+    @model_validator(mode="after")
+    def _planned_is_not_built(self) -> Control:
+        both = set(self.checks.items()) & set(self.planned.items())
+        if both:
+            raise ValueError(f"checks listed both under `checks` and `planned`: {sorted(both)}; keep one")
+        return self
+
+
+class Catalogue(_Strict):
+    sources: dict[str, Source]
+    controls: Annotated[list[Control], Field(min_length=1)]
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Catalogue:
+        seen: set[str] = set()
+        for c in self.controls:
+            if c.id in seen:
+                raise ValueError(f"duplicate control id {c.id}: every id appears once")
+            seen.add(c.id)
+            for s in c.sources:
+                if s.ref not in self.sources:
+                    raise ValueError(
+                        f"{c.id}: source ref {s.ref!r} is not defined under `sources` "
+                        f"(known: {', '.join(sorted(self.sources))})"
+                    )
+        return self
+
+    def by_id(self) -> dict[str, Control]:
+        return {c.id: c for c in self.controls}
+
+    def named_checks(self) -> dict[tuple[str, str], list[str]]:
+        """(layer, check) -> control ids, for the counted (non-planned) checks."""
+        out: dict[tuple[str, str], list[str]] = {}
+        for c in self.controls:
+            for key in c.checks.items():
+                out.setdefault(key, []).append(c.id)
+        return out
+
+
+def _format_error(err: ValidationError) -> str:
+    lines = []
+    for e in err.errors():
+        loc = ".".join(str(p) for p in e["loc"])
+        hint = ""
+        if e["type"] == "missing" and e["loc"] and e["loc"][-1] in LANGS:
+            hint = f" (every text needs kk, ru and en: add `{e['loc'][-1]}`)"
+        elif e["type"] == "string_pattern_mismatch" and e["loc"][-1] == "id":
+            hint = " (ids look like SC-NET-01)"
+        elif e["type"] == "extra_forbidden":
+            hint = f" (unknown key; allowed layers: {', '.join(LAYERS)})" if "checks" in loc or (
+                "planned" in loc) else " (unknown key: remove it)"
+        lines.append(f"{loc}: {e['msg']}{hint}")
+    return "\n".join(lines)
+
+
+def parse_catalogue(data: object, origin: str = "<data>") -> Catalogue:
+    try:
+        return Catalogue.model_validate(data)
+    except ValidationError as err:
+        raise CatalogueError(f"{origin}: invalid control catalogue:\n{_format_error(err)}") from None
+
+
+def load_catalogue(path: Path | str = CATALOGUE_PATH) -> Catalogue:
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except OSError as err:
+        raise CatalogueError(f"{path}: cannot read the control catalogue: {err}") from None
+    except yaml.YAMLError as err:
+        raise CatalogueError(f"{path}: not valid YAML: {err}") from None
+    return parse_catalogue(data, str(path))
+
+
+# --- discovery -----------------------------------------------------------------------------------
+
+
+@dataclass
+class Found:
+    """A check that exists in the repo and the control ids it says it proves."""
+
+    layer: str
+    name: str
+    controls: set[str] = field(default_factory=set)
+    origin: str = ""
+
+
+Discovered = dict[str, dict[str, Found]]
+
+
+def _add(out: dict[str, Found], layer: str, name: str, controls: Iterable[str], origin: str) -> None:
+    f = out.setdefault(name, Found(layer, name, origin=origin))
+    f.controls.update(controls)
+
+
+def discover_alerts(repo_root: Path) -> dict[str, Found]:
+    """Alerting rules in monitoring/prometheus/rules/*.yml whose `controls` label lists ids."""
+    out: dict[str, Found] = {}
+    rules_dir = repo_root / "monitoring" / "prometheus" / "rules"
+    for path in sorted([*rules_dir.glob("*.yml"), *rules_dir.glob("*.yaml")]):
+        try:
+            doc = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        except yaml.YAMLError as err:
+            raise CatalogueError(f"{path}: not valid YAML: {err}") from None
+        for group in doc.get("groups") or []:
+            for rule in group.get("rules") or []:
+                if "alert" not in rule:
+                    continue
+                label = (rule.get("labels") or {}).get("controls", "")
+                ids = ID_IN_TEXT.findall(label if isinstance(label, str) else " ".join(map(str, label)))
+                _add(out, "alert", rule["alert"], ids, str(path.relative_to(repo_root)))
+    return out
+
+
+def _marker_ids(node: ast.expr) -> list[str] | None:
+    """Control ids of a `pytest.mark.control("SC-..", ...)` expression, else None."""
+    if not isinstance(node, ast.Call):
+        return None
+    f = node.func
+    if not (isinstance(f, ast.Attribute) and f.attr == "control"):
+        return None
+    if not (isinstance(f.value, ast.Attribute) and f.value.attr == "mark"):
+        return None
+    ids: list[str] = []
+    for a in node.args:
+        for sub in ast.walk(a):
+            if isinstance(sub, ast.Constant) and isinstance(sub.value, str):
+                ids.extend(ID_IN_TEXT.findall(sub.value))
+    return ids
+
+
+def _ids_from(exprs: Iterable[ast.expr]) -> list[str]:
+    ids: list[str] = []
+    for e in exprs:
+        candidates = e.elts if isinstance(e, ast.List | ast.Tuple) else [e]
+        for c in candidates:
+            got = _marker_ids(c)
+            if got:
+                ids.extend(got)
+    return ids
+
+
+def discover_marked_tests(repo_root: Path, test_dir: str, layer: str) -> dict[str, Found]:
+    """Tests under `test_dir` marked `@pytest.mark.control(...)`, keyed by pytest node id.
+
+    Read with ast, not imported: audit tests need testinfra hosts and chart tests need helm, and
+    discovery must work without either.
+    """
+    out: dict[str, Found] = {}
+    base = repo_root / test_dir
+    for path in sorted(base.rglob("test_*.py")) if base.is_dir() else []:
+        rel = path.relative_to(repo_root).as_posix()
+        try:
+            tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+        except SyntaxError as err:
+            raise CatalogueError(f"{path}: cannot parse: {err}") from None
+        module_ids: list[str] = []
+        for stmt in tree.body:
+            if isinstance(stmt, ast.Assign) and any(
+                isinstance(t, ast.Name) and t.id == "pytestmark" for t in stmt.targets
+            ):
+                module_ids.extend(_ids_from([stmt.value]))
+
+        def visit(body: list[ast.stmt], prefix: str, inherited: list[str], rel: str = rel) -> None:
+            for stmt in body:
+                if isinstance(stmt, ast.ClassDef) and stmt.name.startswith("Test"):
+                    cls_ids = list(inherited) + _ids_from(stmt.decorator_list)
+                    for s in stmt.body:
+                        if isinstance(s, ast.Assign) and any(
+                            isinstance(t, ast.Name) and t.id == "pytestmark" for t in s.targets
+                        ):
+                            cls_ids.extend(_ids_from([s.value]))
+                    visit(stmt.body, f"{prefix}{stmt.name}::", cls_ids)
+                elif isinstance(stmt, ast.FunctionDef | ast.AsyncFunctionDef) and stmt.name.startswith(
+                    "test"
+                ):
+                    ids = inherited + _ids_from(stmt.decorator_list)
+                    if ids:
+                        _add(out, layer, f"{rel}::{prefix}{stmt.name}", ids, f"{rel}:{stmt.lineno}")
+
+        visit(tree.body, "", module_ids)
+    return out
+
+
+def _walk_objects(value: object, depth: int = 0) -> Iterator[object]:
+    yield value
+    if depth < 2 and isinstance(value, list | tuple | set | frozenset):
+        for v in value:
+            yield from _walk_objects(v, depth + 1)
+    elif depth < 2 and isinstance(value, dict):
+        for v in value.values():
+            yield from _walk_objects(v, depth + 1)
+
+
+def _import_package_modules(repo_root: Path, package: str) -> Iterator[object]:
+    """Import every module of `package` (except __main__, which serves/runs) and yield it."""
+    pkg_dir = repo_root.joinpath(*package.split("."))
+    if not (pkg_dir / "__init__.py").is_file():
+        return
+    if str(repo_root) not in sys.path:
+        sys.path.insert(0, str(repo_root))
+    for path in sorted(pkg_dir.rglob("*.py")):
+        if path.name == "__main__.py" or "tests" in path.relative_to(pkg_dir).parts:
+            continue
+        parts = path.relative_to(repo_root).with_suffix("").parts
+        mod_name = ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+        yield importlib.import_module(mod_name)
+
+
+def discover_policies(repo_root: Path) -> dict[str, Found]:
+    """Policies of the Pulumi policy pack (policies/pack), keyed by policy name.
+
+    A policy proves the controls listed in its `controls` attribute if it has one, else the control
+    ids written in its description (pulumi-policy objects carry no custom fields).
+    """
+    from pulumi_policy import ResourceValidationPolicy, StackValidationPolicy
+
+    out: dict[str, Found] = {}
+    for mod in _import_package_modules(repo_root, "policies.pack"):
+        for value in list(vars(mod).values()):
+            for obj in _walk_objects(value):
+                if isinstance(obj, ResourceValidationPolicy | StackValidationPolicy):
+                    ids = getattr(obj, "controls", None) or ID_IN_TEXT.findall(obj.description or "")
+                    _add(out, "pulumi_policy", obj.name, ids, mod.__name__)
+    return out
+
+
+def discover_drills(repo_root: Path) -> dict[str, Found]:
+    """Drill checks declared by dr/: a module-level `DRILL_CHECKS` mapping name -> control ids."""
+    out: dict[str, Found] = {}
+    for mod in _import_package_modules(repo_root, "dr"):
+        checks = getattr(mod, "DRILL_CHECKS", None)
+        if isinstance(checks, dict):
+            for name, ids in checks.items():
+                ids = ID_IN_TEXT.findall(ids) if isinstance(ids, str) else list(ids)
+                _add(out, "drill", name, ids, mod.__name__)
+    return out
+
+
+def discover_checks(repo_root: Path | str = REPO_ROOT) -> Discovered:
+    """layer -> check name -> Found, for the checks that exist in the repo right now.
+
+    Every discoverer returns nothing for a layer that is not built yet.
+    """
+    root = Path(repo_root).resolve()
+    return {
+        "pulumi_policy": discover_policies(root),
+        "chart": discover_marked_tests(root, "tests/charts", "chart"),
+        "audit": discover_marked_tests(root, "tests/audit", "audit"),
+        "alert": discover_alerts(root),
+        "drill": discover_drills(root),
+    }
+
+
+# --- consistency -----------------------------------------------------------------------------------
+
+
+@dataclass
+class Consistency:
+    covered: list[str]  # controls with >= 1 named check that exists
+    uncovered: list[str]  # controls with no existing check (planned only)
+    missing: list[str]  # "control: layer check" named in the catalogue but not in the repo
+    unknown_ids: list[str]  # checks in the repo naming an id the catalogue lacks
+    unlisted: list[str]  # checks in the repo not named by the catalogue under their controls
+    planned: int  # planned checks (not counted)
+
+    def summary(self) -> str:
+        total = len(self.covered) + len(self.uncovered)
+        return (
+            f"controls covered: {len(self.covered)}/{total}; planned only: {len(self.uncovered)} "
+            f"({', '.join(self.uncovered) or '-'}); planned checks: {self.planned}"
+        )
+
+
+def check_consistency(cat: Catalogue, found: Discovered) -> Consistency:
+    ids = set(cat.by_id())
+    covered, uncovered, missing = [], [], []
+    for c in cat.controls:
+        exists = False
+        for layer, name in c.checks.items():
+            f = found[layer].get(name)
+            if f is None:
+                missing.append(f"{c.id}: {layer} check {name!r} not found in the repo")
+            elif c.id not in f.controls:
+                missing.append(f"{c.id}: {layer} check {name!r} exists but is not tagged {c.id} ({f.origin})")
+            else:
+                exists = True
+        (covered if exists else uncovered).append(c.id)
+    named = cat.named_checks()
+    unknown, unlisted = [], []
+    for layer, checks in found.items():
+        for name, f in sorted(checks.items()):
+            if not f.controls:
+                unknown.append(f"{layer} check {name!r} ({f.origin}) names no control id")
+            for cid in sorted(f.controls - ids):
+                unknown.append(f"{layer} check {name!r} ({f.origin}) names unknown control {cid}")
+            for cid in sorted(f.controls & ids):
+                if cid not in named.get((layer, name), []):
+                    unlisted.append(f"{cid}: {layer} check {name!r} ({f.origin}) is not in the catalogue")
+    planned = sum(c.planned.count() for c in cat.controls)
+    return Consistency(covered, uncovered, missing, unknown, unlisted, planned)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m policies.catalogue", description=__doc__)
+    ap.add_argument("--repo", type=Path, default=REPO_ROOT)
+    ap.add_argument("--catalogue", type=Path, default=CATALOGUE_PATH)
+    args = ap.parse_args(argv)
+    try:
+        cat = load_catalogue(args.catalogue)
+        res = check_consistency(cat, discover_checks(args.repo))
+    except CatalogueError as err:
+        print(err, file=sys.stderr)
+        return 2
+    print(res.summary())
+    for title, items in (("missing", res.missing), ("unknown", res.unknown_ids), ("unlisted", res.unlisted)):
+        for item in items:
+            print(f"{title}: {item}")
+    return 1 if res.missing or res.unknown_ids or res.unlisted else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
