@@ -1,0 +1,154 @@
+"""Build and verify a signed evidence bundle: evidence.json, evidence.json.sig, signer.pem, report.html."""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+import json
+from datetime import UTC, datetime
+from pathlib import Path
+
+from policies.catalogue import CATALOGUE_PATH, REPO_ROOT, Catalogue, load_catalogue
+from policies.evidence import report, signing
+from policies.evidence.results import CheckResult, read_results
+
+FORMAT = "sovcloud-evidence/1"
+EVIDENCE, SIGNATURE, SIGNER, REPORT = "evidence.json", "evidence.json.sig", "signer.pem", "report.html"
+
+
+class VerifyError(ValueError):
+    """The bundle does not verify; the message says which file and why."""
+
+
+def _worst(statuses: list[str]) -> str:
+    # Strict: a check/control passes only when everything that proves it ran and passed.
+    if "fail" in statuses:
+        return "fail"
+    if statuses and all(s == "pass" for s in statuses):
+        return "pass"
+    return "not-run"
+
+
+def evaluate(cat: Catalogue, results: list[CheckResult], lang: str) -> tuple[list[dict], list[dict]]:
+    """Per-control status and evidence, and the results no catalogue check claims."""
+    by_check: dict[tuple[str, str], list[CheckResult]] = {}
+    for r in results:
+        by_check.setdefault((r.layer, r.check), []).append(r)
+    used: set[tuple[str, str]] = set()
+    controls = []
+    for c in cat.controls:
+        checks = []
+        for layer, name in c.checks.items():
+            rs = sorted(by_check.get((layer, name), []), key=lambda r: (r.where, r.when))
+            used.add((layer, name))
+            checks.append(
+                {
+                    "layer": layer,
+                    "check": name,
+                    "status": _worst([r.status for r in rs]),
+                    "results": [
+                        {k: v for k, v in r.to_dict().items() if k not in ("layer", "check")} for r in rs
+                    ],
+                }
+            )
+        when = max((r["when"] for k in checks for r in k["results"]), default=None)
+        where = sorted({r["where"] for k in checks for r in k["results"] if r["where"]})
+        sources = []
+        for s in c.sources:
+            src = cat.sources[s.ref]
+            text = f"{s.ref}: {src.kk if lang == 'kk' else src.title}"
+            sources.append(text + (f" ({s.note})" if s.note else ""))
+        controls.append(
+            {
+                "id": c.id,
+                "title": c.title.model_dump(),
+                "statement": c.statement.model_dump(),
+                "status": _worst([k["status"] for k in checks]),
+                "when": when,
+                "where": where,
+                "checks": checks,
+                "sources": sources,
+            }
+        )
+    unmatched = [r.to_dict() for r in results if (r.layer, r.check) not in used]
+    return controls, unmatched
+
+
+def build(
+    results_dir: Path,
+    out_dir: Path,
+    stack: str,
+    lang: str,
+    key: Path,
+    cert: Path,
+    repo_root: Path = REPO_ROOT,
+    catalogue_path: Path = CATALOGUE_PATH,
+) -> dict:
+    if lang not in report.LABELS:
+        raise ValueError(f"--lang {lang!r}: choose one of {', '.join(report.LABELS)}")
+    if not stack or not stack.replace("-", "").isalnum():
+        raise ValueError(f"--stack {stack!r}: use a stack name like `lab` (letters, digits, dashes)")
+    cat = load_catalogue(catalogue_path)
+    results, inputs = read_results(results_dir, repo_root)
+    signer = signing.load_cert(cert, "--cert")
+    controls, unmatched = evaluate(cat, results, lang)
+    summary = {s: sum(1 for c in controls if c["status"] == s) for s in ("pass", "fail", "not-run")}
+    evidence = {
+        "format": FORMAT,
+        "stack": stack,
+        "lang": lang,
+        "generated": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "catalogue_sha256": hashlib.sha256(catalogue_path.read_bytes()).hexdigest(),
+        "summary": summary,
+        "controls": controls,
+        "unmatched": unmatched,
+        "inputs": inputs,
+    }
+    data = signing.canonical(evidence)
+    sig = signing.sign(data, key)
+    # Check the signature with the certificate before writing: a key/cert mismatch fails here.
+    try:
+        signing.verify(data, sig, signer)
+    except signing.SignatureError:
+        raise signing.SignatureError(f"--key {key} does not belong to --cert {cert}") from None
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / EVIDENCE).write_text(
+        json.dumps(evidence, ensure_ascii=False, indent=2, sort_keys=True) + "\n", encoding="utf-8"
+    )
+    (out_dir / SIGNATURE).write_bytes(sig + b"\n")
+    (out_dir / SIGNER).write_bytes(cert.read_bytes())
+    (out_dir / REPORT).write_text(report.render(evidence), encoding="utf-8")
+    return evidence
+
+
+def verify(bundle: Path, ca_cert: Path) -> dict:
+    """Raise VerifyError unless the signature, signer chain and HTML all match evidence.json."""
+    try:
+        evidence = json.loads((bundle / EVIDENCE).read_text(encoding="utf-8"))
+        sig = (bundle / SIGNATURE).read_bytes()
+        html = (bundle / REPORT).read_text(encoding="utf-8")
+    except (OSError, ValueError) as err:
+        raise VerifyError(f"{bundle}: incomplete or unreadable bundle: {err}") from None
+    try:
+        signer = signing.load_cert(bundle / SIGNER, "signer.pem")
+        ca = signing.load_cert(ca_cert, "--ca-cert")
+        signing.verify_chain(signer, ca)
+        signing.verify(signing.canonical(evidence), sig, signer)
+    except signing.SignatureError as err:
+        raise VerifyError(f"{bundle / EVIDENCE}: {err}") from None
+    if evidence.get("format") != FORMAT:
+        raise VerifyError(f"{bundle / EVIDENCE}: format {evidence.get('format')!r} is not {FORMAT!r}")
+    expected = report.render(evidence)
+    if html != expected:
+        diff = next(
+            (
+                d
+                for d in difflib.unified_diff(expected.splitlines(), html.splitlines(), lineterm="", n=0)
+                if d[:1] in "+-" and not d.startswith(("+++", "---"))
+            ),
+            "",
+        )
+        raise VerifyError(
+            f"{bundle / REPORT}: does not match the signed evidence.json (first change: {diff[:200]})"
+        )
+    return evidence
