@@ -1,0 +1,26 @@
+"""Session-wide test set-up: every project tool resolves from the toolchain cache and the venv."""
+
+import os
+import shutil
+
+import pytest
+
+from toolchain import tool_env
+
+
+def pytest_configure(config):
+    os.environ.update(tool_env())
+
+
+def require_tool(name: str) -> str:
+    """Path of a tool `make setup` provides; a missing tool fails the test (never skips it)."""
+    path = shutil.which(name)
+    if path is None:
+        pytest.fail(f"{name} not found on PATH: run `make setup` (see `make doctor`)")
+    return path
+
+
+def pytest_sessionfinish(session, exitstatus):
+    # A run that collected nothing proves nothing: make it fail loudly, not pass silently.
+    if session.testscollected == 0 and exitstatus == 0:
+        session.exitstatus = pytest.ExitCode.NO_TESTS_COLLECTED

@@ -1,0 +1,272 @@
+"""`python -m toolchain setup|doctor`: install or build every tool the project needs, then report.
+
+setup is idempotent: a second run finds everything cached and takes seconds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from . import BIN, HOME, REPO, VENV, pins, tool_env
+from .gobuild import GoTool, build
+
+PULUMI_SDK_MODULE = "github.com/pulumi/pulumi/sdk/v3"
+
+GO_TOOLS = [
+    GoTool(
+        name="pulumi",
+        version=pins.PULUMI,
+        module="github.com/pulumi/pulumi/pkg/v3",
+        commands={"pulumi": "github.com/pulumi/pulumi/pkg/v3/cmd/pulumi"},
+        ldflags=[f"-X {PULUMI_SDK_MODULE}/go/common/version.Version=v{pins.PULUMI}"],
+        local_replacement_version=lambda module: f"v{pins.PULUMI}",
+    ),
+    GoTool(
+        name="pulumi-language-python",
+        version=pins.PULUMI,
+        module=str(REPO / "toolchain" / "langhost"),
+        commands={"pulumi-language-python": "."},
+        ldflags=[f"-X main.version={pins.PULUMI}"],
+    ),
+    GoTool(
+        name="helm",
+        version=pins.HELM,
+        module="helm.sh/helm/v3",
+        commands={"helm": "helm.sh/helm/v3/cmd/helm"},
+        ldflags=[f"-X helm.sh/helm/v3/internal/version.version=v{pins.HELM}"],
+    ),
+    GoTool(
+        name="kubernetes",
+        version=pins.KUBERNETES,
+        module="k8s.io/kubernetes",
+        commands={c: f"k8s.io/kubernetes/cmd/{c}" for c in
+                  ("kube-apiserver", "kube-controller-manager", "kube-scheduler")},
+        ldflags=[
+            f"-X k8s.io/component-base/version.{k}={v}"
+            for k, v in {
+                "gitVersion": f"v{pins.KUBERNETES}",
+                "gitMajor": pins.KUBERNETES.split(".")[0],
+                "gitMinor": pins.KUBERNETES.split(".")[1],
+                "gitTreeState": "clean",
+            }.items()
+        ],
+        # staging modules k8s.io/api etc. are published as v0.<minor>.<patch>
+        local_replacement_version=lambda module: "v0." + pins.KUBERNETES.split(".", 1)[1],
+    ),
+]
+
+
+def log(msg: str) -> None:
+    print(msg, flush=True)
+
+
+def step(title: str):
+    log(f"==> {title}")
+    return time.monotonic()
+
+
+# --- Debian packages -------------------------------------------------------------------------
+
+def _has(cmd: str) -> bool:
+    return Path(cmd).exists() if cmd.startswith("/") else shutil.which(cmd) is not None
+
+
+def ensure_debian_packages() -> None:
+    missing = [pkg for pkg, cmd in pins.DEBIAN_PACKAGES.items() if not _has(cmd)]
+    if not missing:
+        return
+    if os.geteuid() != 0:
+        sys.exit(f"setup: missing Debian packages {' '.join(missing)}; run as root or "
+                 f"`sudo apt-get install {' '.join(missing)}`")
+    log(f"  installing Debian packages: {' '.join(missing)}")
+    env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
+    subprocess.run(["apt-get", "update", "-q"], check=True, env=env)
+    subprocess.run(["apt-get", "install", "-y", "-q", "--no-install-recommends", *missing],
+                   check=True, env=env)
+
+
+# --- Python virtualenv -----------------------------------------------------------------------
+
+def ensure_venv() -> None:
+    stamp = VENV / ".sovcloud-stamp"
+    digest = hashlib.sha256((REPO / "pyproject.toml").read_bytes()).hexdigest()
+    if stamp.exists() and stamp.read_text() == digest:
+        return
+    if not (VENV / "bin" / "python").exists():
+        subprocess.run([sys.executable, "-m", "venv", str(VENV)], check=True)
+    pip = [str(VENV / "bin" / "python"), "-m", "pip", "install", "-q", "--disable-pip-version-check"]
+    subprocess.run([*pip, "-e", f"{REPO}[dev]"], check=True)
+    stamp.write_text(digest)
+
+
+def ensure_isolated_python_tools() -> None:
+    for spec, command in pins.ISOLATED_PYTHON_TOOLS.items():
+        venv = HOME / "venvs" / spec.replace("==", "-")
+        if not (venv / "bin" / command).exists():
+            log(f"  installing {spec} into its own venv {venv}")
+            subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+            subprocess.run([str(venv / "bin" / "python"), "-m", "pip", "install", "-q",
+                            "--disable-pip-version-check", spec], check=True)
+        BIN.mkdir(parents=True, exist_ok=True)
+        _link(venv / "bin" / command, BIN / command)
+
+
+# --- Go-built tools --------------------------------------------------------------------------
+
+def _official_binary(name: str, version: str) -> Path | None:
+    """An official binary of exactly `version` already on PATH (outside our cache), if any."""
+    path = [p for p in os.environ.get("PATH", "").split(os.pathsep) if Path(p) != BIN]
+    found = shutil.which(name, path=os.pathsep.join(path))
+    if not found:
+        return None
+    reported = _version_of([found, "version"]) or _version_of([found, "--version"])
+    return Path(found) if reported == version else None
+
+
+def ensure_go_tools() -> None:
+    BIN.mkdir(parents=True, exist_ok=True)
+    for tool in GO_TOOLS:
+        for out, target in tool.binaries().items():
+            official = _official_binary(out, tool.version)
+            if official:
+                _link(official, BIN / out)
+                continue
+            if not tool.is_built():
+                t0 = step(f"building {tool.name} {tool.version} from its Go module (cached afterwards)")
+                build(tool, log)
+                log(f"  built {tool.name} in {time.monotonic() - t0:.0f}s")
+            _link(target, BIN / out)
+    # The SDK module ships the scripts the Python language host and dynamic providers run.
+    sdk = _go_module_dir(PULUMI_SDK_MODULE, f"v{pins.PULUMI}")
+    for script in ("cmd/pulumi-language-python-exec", "dist/pulumi-resource-pulumi-python"):
+        src = sdk / "python" / script
+        dst = BIN / src.name
+        if not dst.exists() or dst.read_bytes() != src.read_bytes():
+            dst.unlink(missing_ok=True)
+            shutil.copyfile(src, dst)
+            dst.chmod(0o755)
+
+
+def _go_module_dir(module: str, version: str) -> Path:
+    out = subprocess.run(["go", "mod", "download", "-json", f"{module}@{version}"],
+                         cwd=HOME, check=True, capture_output=True, text=True).stdout
+    return Path(re.search(r'"Dir":\s*"([^"]+)"', out).group(1))
+
+
+def _link(target: Path, link: Path) -> None:
+    if link.is_symlink() and Path(os.readlink(link)) == target:
+        return
+    link.unlink(missing_ok=True)
+    link.symlink_to(target)
+
+
+# --- doctor ----------------------------------------------------------------------------------
+
+def _version_of(cmd: list[str], env: dict[str, str] | None = None) -> str | None:
+    try:
+        out = subprocess.run(cmd, capture_output=True, text=True, timeout=30, env=env)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    match = re.search(r"v?(\d+\.\d+(?:\.\d+)?)", out.stdout + out.stderr)
+    return match.group(1) if match and out.returncode == 0 else None
+
+
+@dataclass
+class Check:
+    name: str
+    command: list[str]
+    expected: str | None = None  # exact version required, if any
+
+
+def checks() -> list[Check]:
+    sdk = _installed_sdk_version()
+    return [
+        Check("pulumi", ["pulumi", "version"], sdk),
+        Check("pulumi-language-python", ["pulumi-language-python", "--version"], sdk),
+        Check("pulumi python sdk", [str(VENV / "bin" / "python"), "-c",
+                                    "import importlib.metadata as m; print(m.version('pulumi'))"],
+              pins.PULUMI),
+        Check("helm", ["helm", "version", "--short"], pins.HELM),
+        Check("kube-apiserver", ["kube-apiserver", "--version"], pins.KUBERNETES),
+        Check("kube-controller-manager", ["kube-controller-manager", "--version"], pins.KUBERNETES),
+        Check("kube-scheduler", ["kube-scheduler", "--version"], pins.KUBERNETES),
+        Check("kubectl", ["kubectl", "version", "--client"]),
+        Check("etcd", ["etcd", "--version"]),
+        Check("prometheus", ["prometheus", "--version"]),
+        Check("promtool", ["promtool", "--version"]),
+        Check("alertmanager", ["prometheus-alertmanager", "--version"]),
+        Check("podman", ["podman", "--version"]),
+        Check("runc", ["runc", "--version"]),
+        Check("weed (S3)", ["weed", "version"]),
+        Check("ansible", ["ansible", "--version"]),
+        Check("checkov", ["checkov", "--version"]),
+        Check("lynis", ["lynis", "show", "version"]),
+        Check("wireguard", ["wg", "--version"]),
+        Check("nftables", ["nft", "--version"]),
+        Check("go", ["go", "version"]),
+    ]
+
+
+def _installed_sdk_version() -> str | None:
+    python = VENV / "bin" / "python"
+    if not python.exists():
+        return None
+    out = subprocess.run([str(python), "-c", "import importlib.metadata as m; print(m.version('pulumi'))"],
+                         capture_output=True, text=True)
+    return out.stdout.strip() or None
+
+
+def doctor() -> int:
+    env = tool_env()
+    failed = []
+    print(f"{'tool':26} {'version':14} status")
+    for check in checks():
+        cmd = [shutil.which(check.command[0], path=env["PATH"]) or check.command[0], *check.command[1:]]
+        version = _version_of(cmd, env)
+        if version is None:
+            status = "MISSING (run `make setup`)"
+        elif check.expected and version != check.expected:
+            status = f"WRONG VERSION (want {check.expected}; run `make setup`)"
+        else:
+            status = "ok"
+        if status != "ok":
+            failed.append(check.name)
+        print(f"{check.name:26} {version or '-':14} {status}")
+    if failed:
+        print(f"doctor: not ready: {', '.join(failed)}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def setup() -> int:
+    t0 = time.monotonic()
+    HOME.mkdir(parents=True, exist_ok=True)
+    step("Debian packages")
+    ensure_debian_packages()
+    step("Python virtualenv (.venv) with the pinned dependencies of pyproject.toml")
+    ensure_venv()
+    ensure_isolated_python_tools()
+    step(f"Go-built tools into {HOME}")
+    ensure_go_tools()
+    log(f"setup done in {time.monotonic() - t0:.1f}s")
+    return doctor()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m toolchain", description=__doc__)
+    parser.add_argument("command", choices=["setup", "doctor"])
+    args = parser.parse_args(argv)
+    return setup() if args.command == "setup" else doctor()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
