@@ -140,8 +140,11 @@ def _format_error(err: ValidationError) -> str:
         elif e["type"] == "string_pattern_mismatch" and e["loc"][-1] == "id":
             hint = " (ids look like SC-NET-01)"
         elif e["type"] == "extra_forbidden":
-            hint = f" (unknown key; allowed layers: {', '.join(LAYERS)})" if "checks" in loc or (
-                "planned" in loc) else " (unknown key: remove it)"
+            hint = (
+                f" (unknown key; allowed layers: {', '.join(LAYERS)})"
+                if "checks" in loc or ("planned" in loc)
+                else " (unknown key: remove it)"
+            )
         lines.append(f"{loc}: {e['msg']}{hint}")
     return "\n".join(lines)
 
@@ -211,7 +214,9 @@ def _marker_ids(node: ast.expr) -> list[str] | None:
     f = node.func
     if not (isinstance(f, ast.Attribute) and f.attr == "control"):
         return None
-    if not (isinstance(f.value, ast.Attribute) and f.value.attr == "mark"):
+    # `pytest.mark.control(...)` or `mark.control(...)` after `from pytest import mark`.
+    v = f.value
+    if not ((isinstance(v, ast.Attribute) and v.attr == "mark") or (isinstance(v, ast.Name) and v.id == "mark")):
         return None
     ids: list[str] = []
     for a in node.args:
@@ -299,33 +304,44 @@ def _import_package_modules(repo_root: Path, package: str) -> Iterator[object]:
         yield importlib.import_module(mod_name)
 
 
-def discover_policies(repo_root: Path) -> dict[str, Found]:
-    """Policies of the Pulumi policy pack (policies/pack), keyed by policy name.
+def policies_in(mod: object) -> Iterator[tuple[str, list[str]]]:
+    """(policy name, control ids) of the pulumi-policy objects a module defines.
 
-    A policy proves the controls listed in its `controls` attribute if it has one, else the control
-    ids written in its description (pulumi-policy objects carry no custom fields).
+    A policy proves the controls in its `controls` attribute if it has one, else the control ids
+    written in its description (pulumi-policy objects carry no custom fields).
     """
     from pulumi_policy import ResourceValidationPolicy, StackValidationPolicy
 
+    for value in list(vars(mod).values()):
+        for obj in _walk_objects(value):
+            if isinstance(obj, ResourceValidationPolicy | StackValidationPolicy):
+                ids = getattr(obj, "controls", None) or ID_IN_TEXT.findall(obj.description or "")
+                yield obj.name, list(ids)
+
+
+def drills_in(mod: object) -> Iterator[tuple[str, list[str]]]:
+    """(drill check name, control ids) from a module-level `DRILL_CHECKS` mapping name -> ids."""
+    checks = getattr(mod, "DRILL_CHECKS", None)
+    if isinstance(checks, dict):
+        for name, ids in checks.items():
+            yield name, ID_IN_TEXT.findall(ids) if isinstance(ids, str) else list(ids)
+
+
+def discover_policies(repo_root: Path) -> dict[str, Found]:
+    """Policies of the Pulumi policy pack (policies/pack), keyed by policy name."""
     out: dict[str, Found] = {}
     for mod in _import_package_modules(repo_root, "policies.pack"):
-        for value in list(vars(mod).values()):
-            for obj in _walk_objects(value):
-                if isinstance(obj, ResourceValidationPolicy | StackValidationPolicy):
-                    ids = getattr(obj, "controls", None) or ID_IN_TEXT.findall(obj.description or "")
-                    _add(out, "pulumi_policy", obj.name, ids, mod.__name__)
+        for name, ids in policies_in(mod):
+            _add(out, "pulumi_policy", name, ids, mod.__name__)
     return out
 
 
 def discover_drills(repo_root: Path) -> dict[str, Found]:
-    """Drill checks declared by dr/: a module-level `DRILL_CHECKS` mapping name -> control ids."""
+    """Drill checks declared by the dr/ package."""
     out: dict[str, Found] = {}
     for mod in _import_package_modules(repo_root, "dr"):
-        checks = getattr(mod, "DRILL_CHECKS", None)
-        if isinstance(checks, dict):
-            for name, ids in checks.items():
-                ids = ID_IN_TEXT.findall(ids) if isinstance(ids, str) else list(ids)
-                _add(out, "drill", name, ids, mod.__name__)
+        for name, ids in drills_in(mod):
+            _add(out, "drill", name, ids, mod.__name__)
     return out
 
 
