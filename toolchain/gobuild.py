@@ -53,7 +53,10 @@ def upstream_replaces(module: str, version: str, cwd: Path) -> list[tuple[str, s
         ["go", "mod", "download", "-json", f"{module}@{version}"],
         cwd=cwd, check=True, capture_output=True, text=True,
     ).stdout
-    gomod = Path(json.loads(out)["GoMod"]).read_text()
+    return parse_replaces(Path(json.loads(out)["GoMod"]).read_text())
+
+
+def parse_replaces(gomod: str) -> list[tuple[str, str, str | None]]:
     replaces, in_block = [], False
     for line in gomod.splitlines():
         stripped = line.split("//")[0].strip()
