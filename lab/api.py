@@ -73,6 +73,7 @@ def up(config: LabConfig | str | Path | None = None) -> dict:
     gateway.route_sites(cfg)
     for site in cfg.sites:
         s3.wait_s3(site)
+        s3.ensure_bucket(site)
     t = step("gateways+s3", t)
     inv = inventory.write(cfg)
     total = round(time.monotonic() - t0, 1)
@@ -107,7 +108,9 @@ def status(config: LabConfig | str | Path | None = None) -> list[dict]:
                 return {**row, "ssh": None, "systemd": "-", "healthy": False}
         state = system_state(row["ip"])
         return {**row, "ssh": state != "ssh-failed", "systemd": state,
-                "healthy": state in ("running", "degraded")}
+                # The image masks units that cannot work in a container, so a healthy node boots to
+                # `running`; `degraded` means a unit really failed and is reported as unhealthy.
+                "healthy": state == "running"}
 
     with ThreadPoolExecutor(max_workers=6) as pool:
         return list(pool.map(probe, rows))

@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 
 from lab.image import ensure_node_image
-from lab.podman import LABEL, PodmanError, exists, podman, podman_json
+from lab.podman import LABEL, PodmanError, exists, podman, podman_json, progress
 from lab.sshkey import ensure_key
 
 SSH_USER = "sovadmin"
@@ -43,13 +43,25 @@ def ensure_network(name: str, subnet: str, internal: bool = True,
     podman(*args, name)
 
 
+def _reuse(container: str, image: str) -> bool:
+    """Keep an existing container (starting it if stopped) unless it runs an outdated image."""
+    if not exists("container", container):
+        return False
+    info = podman_json("container", "inspect", container)[0]
+    if info["ImageName"] != image:
+        progress(f"{container}: image changed, recreating")
+        podman("rm", "-f", "-t", "2", container)
+        return False
+    if not info["State"].get("Running"):
+        podman("start", container)
+    return True
+
+
 def run_node(container: str, hostname: str, networks: list[tuple[str, str | None]], memory_mib: int,
              labels: dict[str, str], extra: list[str] | None = None) -> None:
     """Start (or leave running) one systemd node container; networks are (name, static ip or None)."""
-    if exists("container", container):
-        state = podman_json("container", "inspect", container)[0]["State"]
-        if not state.get("Running"):
-            podman("start", container)
+    image = ensure_node_image()
+    if _reuse(container, image):
         return
     args = ["run", "-d", "--name", container, "--hostname", hostname, "--systemd=always",
             "--memory", f"{memory_mib}m", "--memory-swap", f"{memory_mib}m", "--label", LABEL,
@@ -58,7 +70,7 @@ def run_node(container: str, hostname: str, networks: list[tuple[str, str | None
         args += ["--network", f"{net}:ip={ip}" if ip else net]
     for k, v in labels.items():
         args += ["--label", f"sovcloud.lab.{k}={v}"]
-    podman(*args, *(extra or []), ensure_node_image())
+    podman(*args, *(extra or []), image)
 
 
 def container_ip(container: str, network: str | None = None) -> str:
@@ -142,9 +154,8 @@ def remove_standalone(name: str) -> None:
 def run_plain(container: str, hostname: str, networks: list[tuple[str, str | None]], memory_mib: int,
               labels: dict[str, str], extra: list[str], command: list[str]) -> None:
     """A single-process container from the node image (S3 server, Internet test servers): no systemd."""
-    if exists("container", container):
-        if not podman_json("container", "inspect", container)[0]["State"].get("Running"):
-            podman("start", container)
+    image = ensure_node_image()
+    if _reuse(container, image):
         return
     args = ["run", "-d", "--name", container, "--hostname", hostname, "--systemd=false",
             "--memory", f"{memory_mib}m", "--memory-swap", f"{memory_mib}m", "--label", LABEL]
@@ -152,4 +163,4 @@ def run_plain(container: str, hostname: str, networks: list[tuple[str, str | Non
         args += ["--network", f"{net}:ip={ip}" if ip else net]
     for k, v in labels.items():
         args += ["--label", f"sovcloud.lab.{k}={v}"]
-    podman(*args, *extra, ensure_node_image(), *command)
+    podman(*args, *extra, image, *command)

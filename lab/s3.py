@@ -12,6 +12,8 @@ from lab.nodes import run_plain
 from lab.podman import PodmanError
 
 S3_PORT = 8333
+# The shared backup bucket (dr/ writes, monitoring/ reads) exists from `lab up` on.
+BUCKET = "sovcloud-backups"
 
 
 def weed_binary() -> Path:
@@ -53,3 +55,21 @@ def wait_s3(site: Site, deadline_s: float = 90) -> None:
             err = e
             time.sleep(1)
     raise TimeoutError(f"S3 endpoint of {site.name} ({endpoint(site)}) not answering: {err}")
+
+
+def client(site: Site):
+    import boto3
+
+    # weed without an identity config accepts any credentials; the SDK still needs some.
+    return boto3.client("s3", endpoint_url=endpoint(site), region_name="us-east-1",
+                        aws_access_key_id="sovlab", aws_secret_access_key="sovlab")  # noqa: S106
+
+
+def ensure_bucket(site: Site, bucket: str = BUCKET) -> None:
+    from botocore.exceptions import ClientError
+
+    try:
+        client(site).create_bucket(Bucket=bucket)
+    except ClientError as e:
+        if e.response["Error"]["Code"] not in ("BucketAlreadyOwnedByYou", "BucketAlreadyExists"):
+            raise

@@ -1,0 +1,73 @@
+"""Topology validation (unit tests: no podman)."""
+
+import copy
+
+import pytest
+import yaml
+
+from lab import inventory
+from lab.config import DEFAULT_PATH, LabConfigError, load, parse
+
+RAW = yaml.safe_load(DEFAULT_PATH.read_text())
+
+
+def _bad(mutate) -> str:
+    data = copy.deepcopy(RAW)
+    mutate(data)
+    with pytest.raises(LabConfigError) as e:
+        parse(data)
+    return str(e.value)
+
+
+def test_shipped_topology_is_two_tier3_sites():
+    cfg = load()
+    assert [(s.name, s.role) for s in cfg.sites] == [("dc-astana", "primary"), ("dc-almaty", "secondary")]
+    for s in cfg.sites:
+        roles = [n.role for n in s.nodes]
+        assert (roles.count("control-plane"), roles.count("worker"), roles.count("gateway")) == (3, 2, 1)
+        assert len({n.rack for n in s.nodes if n.role == "control-plane"}) == 3
+    assert cfg.total_memory_mib() < 12 * 1024
+
+
+def test_unknown_field_is_named():
+    msg = _bad(lambda d: d["sites"][0]["nodes"][0].update(rack_name="r9"))
+    assert "sites.0.nodes.0.rack_name" in msg
+
+
+def test_control_plane_needs_three_racks():
+    def two_racks(d):
+        d["sites"][1]["nodes"][2]["rack"] = "r1"
+    assert "SC-AVL-02" in _bad(two_racks) and "dc-almaty" in _bad(two_racks)
+
+
+def test_site_needs_one_gateway():
+    msg = _bad(lambda d: d["sites"][0]["nodes"].pop())
+    assert "role: gateway" in msg and "dc-astana" in msg
+
+
+def test_overlapping_subnets_rejected():
+    msg = _bad(lambda d: d["sites"][1].update(subnet="10.210.1.0/25"))
+    assert "overlaps" in msg and "subnet" in msg
+
+
+def test_memory_budget_enforced():
+    msg = _bad(lambda d: d["memory_mib"].update(worker=4096))
+    assert "memory_mib" in msg and "12288" in msg
+
+
+def test_bad_hostname_and_role_named():
+    assert "sites.0.nodes.1.name" in _bad(lambda d: d["sites"][0]["nodes"][1].update(name="Astana_CP2"))
+    assert "sites.0.nodes.1.role" in _bad(lambda d: d["sites"][0]["nodes"][1].update(role="master"))
+
+
+def test_duplicate_node_names_rejected():
+    msg = _bad(lambda d: d["sites"][1]["nodes"][0].update(name="astana-cp1"))
+    assert "astana-cp1" in msg and "unique" in msg
+
+
+def test_inventory_groups_per_site_and_role():
+    inv = inventory.build(load())["all"]
+    assert set(inv["children"]) == {"dc_astana", "dc_almaty", "control_plane", "worker", "gateway"}
+    assert inv["children"]["dc_astana"]["hosts"]["astana-gw"]["ansible_host"] == "10.210.1.15"
+    assert len(inv["children"]["control_plane"]["hosts"]) == 6
+    assert inv["vars"]["ansible_user"] == "sovadmin"

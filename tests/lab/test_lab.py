@@ -1,0 +1,244 @@
+"""The podman lab, for real: nodes, ssh, S3, WireGuard transport, Internet gateway, teardown.
+
+All tests share one lab (api.up is idempotent, so every test can ask for it); the teardown test runs last.
+"""
+
+import json
+import subprocess
+import time
+import uuid
+
+import pytest
+
+from lab import api, gateway, s3
+from lab.config import load
+from lab.inventory import STATE_DIR
+from lab.nodes import netns, ssh, ssh_args
+from lab.podman import LABEL, env, podman, podman_json
+from tests.conftest import require_tool
+
+pytestmark = pytest.mark.lab
+CFG = load()
+ASTANA, ALMATY = CFG.site("dc-astana"), CFG.site("dc-almaty")
+NODES = [(s, n) for s in CFG.sites for n in s.nodes]
+
+
+@pytest.fixture(scope="module")
+def lab():
+    for tool in ("podman", "iptables", "ssh", "nsenter"):
+        require_tool(tool)
+    return api.up(CFG)
+
+
+def sh(container: str, script: str, check: bool = False) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(["podman", "exec", container, "sh", "-c", script], capture_output=True, text=True,
+                          env=env(), check=check, timeout=120)
+
+
+def test_every_node_boots_systemd_to_running(lab):
+    # `running`, not `degraded`: the image masks what cannot work in a container, so a failed unit is a fault.
+    assert lab["systemd"] == {n.name: "running" for _, n in NODES}
+
+
+def test_ssh_with_lab_key_on_every_node_and_labels(lab):
+    for site, n in NODES:
+        r = ssh(site.ip(n), "hostname && sudo -n true && echo sudo-ok")
+        assert r.returncode == 0, (n.name, r.stderr)
+        assert r.stdout.split() == [n.name, "sudo-ok"]
+        labels = podman_json("container", "inspect", CFG.container(n.name))[0]["Config"]["Labels"]
+        assert labels["sovcloud.lab"] == "1"
+        assert (labels["sovcloud.lab.site"], labels["sovcloud.lab.rack"], labels["sovcloud.lab.role"]) == (
+            site.name, n.rack, n.role)
+
+
+def test_ssh_refuses_passwords_and_root(lab):
+    """SC-HST-01: keys only; root cannot log in."""
+    ip = ASTANA.ip("astana-cp1")
+    base = ["ssh", "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=no", "-o", "ConnectTimeout=5",
+            "-o", "UserKnownHostsFile=/dev/null"]
+    r = subprocess.run([*base, "-o", "PubkeyAuthentication=no", f"sovadmin@{ip}", "true"],
+                       capture_output=True, text=True)
+    # The server offers no password/keyboard-interactive method at all.
+    assert r.returncode == 255 and "Permission denied (publickey)" in r.stderr, r.stderr
+    r = subprocess.run([*ssh_args(ip)[:-1], f"root@{ip}", "true"], capture_output=True, text=True)
+    assert r.returncode == 255
+
+
+def test_status_healthy_and_cli_table(lab):
+    rows = api.status(CFG)
+    assert len(rows) == len(NODES) + len(CFG.sites)
+    assert all(r["healthy"] for r in rows), [r for r in rows if not r["healthy"]]
+    assert all(r["ssh"] for r in rows if r["role"] != "s3")
+    out = subprocess.run(["python", "-m", "lab", "status"], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    for _, n in NODES:
+        assert n.name in out.stdout
+
+
+def test_inventory_reaches_every_node_with_ansible(lab):
+    require_tool("ansible")
+    r = subprocess.run(["ansible", "-i", lab["inventory"], "all", "-m", "ping", "-f", "6"],
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert r.stdout.count("SUCCESS") == len(NODES)
+    groups = subprocess.run(["ansible-inventory", "-i", lab["inventory"], "--graph", "dc_almaty"],
+                            capture_output=True, text=True, timeout=120).stdout
+    assert "almaty-gw" in groups and "astana-gw" not in groups
+
+
+def test_s3_endpoint_per_site(lab):
+    """SC-DATA-01: each site has its own object store; an object written at one is absent at the other."""
+    run = uuid.uuid4().hex[:8]
+    clients = {s.name: s3.client(s) for s in CFG.sites}
+    for name, c in clients.items():
+        c.head_bucket(Bucket=s3.BUCKET)  # made by `lab up`
+        c.put_object(Bucket=s3.BUCKET, Key=f"probe/{run}/{name}", Body=name.encode())
+        assert c.get_object(Bucket=s3.BUCKET, Key=f"probe/{run}/{name}")["Body"].read() == name.encode()
+    listed = clients["dc-almaty"].list_objects_v2(Bucket=s3.BUCKET, Prefix=f"probe/{run}/")["Contents"]
+    assert [o["Key"] for o in listed] == [f"probe/{run}/dc-almaty"]
+
+def test_only_wireguard_crosses_between_sites(lab):
+    """SC-NET-02: traffic between sites succeeds and the transport network carries only WireGuard UDP."""
+    gw = CFG.container(ASTANA.gateway.name)
+    ips = gateway.gateway_ips(CFG, ASTANA)
+    # Capture the transport side and, as a control, the site side where the same traffic is plaintext.
+    pcaps = {"transport": "/tmp/sovlab-transport.pcap", "site": "/tmp/sovlab-site.pcap"}
+    caps = []
+    for side, pcap in pcaps.items():
+        ifname = gateway._ifname(gw, ips[side])
+        sh(gw, f"rm -f {pcap}")
+        cmd = ["podman", "exec", gw, "timeout", "20", "tcpdump", "-i", ifname, "-n", "-U", "-w", pcap]
+        caps.append(subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env()))
+    try:
+        time.sleep(2)
+        w1 = CFG.container("astana-w1")
+        # A recognisable payload ("SECRET!"): it must not appear in clear on the transport network.
+        ping = sh(w1, f"ping -c 5 -i 0.2 -p 53454352455421 {ALMATY.ip('almaty-w1')}")
+        assert ping.returncode == 0, ping.stdout + ping.stderr
+        http = sh(w1, f"curl -sS -m 10 -o /dev/null -w '%{{http_code}}' http://{ALMATY.ip('s3')}:8333/")
+        assert http.stdout in ("200", "403"), http.stderr
+        time.sleep(1)
+    finally:
+        sh(gw, "pkill -INT -x tcpdump")
+        for cap in caps:
+            cap.wait(timeout=30)
+    pcap = pcaps["transport"]
+    listing = sh(gw, f"tcpdump -n -r {pcap}").stdout.splitlines()
+    port = CFG.transport.port
+    assert len(listing) >= 12, listing  # 5 pings + replies + a TCP exchange, all encapsulated
+    wg_hosts = {gateway.gateway_ips(CFG, s)["transport"] for s in CFG.sites}
+    for line in listing:
+        # e.g. "10:00:00.0 IP 10.210.254.10.51820 > 10.210.254.11.51820: UDP, length 128"
+        assert " IP " in line and "UDP" in line, line
+        src, dst = line.split(" IP ")[1].split(":")[0].split(" > ")
+        assert {src.rsplit(".", 1)[0], dst.rsplit(".", 1)[0]} <= wg_hosts, line
+        assert str(port) in (src.rsplit(".", 1)[1], dst.rsplit(".", 1)[1]), line
+    raw = {side: subprocess.run(["podman", "exec", gw, "cat", p], capture_output=True, env=env()).stdout
+           for side, p in pcaps.items()}
+    assert b"SECRET!" in raw["site"] and b"HTTP/1.1" in raw["site"]  # the control: plaintext is detectable
+    assert b"SECRET!" not in raw["transport"] and b"HTTP/1.1" not in raw["transport"]
+
+
+def test_sites_unreachable_without_the_tunnel(lab):
+    """SC-NET-02: with the tunnel down nothing gets through: there is no plaintext path between sites."""
+    gw = CFG.container(ASTANA.gateway.name)
+    w1 = CFG.container("astana-w1")
+    target = ALMATY.ip("almaty-w1")
+    assert sh(w1, f"ping -c 1 -W 2 {target}").returncode == 0
+    try:
+        sh(gw, "systemctl stop wg-quick@wg0", check=True)
+        assert sh(w1, f"ping -c 2 -W 2 {target}").returncode != 0
+    finally:
+        sh(gw, "systemctl start wg-quick@wg0", check=True)
+    deadline = time.monotonic() + 30
+    while sh(w1, f"ping -c 1 -W 2 {target}").returncode != 0:
+        assert time.monotonic() < deadline, "tunnel did not come back"
+
+
+def test_nodes_cannot_bypass_gateway_even_with_own_routes(lab):
+    """SC-NET-01/02: a worker that rewrites its routes still cannot reach the Internet or the other site."""
+    w2 = CFG.container("astana-w2")
+    repo = gateway.internet_ip(CFG, "repo.internet.lab")
+    bypasses = [(str(CFG.internet.subnet), ASTANA.ip(ASTANA.gateway)),  # gateway must not route out
+                (str(CFG.internet.subnet), str(ASTANA.subnet.network_address + 1)),  # nor the host bridge
+                (str(ALMATY.subnet), str(ASTANA.subnet.network_address + 1))]
+    try:
+        for net, via in bypasses:
+            netns(w2, "ip", "route", "replace", net, "via", via)
+            dest = repo if net == str(CFG.internet.subnet) else ALMATY.ip("almaty-w1")
+            r = sh(w2, f"curl -sS -m 4 -o /dev/null http://{dest}:80/")
+            assert r.returncode != 0, (net, via)
+    finally:
+        netns(w2, "ip", "route", "del", str(CFG.internet.subnet), check=False)
+        netns(w2, "ip", "route", "replace", str(ALMATY.subnet), "via", ASTANA.ip(ASTANA.gateway))
+
+
+def test_egress_only_through_allowlist_proxy(lab):
+    """SC-NET-01: listed destination via the proxy works; unlisted is refused; direct fails."""
+    for site in CFG.sites:
+        w = CFG.container(next(n.name for n in site.nodes if n.role == "worker"))
+        proxy = f"http://{site.ip(site.gateway)}:{gateway.PROXY_PORT}"
+        ok = sh(w, f"curl -sS -m 10 -x {proxy} http://repo.internet.lab/")
+        assert ok.returncode == 0 and ok.stdout.strip() == "repo.internet.lab", ok.stderr
+        denied = sh(w, f"curl -sS -m 10 -o /dev/null -w '%{{http_code}}' -x {proxy} http://blocked.internet.lab/")
+        assert denied.stdout == "403"
+        by_ip = sh(w, f"curl -sS -m 10 -o /dev/null -w '%{{http_code}}' -x {proxy} "
+                      f"http://{gateway.internet_ip(CFG, 'repo.internet.lab')}/")
+        assert by_ip.stdout == "403"  # the allow-list is by name; raw IPs do not slip through
+        direct = sh(w, f"curl -sS -m 5 http://{gateway.internet_ip(CFG, 'repo.internet.lab')}/")
+        assert direct.returncode != 0 and "repo.internet.lab" not in direct.stdout
+
+
+def test_inbound_only_through_reverse_proxy(lab):
+    """SC-NET-01: from the Internet, site services are reachable via the gateway's nginx only."""
+    w1 = CFG.container("astana-w1")
+    inet = CFG.container("inet-repo")
+    gw_ip = gateway.gateway_ips(CFG, ASTANA)["internet"]
+    sh(w1, "mkdir -p /tmp/web && echo portal-astana > /tmp/web/index.html && "
+           "systemd-run --unit sovlab-test-web python3 -m http.server 8080 --directory /tmp/web", check=True)
+    try:
+        deadline = time.monotonic() + 20
+        while True:
+            r = sh(inet, f"python3 -c \"import urllib.request as u; print(u.urlopen('http://{gw_ip}/').read())\"")
+            if r.returncode == 0 or time.monotonic() > deadline:
+                break
+            time.sleep(1)
+        assert "portal-astana" in r.stdout, r.stderr
+        ssh_probe = sh(inet, f"python3 -c \"import socket; socket.create_connection(('{gw_ip}', 22), 3)\"")
+        assert ssh_probe.returncode != 0  # the gateway's sshd is not exposed to the Internet
+    finally:
+        sh(w1, "systemctl stop sovlab-test-web")
+
+
+def test_up_is_idempotent(lab):
+    before = {c["Names"][0]: c["Id"] for c in podman_json("ps", "-a", "--filter", f"label={LABEL}",
+                                                          "--format", "json")}
+    again = api.up(CFG)
+    after = {c["Names"][0]: c["Id"] for c in podman_json("ps", "-a", "--filter", f"label={LABEL}",
+                                                         "--format", "json")}
+    assert after == before  # nothing recreated
+    assert again["systemd"] == lab["systemd"]
+
+
+def test_zz_down_removes_everything_it_created_and_nothing_else(lab):
+    image = lab["image"]
+    decoy_net, decoy = "sovtest-decoy-net", "sovtest-decoy"
+    subprocess.run(["podman", "network", "create", "--subnet", "10.210.251.0/24", decoy_net], env=env(),
+                   check=True, capture_output=True)
+    subprocess.run(["podman", "create", "--name", decoy, "--network", decoy_net, image, "true"], env=env(),
+                   check=True, capture_output=True)
+    try:
+        result = api.down(CFG)
+        assert result["containers"] >= len(NODES) + 2 * len(CFG.sites)
+        assert podman("ps", "-a", "-q", "--filter", f"label={LABEL}").split() == []
+        assert podman("network", "ls", "-q", "--filter", f"label={LABEL}").split() == []
+        names = {n["name"] for n in json.loads(podman("network", "ls", "--format", "json"))}
+        assert not any(n.startswith(CFG.name + "-") for n in names)
+        assert decoy_net in names
+        assert subprocess.run(["podman", "container", "exists", decoy], env=env()).returncode == 0
+        assert not STATE_DIR.exists()
+        ps = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True).stdout
+        assert "weed server" not in ps and "wireguard-go" not in ps and "tinyproxy" not in ps
+    finally:
+        subprocess.run(["podman", "rm", "-f", decoy], env=env(), capture_output=True)
+        subprocess.run(["podman", "network", "rm", decoy_net], env=env(), capture_output=True)
