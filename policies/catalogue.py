@@ -216,7 +216,10 @@ def _marker_ids(node: ast.expr) -> list[str] | None:
         return None
     # `pytest.mark.control(...)` or `mark.control(...)` after `from pytest import mark`.
     v = f.value
-    if not ((isinstance(v, ast.Attribute) and v.attr == "mark") or (isinstance(v, ast.Name) and v.id == "mark")):
+    is_mark = (isinstance(v, ast.Attribute) and v.attr == "mark") or (
+        isinstance(v, ast.Name) and v.id == "mark"
+    )
+    if not is_mark:
         return None
     ids: list[str] = []
     for a in node.args:
@@ -409,12 +412,63 @@ def check_consistency(cat: Catalogue, found: Discovered) -> Consistency:
     return Consistency(covered, uncovered, missing, unknown, unlisted, planned)
 
 
+def _checks_yaml(key: str, checks: dict[str, list[str]]) -> list[str]:
+    if not any(checks.values()):
+        return [f"    {key}: {{}}"]
+    lines = [f"    {key}:"]
+    for layer in LAYERS:
+        if checks.get(layer):
+            lines.append(f"      {layer}:")
+            lines.extend(f"        - {name}" for name in checks[layer])
+    return lines
+
+
+def sync_catalogue(path: Path, found: Discovered) -> str:
+    """Catalogue text with each control's `checks` set to the checks found in the repo that tag it, and
+    those checks dropped from `planned`. Rewrites only the trailing checks/planned keys of each control
+    (they must be its last two keys), so comments and wording elsewhere survive."""
+    cat = load_catalogue(path)
+    text = path.read_text(encoding="utf-8")
+    blocks = re.split(r"(?m)^(?=  - id: )", text)
+    by_id = cat.by_id()
+    out = [blocks[0]]
+    for block in blocks[1:]:
+        cid = block.split("\n", 1)[0].removeprefix("  - id: ").strip()
+        control = by_id[cid]
+        checks: dict[str, list[str]] = {
+            layer: sorted(n for n, f in found[layer].items() if cid in f.controls) for layer in LAYERS
+        }
+        planned = {
+            layer: [n for n in getattr(control.planned, layer) if n not in checks[layer]] for layer in LAYERS
+        }
+        head, sep, _ = block.partition("\n    checks:")
+        if not sep:
+            raise CatalogueError(f"{path}: {cid} has no `checks:` key to sync")
+        trailer = "\n\n" if block.endswith("\n\n") else "\n"
+        out.append(
+            head
+            + "\n"
+            + "\n".join(_checks_yaml("checks", checks) + _checks_yaml("planned", planned))
+            + trailer
+        )
+    return "".join(out)
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m policies.catalogue", description=__doc__)
     ap.add_argument("--repo", type=Path, default=REPO_ROOT)
     ap.add_argument("--catalogue", type=Path, default=CATALOGUE_PATH)
+    ap.add_argument(
+        "--sync",
+        action="store_true",
+        help="rewrite `checks` to the checks found in the repo (planned ones that exist move over)",
+    )
     args = ap.parse_args(argv)
     try:
+        if args.sync:
+            args.catalogue.write_text(
+                sync_catalogue(args.catalogue, discover_checks(args.repo)), encoding="utf-8"
+            )
         cat = load_catalogue(args.catalogue)
         res = check_consistency(cat, discover_checks(args.repo))
     except CatalogueError as err:

@@ -187,14 +187,14 @@ def test_consistency_fails_when_a_named_check_is_removed_or_mistagged(tmp_path, 
     repo = _fake_repo(tmp_path)
     data = copy.deepcopy(raw)
     by_id = {c["id"]: c for c in data["controls"]}
+    for c in by_id.values():
+        c["checks"], c["planned"] = {}, {}
     by_id["SC-BCK-01"]["checks"] = {"alert": ["BackupTooOld"]}
     by_id["SC-DATA-01"]["checks"] = {"alert": ["BackupTooOld"]}
     by_id["SC-HST-01"]["checks"] = {"audit": ["tests/audit/test_ssh.py::test_keys_only"]}
     by_id["SC-HST-02"]["checks"] = {"audit": ["tests/audit/test_ssh.py::TestFiles::test_mode"]}
     by_id["SC-HST-09"]["checks"] = {"audit": ["tests/audit/test_ssh.py::TestFiles::test_mode"]}
     by_id["SC-K8S-04"]["checks"] = {"audit": ["tests/audit/test_k8s.py::test_anon"]}
-    for c in by_id.values():
-        c["planned"] = {}
     cat = parse_catalogue(data)
     res = check_consistency(cat, discover_checks(repo))
     assert (res.missing, res.unknown_ids, res.unlisted) == ([], [], [])

@@ -1,0 +1,359 @@
+"""Evidence bundle: build from fixture results, verify, tamper detection, per-control status, languages."""
+
+from __future__ import annotations
+
+import copy
+import json
+import subprocess
+from pathlib import Path
+from xml.sax.saxutils import quoteattr
+
+import pytest
+import yaml
+
+from policies.catalogue import CATALOGUE_PATH, load_catalogue
+from policies.evidence import bundle, signing
+from policies.evidence.__main__ import main
+from policies.evidence.results import ResultsError, parse_junit, read_results
+from tests.conftest import require_tool
+
+
+@pytest.fixture(scope="module")
+def pki(tmp_path_factory) -> signing.PkiPaths:
+    return signing.ensure_pki(tmp_path_factory.mktemp("pki"))
+
+
+@pytest.fixture(scope="module")
+def catalogue_file(tmp_path_factory) -> Path:
+    """The real catalogue with every planned check counted, so fixtures exercise all layers."""
+    data = yaml.safe_load(CATALOGUE_PATH.read_text(encoding="utf-8"))
+    for c in data["controls"]:
+        merged = copy.deepcopy(c.get("checks") or {})
+        for layer, names in (c.pop("planned", None) or {}).items():
+            merged.setdefault(layer, []).extend(names)
+        c["checks"] = merged
+    path = tmp_path_factory.mktemp("cat") / "controls.yaml"
+    path.write_text(yaml.safe_dump(data, allow_unicode=True), encoding="utf-8")
+    return path
+
+
+def _junit(cases: list[tuple[str, str]]) -> str:
+    """JUnit XML as pytest writes it, for (node id, outcome) pairs."""
+    rows = []
+    for nodeid, outcome in cases:
+        path, *rest = nodeid.split("::")
+        classname = ".".join([path.removesuffix(".py").replace("/", "."), *rest[:-1]])
+        name = rest[-1] + "[paramiko://site-a-node1]"
+        body = {
+            "pass": "",
+            "fail": '<failure message="assert 1 == 0">trace</failure>',
+            "skip": '<skipped message="no host" />',
+        }[outcome]
+        rows.append(
+            f'<testcase classname={quoteattr(classname)} name={quoteattr(name)} time="0.1">{body}</testcase>'
+        )
+    return (
+        '<?xml version="1.0" encoding="utf-8"?><testsuites><testsuite name="pytest" '
+        'timestamp="2025-01-02T03:04:05.000000" hostname="ci">' + "".join(rows) + "</testsuite></testsuites>"
+    )
+
+
+def _write_results(dest: Path, catalogue_file: Path, fail: set[str] = frozenset()) -> Path:
+    """One input file per adapter covering every check in the catalogue; checks in `fail` fail."""
+    dest.mkdir(parents=True, exist_ok=True)
+    cat = load_catalogue(catalogue_file)
+    checks = {key for c in cat.controls for key in c.checks.items()}
+    tests = sorted(name for layer, name in checks if layer in ("audit", "chart"))
+    half = len(tests) // 2
+    (dest / "audit.xml").write_text(_junit([(t, "fail" if t in fail else "pass") for t in tests[:half]]))
+    (dest / "charts.json").write_text(
+        json.dumps(
+            {
+                "created": 1735787045.0,
+                "tests": [
+                    {"nodeid": t, "outcome": "failed" if t in fail else "passed"} for t in tests[half:]
+                ],
+            }
+        )
+    )
+    drills = sorted(name for layer, name in checks if layer == "drill")
+    (dest / "drill-site-a.json").write_text(
+        json.dumps(
+            {
+                "site": "site-a",
+                "started": "2025-01-02T03:00:00Z",
+                "finished": "2025-01-02T03:04:00Z",
+                "ok": True,
+                "rto_seconds": 240,
+                "rpo_seconds": 600,
+                "error": None,
+                "checks": [{"name": d, "ok": d not in fail} for d in drills],
+            }
+        )
+    )
+    (dest / "policies.results.json").write_text(
+        json.dumps(
+            {
+                "format": "sovcloud-results/1",
+                "results": [
+                    {
+                        "layer": layer,
+                        "check": name,
+                        "status": "fail" if name in fail else "pass",
+                        "evidence": "pulumi preview --policy-pack",
+                        "when": "2025-01-02T03:04:05Z",
+                        "where": "lab",
+                    }
+                    for layer, name in sorted(checks)
+                    if layer in ("pulumi_policy", "alert")
+                ],
+            }
+        )
+    )
+    return dest
+
+
+def _build(
+    tmp: Path, catalogue_file: Path, pki: signing.PkiPaths, lang: str = "en", fail=frozenset()
+) -> Path:
+    results = _write_results(tmp / "results", catalogue_file, set(fail))
+    out = tmp / "bundle"
+    argv = [
+        "build",
+        "--stack",
+        "lab",
+        "--results",
+        str(results),
+        "--out",
+        str(out),
+        "--lang",
+        lang,
+        "--key",
+        str(pki.key),
+        "--cert",
+        str(pki.cert),
+        "--catalogue",
+        str(catalogue_file),
+    ]
+    assert main(argv) == 0
+    return out
+
+
+def _verify(out: Path, pki: signing.PkiPaths) -> int:
+    return main(["verify", str(out), "--ca-cert", str(pki.ca_cert)])
+
+
+def test_build_then_verify_passes(tmp_path, catalogue_file, pki, capsys):
+    out = _build(tmp_path, catalogue_file, pki)
+    ev = json.loads((out / "evidence.json").read_text())
+    assert ev["summary"] == {"pass": 27, "fail": 0, "not-run": 0}
+    assert {i["adapter"] for i in ev["inputs"]} == {"junit", "pytest-json", "drill", "native"}
+    hst = next(c for c in ev["controls"] if c["id"] == "SC-HST-01")
+    assert hst["where"] == ["site-a-node1"] and hst["when"].startswith("2025-01-02T03:04:05")
+    assert _verify(out, pki) == 0
+    assert "OK:" in capsys.readouterr().out
+
+
+def test_tampered_json_fails_verification(tmp_path, catalogue_file, pki, capsys):
+    out = _build(tmp_path, catalogue_file, pki)
+    ev = json.loads((out / "evidence.json").read_text())
+    ev["controls"][0]["status"] = "pass" if ev["controls"][0]["status"] != "pass" else "fail"
+    (out / "evidence.json").write_text(json.dumps(ev))
+    assert _verify(out, pki) == 1
+    assert "signature does not match evidence.json" in capsys.readouterr().err
+
+
+def test_reformatted_json_still_verifies(tmp_path, catalogue_file, pki):
+    # The signature covers the canonical form, not whitespace or key order.
+    out = _build(tmp_path, catalogue_file, pki)
+    ev = json.loads((out / "evidence.json").read_text())
+    (out / "evidence.json").write_text(json.dumps(ev, indent=4, ensure_ascii=True))
+    assert _verify(out, pki) == 0
+
+
+def test_tampered_html_fails_verification(tmp_path, catalogue_file, pki, capsys):
+    out = _build(tmp_path, catalogue_file, pki, fail={"restore-drill"})
+    html = (out / "report.html").read_text()
+    (out / "report.html").write_text(html.replace('class="status-fail"', 'class="status-pass"', 1))
+    assert _verify(out, pki) == 1
+    err = capsys.readouterr().err
+    assert "report.html: does not match the signed evidence.json" in err
+
+
+def test_signer_from_another_ca_is_rejected(tmp_path, catalogue_file, pki, capsys):
+    out = _build(tmp_path, catalogue_file, pki)
+    other = signing.ensure_pki(tmp_path / "other-pki")
+    assert main(["verify", str(out), "--ca-cert", str(other.ca_cert)]) == 1
+    assert "not issued by the CA" in capsys.readouterr().err
+
+
+def test_key_not_matching_cert_fails_before_writing(tmp_path, catalogue_file, pki, capsys):
+    other = signing.ensure_pki(tmp_path / "other-pki")
+    results = _write_results(tmp_path / "results", catalogue_file)
+    argv = [
+        "build",
+        "--stack",
+        "lab",
+        "--results",
+        str(results),
+        "--out",
+        str(tmp_path / "b"),
+        "--key",
+        str(other.key),
+        "--cert",
+        str(pki.cert),
+        "--catalogue",
+        str(catalogue_file),
+    ]
+    assert main(argv) == 1
+    assert "does not belong to --cert" in capsys.readouterr().err
+    assert not (tmp_path / "b").exists()
+
+
+def test_one_failing_check_turns_exactly_its_controls_red(tmp_path, catalogue_file, pki):
+    cat = load_catalogue(catalogue_file)
+    owners: dict[str, set[str]] = {}
+    for c in cat.controls:
+        for _, name in c.checks.items():
+            owners.setdefault(name, set()).add(c.id)
+    # One audit test (JUnit adapter) and one drill shared by two controls.
+    audit = next(n for n, ids in sorted(owners.items()) if n.startswith("tests/audit/") and len(ids) == 1)
+    shared = next((n for n, ids in sorted(owners.items()) if len(ids) > 1), None)
+    for failing in filter(None, (audit, shared)):
+        out = _build(tmp_path / failing.replace("/", "_"), catalogue_file, pki, fail={failing})
+        ev = json.loads((out / "evidence.json").read_text())
+        red = {c["id"] for c in ev["controls"] if c["status"] == "fail"}
+        assert red == owners[failing]
+        assert all(c["status"] == "pass" for c in ev["controls"] if c["id"] not in red)
+        html = (out / "report.html").read_text()
+        assert html.count('class="status-fail"') == len(red)
+        for cid in red:
+            assert f'<tr id="{cid}" class="status-fail">' in html
+        assert _verify(out, pki) == 0
+
+
+def test_skipped_test_leaves_its_control_not_run(tmp_path, catalogue_file, pki):
+    out = tmp_path / "r"
+    _write_results(out, catalogue_file)
+    xml = (out / "audit.xml").read_text()
+    name = "test_password_authentication_off[paramiko://site-a-node1]"
+    assert name in xml
+    (out / "audit.xml").write_text(
+        xml.replace(f'name="{name}" time="0.1">', f'name="{name}" time="0.1"><skipped message="host down" />')
+    )
+    bundle.build(out, tmp_path / "b", "lab", "en", pki.key, pki.cert, catalogue_path=catalogue_file)
+    ev = json.loads((tmp_path / "b" / "evidence.json").read_text())
+    assert {c["id"]: c["status"] for c in ev["controls"]}["SC-HST-01"] == "not-run"
+    assert ev["summary"] == {"pass": 26, "fail": 0, "not-run": 1}
+
+
+@pytest.mark.parametrize(
+    ("lang", "title", "word"),
+    [
+        ("kk", "Сәйкестік дәлелдемелері", "Уақытты синхрондау"),
+        ("ru", "Доказательства соответствия", "Синхронизация времени"),
+        ("en", "Compliance evidence", "Time synchronisation"),
+    ],
+)
+def test_every_language_renders(tmp_path, catalogue_file, pki, lang, title, word):
+    out = _build(tmp_path, catalogue_file, pki, lang=lang)
+    html = (out / "report.html").read_text(encoding="utf-8")
+    assert f'<html lang="{lang}">' in html and title in html and word in html
+    assert _verify(out, pki) == 0
+
+
+def test_real_catalogue_builds_and_verifies(tmp_path, pki):
+    """The catalogue as it is in the repo: checks without results are `not-run`, never `pass`."""
+    results = tmp_path / "results"
+    results.mkdir()
+    (results / "x.results.json").write_text(
+        json.dumps(
+            {
+                "format": "sovcloud-results/1",
+                "results": [
+                    {"layer": "audit", "check": "tests/audit/test_nothing.py::test_x", "status": "pass"}
+                ],
+            }
+        )
+    )
+    ev = bundle.build(results, tmp_path / "b", "lab", "kk", pki.key, pki.cert)
+    assert ev["summary"]["pass"] == 0 and ev["unmatched"][0]["check"].endswith("test_x")
+    assert _verify(tmp_path / "b", pki) == 0
+
+
+def test_junit_node_ids_with_classes_and_params(tmp_path):
+    p = tmp_path / "r.xml"
+    p.write_text(
+        '<testsuite timestamp="t" hostname="h"><testcase classname="tests.audit.test_ssh.TestFiles" '
+        'name="test_mode[paramiko://root@site-b-node2-/etc/passwd]" time="1"/>'
+        '<testcase classname="tests.charts.test_tenant" name="test_quota" time="1"/></testsuite>'
+    )
+    a, b = parse_junit(p)
+    assert (a.layer, a.check, a.where) == (
+        "audit",
+        "tests/audit/test_ssh.py::TestFiles::test_mode",
+        "site-b-node2",
+    )
+    assert (b.layer, b.check, b.where, b.status) == (
+        "chart",
+        "tests/charts/test_tenant.py::test_quota",
+        "h",
+        "pass",
+    )
+
+
+@pytest.mark.parametrize(
+    ("name", "content", "message"),
+    [
+        ("a.json", "{", "not valid JSON"),
+        ("a.json", '{"foo": 1}', "unknown JSON results"),
+        ("a.xml", "<html/>", "is not <testsuites>"),
+        ("a.bin", "x", "unknown result file type"),
+        (
+            "a.json",
+            '{"format": "sovcloud-results/1", "results": [{"layer": "a", "check": "c", "status": "ok"}]}',
+            "results[0].status 'ok' must be one of",
+        ),
+        ("a.json", '{"site": "s", "rto_seconds": 1}', "drill result needs `ok`"),
+    ],
+)
+def test_bad_result_files_are_named(tmp_path, name, content, message):
+    (tmp_path / name).write_text(content)
+    with pytest.raises(ResultsError) as err:
+        read_results(tmp_path, tmp_path)
+    assert name in str(err.value) and message in str(err.value)
+
+
+@pytest.mark.tools
+def test_promtool_output_adapter_with_real_promtool(tmp_path, pki):
+    """Real `promtool test rules` output: the verdict of a test file applies to the alerts it tests."""
+    promtool = require_tool("promtool")
+    (tmp_path / "rules.yml").write_text(
+        "groups:\n- name: t\n  rules:\n  - alert: SovcloudTargetDown\n    expr: up == 0\n    for: 1m\n"
+        "    labels: {controls: SC-MON-01}\n"
+    )
+
+    def run(expected_job: str) -> str:
+        (tmp_path / "t.yml").write_text(
+            "rule_files: [rules.yml]\nevaluation_interval: 1m\ntests:\n- interval: 1m\n"
+            "  input_series: [{series: 'up{job=\"x\"}', values: '0x5'}]\n"
+            "  alert_rule_test:\n  - eval_time: 3m\n    alertname: SovcloudTargetDown\n"
+            f"    exp_alerts: [{{exp_labels: {{job: {expected_job}, controls: SC-MON-01}}}}]\n"
+        )
+        proc = subprocess.run(
+            [promtool, "test", "rules", "t.yml"],
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        return proc.stdout + proc.stderr
+
+    for job, status in (("x", "pass"), ("y", "fail")):
+        results = tmp_path / f"results-{job}"
+        results.mkdir()
+        (results / "promtool.txt").write_text(run(job))
+        got, inputs = read_results(results, tmp_path)
+        assert [(r.layer, r.check, r.status) for r in got] == [("alert", "SovcloudTargetDown", status)]
+        assert inputs[0]["adapter"] == "promtool"
