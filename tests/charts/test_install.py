@@ -53,12 +53,12 @@ def kh(helm, kubeconfig):
 
 
 @pytest.fixture
-def agency(kh, api):
+def agency(kh):
     """A fresh agency name per test; whatever the test leaves is uninstalled afterwards."""
     name = "t" + secrets.token_hex(3)
     yield name
-    for release in (f"{name}-wl", name):
-        kh("uninstall", release, "--namespace", RELEASE_NS, "--wait", "--ignore-not-found", check=False)
+    for release, namespace in ((f"{name}-wl", f"{name}-prod"), (name, RELEASE_NS)):
+        kh("uninstall", release, "--namespace", namespace, "--wait", "--ignore-not-found", check=False)
 
 
 def tenant_values(tmp_path: Path, agency: str, **extra) -> Path:
