@@ -73,7 +73,8 @@ def _split_param(name: str) -> tuple[str, str]:
 def _where_from_param(param: str, default: str) -> str:
     # testinfra parametrises by host ("ssh://node1", "paramiko://root@node1"): that is "where".
     m = re.search(r"(?:\w+://)?(?:[^@/\-\s]+@)?([A-Za-z0-9_.:-]+)", param) if "://" in param else None
-    return m.group(1) if m else (param or default)
+    # Pytest joins further parameter ids with "-": drop the dangling separator.
+    return m.group(1).rstrip("-") if m else (param or default)
 
 
 def _junit_nodeid(classname: str, name: str) -> str:
