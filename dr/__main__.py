@@ -1,0 +1,191 @@
+"""python -m dr {keygen,backup,sync,verify,restore,prune,drill,failover,failback} --config dr.yaml ..."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+from dataclasses import asdict
+from pathlib import Path
+
+import yaml
+
+from dr import backup, crypto, drill, failover, jobs, restore, retention, s3io, sources
+from dr.config import ConfigError, load_config
+
+ERRORS = (
+    ConfigError,
+    crypto.CryptoError,
+    backup.BackupError,
+    backup.VerifyError,
+    restore.RestoreError,
+    sources.SourceError,
+    failover.FailoverError,
+)
+
+
+def _etcd(a) -> sources.Etcd:
+    return sources.Etcd(a.endpoint, a.cacert, a.cert, a.key)
+
+
+def _out(obj) -> None:
+    print(json.dumps(obj, indent=1, default=str))
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m dr", description="sovcloud backup, restore, drills, failover")
+    p.add_argument("--config", type=Path, help="DR config YAML (sites, keys, staging, retention)")
+    sub = p.add_subparsers(dest="cmd", required=True)
+
+    k = sub.add_parser("keygen", help="create a KEK and an Ed25519 signing key pair")
+    k.add_argument("--kek", type=Path, required=True)
+    k.add_argument("--signing-key", type=Path, required=True)
+    k.add_argument("--verify-key", type=Path, required=True)
+
+    b = sub.add_parser("backup", help="back up etcd, a directory or a namespace to every site")
+    bsub = b.add_subparsers(dest="kind", required=True)
+    be = bsub.add_parser("etcd")
+    for sp in (be,):
+        sp.add_argument("--endpoint", required=True)
+        sp.add_argument("--cacert", type=Path)
+        sp.add_argument("--cert", type=Path)
+        sp.add_argument("--key", type=Path)
+    be.add_argument("--dataset", default="etcd")
+    bd = bsub.add_parser("dir")
+    bd.add_argument("--source", type=Path, required=True)
+    bd.add_argument("--dataset", required=True)
+    bk = bsub.add_parser("k8s")
+    bk.add_argument("--namespace", required=True)
+    bk.add_argument("--kubeconfig")
+    for sp in (be, bd, bk):
+        sp.add_argument("--site", help="origin site (default: the primary)")
+
+    sub.add_parser("sync", help="push staged backups to the sites that do not hold them yet")
+
+    v = sub.add_parser("verify", help="verify a backup copy at one site (signature, checksums, decryption)")
+    r = sub.add_parser("restore", help="restore the newest (or --timestamp) backup into a fresh target")
+    for sp in (v, r):
+        sp.add_argument("--origin", help="site that made the backup (default: the primary)")
+        sp.add_argument("--dataset", required=True)
+        sp.add_argument("--timestamp", help="YYYYmmddTHHMMSSZ (default: newest)")
+        sp.add_argument("--site", action="append", help="read only from this site (repeatable)")
+    r.add_argument("--etcd-data-dir", type=Path, help="fresh etcd data dir (etcd datasets)")
+    r.add_argument("--target", type=Path, help="fresh directory (dir and k8s datasets)")
+
+    pr = sub.add_parser("prune", help="apply GFS retention at every site")
+    pr.add_argument("--origin")
+    pr.add_argument("--dataset", required=True)
+    pr.add_argument("--dry-run", action="store_true")
+
+    d = sub.add_parser("drill", help="backup -> destroy -> restore -> verify, measuring RTO/RPO")
+    d.add_argument("--site", help="site whose drill this is (default: the primary)")
+    d.add_argument("--dataset", default="etcd", help="`etcd` (scratch member) or a dir dataset name")
+    d.add_argument("--source", type=Path, help="dir drills: a drill directory that WILL be deleted")
+    d.add_argument("--destroy-source", action="store_true", help="confirm --source may be deleted")
+
+    for name in ("failover", "failback"):
+        f = sub.add_parser(name, help=f"{name} plan from a site state description (needs the lab to run)")
+        f.add_argument("--from", dest="src", required=True)
+        f.add_argument("--to", dest="dst", required=True)
+        f.add_argument("--state", type=Path, required=True, help="YAML/JSON site and gateway state")
+        f.add_argument("--rpo-seconds", type=float, default=86400)
+        if name == "failover":
+            f.add_argument("--force", action="store_true", help="accept data loss beyond the RPO")
+
+    a = p.parse_args(argv)
+    try:
+        return _dispatch(a, p)
+    except ERRORS as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+
+
+def _dispatch(a, p) -> int:
+    if a.cmd == "keygen":
+        crypto.keygen(a.kek, a.signing_key, a.verify_key)
+        print(f"wrote {a.kek} (KEK), {a.signing_key} (signing key), {a.verify_key} (verify key)")
+        return 0
+    if a.cmd in ("failover", "failback"):
+        state = yaml.safe_load(a.state.read_text())
+        plan = (
+            failover.failover(state, a.src, a.dst, a.rpo_seconds, a.force)
+            if a.cmd == "failover"
+            else failover.failback(state, a.src, a.dst, a.rpo_seconds)
+        )
+        _out({**asdict(plan), "note": "plan only: executing it needs the podman lab (not wired up yet)"})
+        return 0
+    if a.config is None:
+        p.error(f"{a.cmd} needs --config DR.yaml")
+    cfg = load_config(a.config)
+    if a.cmd == "backup":
+        if a.kind == "etcd":
+            rep = jobs.backup_etcd(cfg, _etcd(a), a.dataset, a.site)
+        elif a.kind == "dir":
+            rep = jobs.backup_dir(cfg, a.source, a.dataset, a.site)
+        else:
+            from dr import k8s
+
+            rep = jobs.backup_k8s(cfg, k8s.api_client(a.kubeconfig), a.namespace, a.site)
+        _out(rep.to_dict())
+        return 0 if rep.good else 1
+    if a.cmd == "sync":
+        reps = backup.sync(cfg)
+        _out([r.to_dict() for r in reps])
+        return 0 if all(r.good for r in reps) else 1
+    origin = getattr(a, "origin", None) or cfg.primary
+    if a.cmd == "verify":
+        results = {}
+        for s in [cfg.site(x) for x in a.site] if a.site else cfg.sites:
+            try:
+                ts = a.timestamp or restore.latest_timestamp(cfg, s, origin, a.dataset)
+                backup.verify_remote(cfg, s, backup.manifest_key(origin, a.dataset, ts))
+                results[s.name] = f"verified {ts}"
+            except (*ERRORS, *s3io.S3Error) as err:
+                results[s.name] = f"FAILED: {err}"
+        _out(results)
+        return 0 if any(v.startswith("verified") for v in results.values()) else 1
+    if a.cmd == "restore":
+        with tempfile.TemporaryDirectory(prefix="dr-restore-") as work:
+            f = restore.fetch(cfg, origin, a.dataset, a.timestamp, Path(work), a.site)
+            kind = f.manifest["source"]["type"]
+            if kind == "etcd":
+                if a.etcd_data_dir is None:
+                    p.error("restore of an etcd dataset needs --etcd-data-dir (a fresh directory)")
+                out = restore.restore_etcd(f, a.etcd_data_dir)
+                out.pop("process", None)
+            else:
+                if a.target is None:
+                    p.error(f"restore of a {kind} dataset needs --target (a fresh directory)")
+                out = restore.restore_tar(f, a.target)
+        _out(
+            {
+                "restored_from": f.site,
+                "timestamp": f.manifest["timestamp"],
+                "skipped_copies": f.skipped,
+                **out,
+            }
+        )
+        return 0
+    if a.cmd == "prune":
+        _out([retention.prune(cfg, s, a.origin or cfg.primary, a.dataset, a.dry_run) for s in cfg.sites])
+        return 0
+    if a.cmd == "drill":
+        if a.dataset == "etcd":
+            res = drill.drill_etcd(cfg, a.site)
+        else:
+            if a.source is None or not a.destroy_source:
+                p.error("dir drills need --source DIR and --destroy-source (the directory is deleted)")
+            res = drill.drill_dir(cfg, a.source, a.dataset, a.site)
+        published = drill.publish(cfg, res)
+        _out({**asdict(res), "published": published})
+        print(
+            f"drill {res.site}/{res.dataset}: {'PASS' if res.ok else 'FAIL'} "
+            f"RTO={res.rto_seconds}s RPO={res.rpo_seconds}s" + (f" error={res.error}" if res.error else "")
+        )
+        return 0 if res.ok else 1
+    raise AssertionError(a.cmd)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,144 @@
+"""Restore: pick a verified copy (any site), decrypt, restore into a fresh target, check the sentinel."""
+
+from __future__ import annotations
+
+import socket
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from dr import crypto, s3io, sources
+from dr.backup import VerifyError, check_plaintext, fetch_object, load_manifest, manifest_key
+from dr.config import DrConfig, SiteS3
+
+DRILL_CHECKS = {"restore-drill": ["SC-BCK-02"]}
+
+
+class RestoreError(Exception):
+    pass
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def latest_timestamp(cfg: DrConfig, site: SiteS3, origin: str, dataset: str, s3=None) -> str:
+    s3 = s3 or s3io.client(site)
+    pre = f"backups/{origin}/{dataset}/"
+    stamps = sorted(
+        k[len(pre) :].split("/")[0]
+        for k in s3io.list_keys(s3, site.bucket, pre)
+        if k.endswith("/manifest.json")
+    )
+    if not stamps:
+        raise RestoreError(f"no backup of {origin}/{dataset} at site {site.name} ({site.bucket}/{pre})")
+    return stamps[-1]
+
+
+@dataclass
+class Fetched:
+    """A backup's verified plaintext parts in a local temp dir."""
+
+    site: str
+    manifest: dict
+    files: dict[str, Path]  # part name -> plaintext file
+    skipped: dict[str, str] = field(default_factory=dict)  # site -> why its copy was not used
+
+
+def fetch(
+    cfg: DrConfig, origin: str, dataset: str, ts: str | None, workdir: Path, sites: list[str] | None = None
+) -> Fetched:
+    """Fetch and fully verify one copy: the first site (primary first) whose copy passes every check.
+
+    Signature, then ciphertext sha256/size, then GCM authentication, then plaintext sha256: all
+    before anything is restored. A copy that fails is reported with the object and the failed check.
+    """
+    kek = crypto.load_kek(cfg.kek_file)
+    workdir.mkdir(parents=True, exist_ok=True)
+    candidates = [cfg.site(s) for s in sites] if sites else cfg.ordered_sites()
+    errors: dict[str, str] = {}
+    for site in candidates:
+        try:
+            s3 = s3io.client(site)
+            stamp = ts or latest_timestamp(cfg, site, origin, dataset, s3)
+            mkey = manifest_key(origin, dataset, stamp)
+            where = f"{site.name}:{site.bucket}/{mkey}"
+            try:
+                raw = s3io.get_bytes(s3, site.bucket, mkey)
+            except s3io.S3Error as err:
+                raise RestoreError(f"{where}: cannot read manifest ({s3io.error_text(err)})") from None
+            manifest = load_manifest(cfg, raw, where)
+            if (manifest.get("site"), manifest.get("dataset"), manifest.get("timestamp")) != (
+                origin,
+                dataset,
+                stamp,
+            ):
+                raise VerifyError(
+                    f"{where}: signed manifest names {manifest.get('site')}/"
+                    f"{manifest.get('dataset')}/{manifest.get('timestamp')}: copied to a wrong place"
+                )
+            files: dict[str, Path] = {}
+            sdir = Path(tempfile.mkdtemp(prefix=f"{site.name}-", dir=workdir))
+            for obj in manifest["objects"]:
+                if not obj["key"].startswith(mkey.removesuffix("manifest.json")):
+                    raise VerifyError(f"{where}: object {obj['key']} lies outside the backup prefix")
+                with tempfile.TemporaryFile(dir=sdir) as ct, open(sdir / obj["name"], "wb") as pt:
+                    fetch_object(s3, site, obj, ct)
+                    ct.seek(0)
+                    check_plaintext(obj, crypto.decrypt_stream(ct, pt, kek, obj["key"], obj["wrapped_key"]))
+                files[obj["name"]] = sdir / obj["name"]
+            return Fetched(site.name, manifest, files, errors)
+        except (VerifyError, crypto.CryptoError, RestoreError) as err:
+            errors[site.name] = str(err)
+        except s3io.S3Error as err:
+            errors[site.name] = f"S3 at {site.endpoint}: {s3io.error_text(err)}"
+    detail = "\n".join(f"  {s}: {e}" for s, e in errors.items())
+    raise RestoreError(
+        f"REFUSED: no site holds a verified copy of {origin}/{dataset}{'@' + ts if ts else ''}:\n{detail}"
+    )
+
+
+def _check_sentinel(manifest: dict, got: str | None, where: str) -> str | None:
+    want = (manifest.get("sentinel") or {}).get("value")
+    if want is None:
+        return None
+    if got != want:
+        raise RestoreError(f"{where}: sentinel mismatch after restore: got {got!r}, backup recorded {want!r}")
+    return got
+
+
+def restore_etcd(f: Fetched, data_dir: Path, keep_running: bool = False):
+    """Snapshot restore into a fresh data dir, start a real etcd on it and read the sentinel back."""
+    snap = f.files.get("etcd-snapshot")
+    if snap is None:
+        raise RestoreError(f"backup {f.manifest['dataset']} has no etcd-snapshot object")
+    peer, client = free_port(), free_port()
+    sources.etcd_restore(snap, data_dir, peer_url=f"http://127.0.0.1:{peer}")
+    proc = sources.EtcdProcess(data_dir, client, peer)
+    etcd = proc.start()
+    try:
+        key = (f.manifest.get("sentinel") or {}).get("key", sources.SENTINEL_KEY)
+        sentinel = _check_sentinel(f.manifest, etcd.get(key), f"etcd restored into {data_dir}")
+    finally:
+        if not keep_running:
+            proc.stop()
+    return {
+        "data_dir": str(data_dir),
+        "sentinel": sentinel,
+        "endpoint": etcd.endpoint,
+        "process": proc if keep_running else None,
+    }
+
+
+def restore_tar(f: Fetched, target: Path) -> dict:
+    tar = f.files.get("data")
+    if tar is None:
+        raise RestoreError(f"backup {f.manifest['dataset']} has no tar `data` object")
+    with open(tar, "rb") as src:
+        sources.tar_to_dir(src, target)
+    got = sources.read_dir_sentinel(target) if f.manifest.get("source", {}).get("type") == "dir" else None
+    if f.manifest.get("source", {}).get("type") == "dir":
+        _check_sentinel(f.manifest, got, f"directory restored into {target}")
+    return {"target": str(target), "sentinel": got}
