@@ -1,0 +1,316 @@
+"""Prometheus rules, scrape config and Alertmanager config of sovcloud, generated from one place.
+
+The committed files under monitoring/prometheus/ are this module's output (`python -m monitoring.rulegen
+--write`); a test fails when they drift. `scale` shrinks every window and `for:` of the availability
+rules by the same factor so the integration test runs a test-sized instance of the SAME rules.
+
+SLO burn-rate alerts follow the Google SRE workbook (ch. 5, "multiwindow, multi-burn-rate"):
+  objective 99.982% (Tier III)  ->  error budget 0.018% of probes over 30 days
+  page  14.4x burn over 1h AND 5m   (2% of the 30-day budget gone in 1 hour)
+  page   6x   burn over 6h AND 30m  (5% of the budget gone in 6 hours)
+The long window gives significance, the short one makes the alert resolve soon after recovery.
+At 14.4x the tolerated error ratio is 0.26%: with 15 s probes from two sites (480 probes/hour) a
+single failed probe within the hour is not enough on its own, a couple are — at 99.982% that is the point.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+OBJECTIVE = 0.99982
+HERE = Path(__file__).resolve().parent / "prometheus"
+RUNBOOK = "https://sovcloud.internal/runbooks/monitoring.md#"  # runbook anchors per alert (internal docs)
+
+
+@dataclass(frozen=True)
+class BurnWindow:
+    long_s: int
+    short_s: int
+    factor: float
+    severity: str
+
+
+BURN_WINDOWS = (BurnWindow(3600, 300, 14.4, "critical"), BurnWindow(6 * 3600, 1800, 6.0, "critical"))
+ERROR_WINDOWS = sorted({w for b in BURN_WINDOWS for w in (b.long_s, b.short_s)})
+
+
+def dur(seconds: float) -> str:
+    """Seconds -> the shortest exact Prometheus duration ('1h', '30m', '6s')."""
+    s = max(1, round(seconds))
+    for unit, n in (("d", 86400), ("h", 3600), ("m", 60)):
+        if s % n == 0:
+            return f"{s // n}{unit}"
+    return f"{s}s"
+
+
+def nominal(seconds: int) -> str:
+    # Record names carry the NOMINAL window so a scaled instance has the same rule names.
+    return dur(seconds)
+
+
+def alert(name: str, expr: str, severity: str, controls: list[str], summary: str, description: str,
+          for_: str | None = None) -> dict:
+    rule: dict = {"alert": name, "expr": expr}
+    if for_:
+        rule["for"] = for_
+    rule["labels"] = {"severity": severity, "controls": ",".join(controls)}
+    rule["annotations"] = {"summary": summary, "description": description, "runbook": RUNBOOK + name.lower()}
+    return rule
+
+
+def slo_rules(scale: float = 1.0, objective: float = OBJECTIVE) -> dict:
+    budget = 1 - objective
+    records = []
+    for w in ERROR_WINDOWS:
+        rng = dur(w / scale)
+        records.append({
+            "record": f"sovcloud:probe_error_ratio:rate{nominal(w)}",
+            "expr": f"sum by (target_site, service) (rate(sovcloud_probe_failures_total[{rng}]))\n"
+                    f"/\nsum by (target_site, service) (rate(sovcloud_probe_total[{rng}]))",
+        })
+    burn = []
+    for b, name in zip(BURN_WINDOWS, ("SLOErrorBudgetBurnFast", "SLOErrorBudgetBurnSlow"), strict=True):
+        threshold = round(b.factor * budget, 8)
+        burn.append(alert(
+            name,
+            f"sovcloud:probe_error_ratio:rate{nominal(b.long_s)} > {threshold}\n"
+            f"and\nsovcloud:probe_error_ratio:rate{nominal(b.short_s)} > {threshold}",
+            b.severity, ["SC-AVL-01", "SC-MON-01"],
+            f"{{{{ $labels.service }}}} of {{{{ $labels.target_site }}}} burns the {objective:.3%} "
+            f"error budget {b.factor}x too fast",
+            f"Probe error ratio over {nominal(b.long_s)} and {nominal(b.short_s)} is above {threshold} "
+            f"({b.factor}x the budget of {budget:.5f}); now {{{{ $value | humanizePercentage }}}}. "
+            f"At this rate the 30-day budget is gone in {30 / b.factor:.1f} days.",
+        ))
+    site_down = alert(
+        "SiteDown",
+        "max by (target_site) (sovcloud_probe_up) == 0",
+        "critical", ["SC-AVL-01", "SC-MON-01"],
+        "Site {{ $labels.target_site }} is unreachable from every other site",
+        "Every probe of every service (API, gateway, S3) of {{ $labels.target_site }} from every other site "
+        "fails. Fail over per the DR plan if it persists.",
+        for_=dur(120 / scale))
+    return {"groups": [
+        {"name": "sovcloud-slo-records", "rules": records},
+        {"name": "sovcloud-availability", "rules": [*burn, site_down]},
+    ]}
+
+
+def backup_rules() -> dict:
+    offsite = 'sovcloud_backup_last_success_timestamp_seconds{offsite="true"}'
+    return {"groups": [{"name": "sovcloud-backup", "rules": [
+        alert("BackupTooOld",
+              f"min by (site, dataset) (time() - {offsite})\n"
+              "> on (site, dataset) max by (site, dataset) (sovcloud_backup_rpo_seconds)\n"
+              "or on (site, dataset)\n"
+              "max by (site, dataset) (sovcloud_backup_rpo_seconds)\n"
+              f"unless on (site, dataset) {offsite}",
+              "critical", ["SC-BCK-01", "SC-DATA-01"],
+              "No good off-site backup of {{ $labels.dataset }} ({{ $labels.site }}) within its RPO",
+              "The newest verified backup of {{ $labels.dataset }} from {{ $labels.site }} held at another "
+              "site is older than the RPO target, or no other site holds one. Run `python -m dr backup` / "
+              "`python -m dr sync` and check the backup job logs.",
+              for_="15m"),
+        alert("BackupInvalidManifests",
+              "max by (site, dataset, store_site) (sovcloud_backup_bad_manifests) > 0",
+              "warning", ["SC-BCK-01"],
+              "Invalid backups of {{ $labels.dataset }} ({{ $labels.site }}) at {{ $labels.store_site }}",
+              "{{ $value }} backups newer than the last good one fail validation (unsigned, tampered or "
+              "incomplete). Re-run `python -m dr sync` and investigate the copies.",
+              for_="30m"),
+    ]}]}
+
+
+def drill_rules() -> dict:
+    return {"groups": [{"name": "sovcloud-restore-drills", "rules": [
+        alert("RestoreDrillFailed",
+              "max by (site) (\n  sovcloud_restore_drill_success == 0\n"
+              "  or sovcloud_restore_drill_rto_seconds > sovcloud_restore_drill_rto_target_seconds\n"
+              "  or sovcloud_restore_drill_rpo_seconds > sovcloud_restore_drill_rpo_target_seconds\n"
+              "  or sovcloud_restore_drill_invalid == 1\n)",
+              "critical", ["SC-BCK-02"],
+              "The last restore drill of {{ $labels.site }} failed or missed its RTO/RPO",
+              "drills/{{ $labels.site }}/latest.json reports ok=false, an RTO or RPO above target, or is "
+              "unreadable. Read its `error` field and re-run the drill after fixing the cause."),
+        alert("RestoreDrillTooOld",
+              "time() - sovcloud_restore_drill_last_timestamp_seconds\n"
+              "> sovcloud_restore_drill_max_age_seconds",
+              "warning", ["SC-BCK-02"],
+              "No recent restore drill for {{ $labels.site }}",
+              "The last restore drill of {{ $labels.site }} finished longer ago than the allowed drill "
+              "interval (or never ran). Schedule `python -m dr drill`.",
+              for_="1h"),
+    ]}]}
+
+
+def cert_rules(warn_days: int = 21) -> dict:
+    return {"groups": [{"name": "sovcloud-certificates", "rules": [
+        alert("CertificateExpiringSoon",
+              f"sovcloud_cert_not_after_timestamp_seconds - time() < {warn_days} * 86400",
+              "warning", ["SC-CRY-02"],
+              "Certificate {{ $labels.subject }} expires soon",
+              "{{ $labels.subject }} (issuer {{ $labels.issuer }}, from {{ $labels.source }}) expires in "
+              f"{{{{ $value | humanizeDuration }}}} (threshold {warn_days} days). "
+              "Re-issue it from the project PKI."),
+        alert("TLSVersionTooLow",
+              'sovcloud_tls_version_info{version!~"TLSv1.2|TLSv1.3"} == 1',
+              "critical", ["SC-CRY-01"],
+              "{{ $labels.source }} negotiates {{ $labels.version }}",
+              "Every endpoint must negotiate TLS 1.2 or newer; {{ $labels.source }} accepted "
+              "{{ $labels.version }}. Fix its TLS configuration."),
+    ]}]}
+
+
+def transport_rules(scale: float = 1.0) -> dict:
+    return {"groups": [{"name": "sovcloud-transport", "rules": [
+        alert("TransportTunnelDown",
+              "sovcloud_transport_tunnel_up == 0",
+              "critical", ["SC-NET-02", "SC-AVL-01"],
+              "Encrypted tunnel to {{ $labels.peer_site }} is down",
+              "WireGuard peer {{ $labels.peer }} ({{ $labels.peer_site }}) on {{ $labels.instance }} has had "
+              "no handshake within the timeout. Inter-site traffic must not fall back to plaintext: check "
+              "the peer's endpoint and keys.",
+              for_=dur(300 / scale)),
+    ]}]}
+
+
+def etcd_rules() -> dict:
+    sel = '{job=~".*etcd.*"}'
+    return {"groups": [{"name": "sovcloud-etcd", "rules": [
+        alert("EtcdMemberLoss",
+              f"count by (job, site) (up{sel})\n- (\n"
+              f"  count by (job, site) (etcd_server_has_leader{sel} == 1)\n"
+              f"  or count by (job, site) (up{sel}) * 0\n) > 0",
+              "critical", ["SC-AVL-02"],
+              "{{ $value }} etcd member(s) of {{ $labels.site }} lost",
+              "Members of the etcd cluster of {{ $labels.site }} are down or have no leader. The control "
+              "plane survives one loss but no second: restore the member now.",
+              for_="1m"),
+        alert("EtcdNoLeader",
+              f"etcd_server_has_leader{sel} == 0",
+              "critical", ["SC-AVL-02"],
+              "etcd member {{ $labels.instance }} of {{ $labels.site }} has no leader",
+              "The member sees no leader: the cluster may have lost quorum. Kubernetes writes fail.",
+              for_="1m"),
+    ]}]}
+
+
+def exporter_rules() -> dict:
+    return {"groups": [{"name": "sovcloud-monitoring", "rules": [
+        alert("ExporterDown",
+              'up{job=~"sovcloud-.*"} == 0',
+              "warning", ["SC-MON-01"],
+              "Exporter {{ $labels.job }} at {{ $labels.instance }} is not scraped",
+              "While an exporter is down the alerts that depend on it cannot fire. Restart it.",
+              for_="5m"),
+        alert("ExporterRefreshFailing",
+              "sovcloud_exporter_refresh_success == 0",
+              "warning", ["SC-MON-01"],
+              "Exporter {{ $labels.exporter }} at {{ $labels.instance }} fails to refresh",
+              "Its metrics are incomplete (a store, endpoint or command it reads is failing); see its log.",
+              for_="10m"),
+    ]}]}
+
+
+def rule_files(scale: float = 1.0) -> dict[str, dict]:
+    return {
+        "slo.yml": slo_rules(scale), "backup.yml": backup_rules(), "drills.yml": drill_rules(),
+        "certs.yml": cert_rules(), "transport.yml": transport_rules(scale), "etcd.yml": etcd_rules(),
+        "exporters.yml": exporter_rules(),
+    }
+
+
+EXPORTERS = ("prober", "backup", "drills", "certs", "transport")
+
+
+def prometheus_config(sites: list[dict], scrape_interval: str = "15s", evaluation_interval: str = "15s",
+                      rule_files: list[str] | None = None, alertmanagers: list[str] | None = None) -> dict:
+    """Scrape config for the site list the lab/infra code holds.
+
+    sites: [{"name": "dc-astana", "exporters": {"prober": "10.0.0.5:9470", ...}, "etcd": ["host:2379", ...]}]
+    Every target gets a `site` label; each exporter kind is one job `sovcloud-<kind>`.
+    """
+    jobs: dict[str, list[dict]] = {}
+    for s in sites:
+        for kind, addr in sorted(s.get("exporters", {}).items()):
+            if kind not in EXPORTERS:
+                raise ValueError(f"sites[{s['name']}].exporters: unknown exporter {kind!r}; "
+                                 f"use one of {EXPORTERS}")
+            jobs.setdefault(f"sovcloud-{kind}", []).append({"targets": [addr], "labels": {"site": s["name"]}})
+        if s.get("etcd"):
+            jobs.setdefault("etcd", []).append({"targets": list(s["etcd"]), "labels": {"site": s["name"]}})
+    cfg: dict = {
+        "global": {"scrape_interval": scrape_interval, "evaluation_interval": evaluation_interval,
+                   "external_labels": {"monitor": "sovcloud"}},
+        "rule_files": rule_files if rule_files is not None else ["rules/*.yml"],
+        "scrape_configs": [{"job_name": job, "static_configs": tcs} for job, tcs in sorted(jobs.items())],
+    }
+    if alertmanagers:
+        cfg["alerting"] = {"alertmanagers": [{"static_configs": [{"targets": alertmanagers}]}]}
+    return cfg
+
+
+EXAMPLE_SITES = [
+    {"name": f"dc-{n}", "exporters": {k: f"monitoring.dc-{n}.sovcloud.internal:{9470 + i}"
+                                      for i, k in enumerate(EXPORTERS)},
+     "etcd": [f"{n}-cp{i}.dc-{n}.sovcloud.internal:2381" for i in (1, 2, 3)]}
+    for n in ("astana", "almaty", "shymkent")
+]
+
+
+class _Dumper(yaml.SafeDumper):
+    pass
+
+
+def _str(dumper, data: str):
+    style = "|" if "\n" in data else None
+    return dumper.represent_scalar("tag:yaml.org,2002:str", data, style=style)
+
+
+_Dumper.add_representer(str, _str)
+
+
+def dump(data: dict) -> str:
+    return "---\n" + yaml.dump(data, Dumper=_Dumper, sort_keys=False, width=96)
+
+
+def render_all(scale: float = 1.0) -> dict[str, str]:
+    """Relative path under monitoring/prometheus/ -> file text."""
+    out = {f"rules/{name}": dump(data) for name, data in rule_files(scale).items()}
+    out["prometheus.yml"] = dump(prometheus_config(
+        EXAMPLE_SITES, alertmanagers=["alertmanager.monitoring.sovcloud.internal:9093"]))
+    return out
+
+
+def write(root: Path, scale: float = 1.0) -> list[Path]:
+    written = []
+    for rel, text in render_all(scale).items():
+        p = root / rel
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_text(text)
+        written.append(p)
+    return written
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m monitoring.rulegen")
+    ap.add_argument("--write", action="store_true", help="rewrite monitoring/prometheus/")
+    ap.add_argument("--out", type=Path, default=HERE)
+    ap.add_argument("--scale", type=float, default=1.0, help="shrink windows (test instances only)")
+    args = ap.parse_args(argv)
+    if not args.write:
+        for rel, text in render_all(args.scale).items():
+            print(f"# {rel}\n{text}")
+        return 0
+    for p in write(args.out, args.scale):
+        print(p)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
