@@ -12,12 +12,14 @@ import subprocess
 import tempfile
 from pathlib import Path
 
-from lab.podman import CACHE, LABEL, exists, podman, progress
+from lab.podman import CACHE, exists, podman, progress
 from lab.sshkey import ensure_key
 
 NODE_DIR = Path(__file__).resolve().parent / "node"
 SUITE = "bookworm"
 IMAGE_REPO = "localhost/sovcloud-lab-node"
+# Bump when the build steps in this file change (the Containerfile and key are hashed directly).
+BUILD_REV = "2"
 # What Ansible targets and the lab's gateway/transport roles need; nothing else (SC-HST-08).
 PACKAGES = [
     "systemd", "systemd-sysv", "dbus", "openssh-server", "python3", "sudo", "iproute2", "nftables",
@@ -77,7 +79,7 @@ def ensure_rootfs() -> Path:
 
 def image_tag() -> str:
     """Hash of all image inputs; cheap (no build), so callers can check freshness."""
-    h = hashlib.sha256(_rootfs_key(debian_mirror()).encode())
+    h = hashlib.sha256((_rootfs_key(debian_mirror()) + BUILD_REV).encode())
     for f in sorted(NODE_DIR.iterdir()):
         h.update(f.name.encode() + f.read_bytes())
     h.update(ensure_key().with_suffix(".pub").read_bytes())
@@ -99,6 +101,8 @@ def ensure_node_image() -> str:
         for f in NODE_DIR.iterdir():
             shutil.copy(f, ctx)
         shutil.copy(ensure_key().with_suffix(".pub"), Path(ctx) / "authorized_keys")
-        podman("build", "--label", LABEL, "--label", "sovcloud.lab.image=node", "--build-arg",
+        # Not labelled sovcloud.lab=1: containers inherit image labels, and `lab down` must not remove
+        # containers others start from this image.
+        podman("build", "--label", "sovcloud.lab.image=node", "--build-arg",
                f"BASE={base}", "-t", ref, "-f", str(Path(ctx) / "Containerfile"), ctx, timeout=900)
     return ref
