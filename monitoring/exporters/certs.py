@@ -40,7 +40,7 @@ async def fetch_endpoint(ep: TlsEndpoint, timeout: float) -> tuple[x509.Certific
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
     ctx.check_hostname = False
     ctx.verify_mode = ssl.CERT_NONE  # noqa: S323 - we report on the cert, trust is judged by the alerts
-    ctx.minimum_version = ssl.TLSVersion.TLSv1  # see what the endpoint really offers
+    ctx.minimum_version = ssl.TLSVersion.MINIMUM_SUPPORTED  # see what the endpoint really offers
     reader, writer = await asyncio.wait_for(
         asyncio.open_connection(ep.host, ep.port, ssl=ctx, server_hostname=ep.server_name or ep.host),
         timeout=timeout)
