@@ -81,9 +81,7 @@ def stage(
                 with open(bdir / (part.name + ".enc"), "wb") as out:
                     entry = crypto.encrypt_stream(plain, out, kek, key)
             sha, size = _file_digest(bdir / (part.name + ".enc"))
-            objects.append(
-                {"key": key, "name": part.name, "kind": part.kind, "sha256": sha, "size": size, **entry}
-            )
+            objects.append({"key": key, "name": part.name, "kind": part.kind, "sha256": sha, "size": size, **entry})
         manifest = {
             "format": 1,
             "site": site,
@@ -125,9 +123,7 @@ class SiteResult:
     uploads: list[dict] = field(default_factory=list)
 
 
-def push_site(
-    cfg: DrConfig, target: SiteS3, bdir: Path, on_part: Callable[[int], None] | None = None
-) -> SiteResult:
+def push_site(cfg: DrConfig, target: SiteS3, bdir: Path, on_part: Callable[[int], None] | None = None) -> SiteResult:
     """Upload a staged backup to one site (resuming), then verify the copy there end to end."""
     res = SiteResult(target.name)
     manifest = json.loads((bdir / "manifest.json").read_text())
@@ -191,8 +187,7 @@ def fetch_object(s3, site: SiteS3, obj: dict, dst: BinaryIO) -> None:
         raise VerifyError(f"{obj['key']} at {site.name}: cannot download ({s3io.error_text(err)})") from None
     if size != obj["size"]:
         raise VerifyError(
-            f"{obj['key']} at {site.name}: size {size} != manifest size {obj['size']} "
-            "(object truncated or replaced)"
+            f"{obj['key']} at {site.name}: size {size} != manifest size {obj['size']} (object truncated or replaced)"
         )
     if sha != obj["sha256"]:
         raise VerifyError(

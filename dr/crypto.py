@@ -49,9 +49,7 @@ def load_kek(path: Path | None, env: str = KEK_ENV) -> bytes:
         try:
             text = Path(path).read_text().strip()
         except OSError as err:
-            raise CryptoError(
-                f"kek_file {path}: cannot read ({err}); create one with `python -m dr keygen`"
-            ) from None
+            raise CryptoError(f"kek_file {path}: cannot read ({err}); create one with `python -m dr keygen`") from None
         origin = f"kek_file {path}"
     elif os.environ.get(env):
         text, origin = os.environ[env].strip(), f"${env}"
@@ -78,9 +76,7 @@ def unwrap_key(kek: bytes, wrapped: str, what: str) -> bytes:
     try:
         return aes_key_unwrap(kek, unb64(wrapped))
     except (InvalidUnwrap, ValueError):
-        raise CryptoError(
-            f"{what}: data key does not unwrap with this KEK (wrong KEK or tampered key)"
-        ) from None
+        raise CryptoError(f"{what}: data key does not unwrap with this KEK (wrong KEK or tampered key)") from None
 
 
 def _nonce(prefix: bytes, counter: int) -> bytes:
@@ -172,13 +168,9 @@ def load_signing_key(path: Path) -> Ed25519PrivateKey:
     try:
         key = serialization.load_pem_private_key(Path(path).read_bytes(), password=None)
     except (OSError, ValueError) as err:
-        raise CryptoError(
-            f"signing_key_file {path}: cannot load an Ed25519 PEM private key ({err})"
-        ) from None
+        raise CryptoError(f"signing_key_file {path}: cannot load an Ed25519 PEM private key ({err})") from None
     if not isinstance(key, Ed25519PrivateKey):
-        raise CryptoError(
-            f"signing_key_file {path}: not an Ed25519 key; create one with `python -m dr keygen`"
-        )
+        raise CryptoError(f"signing_key_file {path}: not an Ed25519 key; create one with `python -m dr keygen`")
     return key
 
 
@@ -226,9 +218,7 @@ def keygen(kek_file: Path, signing_key_file: Path, verify_key_file: Path) -> Non
         ),
         (
             verify_key_file,
-            sk.public_key().public_bytes(
-                serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
-            ),
+            sk.public_key().public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo),
             0o644,
         ),
     ):

@@ -71,16 +71,9 @@ def _run(
         rto = time.time() - t_disaster
     except Exception as e:  # noqa: BLE001 - a drill reports every failure as its result
         err = f"{type(e).__name__}: {e}"
-    ok = (
-        err is None
-        and rto is not None
-        and rto <= cfg.rto_seconds
-        and rpo is not None
-        and rpo <= cfg.rpo_seconds
-    )
+    ok = err is None and rto is not None and rto <= cfg.rto_seconds and rpo is not None and rpo <= cfg.rpo_seconds
     if err is None and not ok:
-        err = (f"targets missed: rto {rto:.1f}s (target {cfg.rto_seconds}s), "
-               f"rpo {rpo:.1f}s (target {cfg.rpo_seconds}s)")
+        err = f"targets missed: rto {rto:.1f}s (target {cfg.rto_seconds}s), rpo {rpo:.1f}s (target {cfg.rpo_seconds}s)"
     return DrillResult(
         site,
         dataset,
@@ -118,15 +111,8 @@ def drill_etcd(cfg: DrConfig, site: str | None = None, seed_keys: int = 200) -> 
         out = restore.restore_etcd(f, work / "restored", keep_running=True)
         try:
             etcd = sources.Etcd(out["endpoint"])
-            n = etcd.ctl(
-                "get",
-                "/drill/key/",
-                "--prefix",
-                "--count-only",
-                "--write-out=fields",
-                what="count restored keys",
-            )
-            count = int(next(ln.split(":")[1] for ln in n.splitlines() if ln.startswith('"Count"')))
+            keys = etcd.ctl("get", "/drill/key/", "--prefix", "--keys-only", what="list restored keys")
+            count = sum(1 for ln in keys.splitlines() if ln.strip())
             if count != seed_keys:
                 raise restore.RestoreError(f"restored etcd has {count} drill keys, expected {seed_keys}")
         finally:

@@ -60,8 +60,7 @@ def parse_state(data: object) -> State:
         raise FailoverError("invalid site state:\n" + "\n".join(lines)) from None
     if st.internet_gateway.routes_to not in st.sites:
         raise FailoverError(
-            f"internet_gateway.routes_to {st.internet_gateway.routes_to!r} is not a site "
-            f"in sites ({sorted(st.sites)})"
+            f"internet_gateway.routes_to {st.internet_gateway.routes_to!r} is not a site in sites ({sorted(st.sites)})"
         )
     active = [n for n, s in st.sites.items() if s.role == "active"]
     if len(active) != 1:

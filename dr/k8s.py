@@ -38,9 +38,7 @@ STRIP_META = (
 
 
 def _get(api, path: str) -> dict:
-    return api.call_api(
-        path, "GET", response_type="object", auth_settings=["BearerToken"], _return_http_data_only=True
-    )
+    return api.call_api(path, "GET", response_type="object", auth_settings=["BearerToken"], _return_http_data_only=True)
 
 
 def discover(api) -> list[tuple[str, str, str]]:

@@ -28,9 +28,7 @@ def latest_timestamp(cfg: DrConfig, site: SiteS3, origin: str, dataset: str, s3=
     s3 = s3 or s3io.client(site)
     pre = f"backups/{origin}/{dataset}/"
     stamps = sorted(
-        k[len(pre) :].split("/")[0]
-        for k in s3io.list_keys(s3, site.bucket, pre)
-        if k.endswith("/manifest.json")
+        k[len(pre) :].split("/")[0] for k in s3io.list_keys(s3, site.bucket, pre) if k.endswith("/manifest.json")
     )
     if not stamps:
         raise RestoreError(f"no backup of {origin}/{dataset} at site {site.name} ({site.bucket}/{pre})")

@@ -160,9 +160,7 @@ def upload_file(
     upload_id = _existing_upload(s3, bucket, key)
     have = _parts(s3, bucket, key, upload_id) if upload_id else {}
     if upload_id is None:
-        upload_id = s3.create_multipart_upload(Bucket=bucket, Key=key, Metadata={"sha256": sha256})[
-            "UploadId"
-        ]
+        upload_id = s3.create_multipart_upload(Bucket=bucket, Key=key, Metadata={"sha256": sha256})["UploadId"]
     done = []
     with open(path, "rb") as f:
         n = 0

@@ -42,8 +42,7 @@ def _run(cmd: list[str], what: str, env: dict | None = None, timeout: float = 12
         raise SourceError(f"{what}: {cmd[0]} timed out after {timeout}s") from None
     if p.returncode != 0:
         raise SourceError(
-            f"{what}: `{' '.join(cmd[:3])} ...` failed ({p.returncode}): "
-            f"{(p.stderr or p.stdout).strip()[-800:]}"
+            f"{what}: `{' '.join(cmd[:3])} ...` failed ({p.returncode}): {(p.stderr or p.stdout).strip()[-800:]}"
         )
     return p.stdout
 
@@ -145,9 +144,7 @@ class EtcdProcess:
             except SourceError:
                 if time.monotonic() > end:
                     self.stop()
-                    raise SourceError(
-                        f"etcd on {self.data_dir} not healthy in {deadline_s}s; see {self.log}"
-                    ) from None
+                    raise SourceError(f"etcd on {self.data_dir} not healthy in {deadline_s}s; see {self.log}") from None
                 time.sleep(0.3)
 
     def stop(self) -> None:

@@ -64,9 +64,7 @@ def test_modified_manifest_rejected(cfg, backed_up, tmp_path):
 def test_swapped_signature_rejected(cfg, backed_up, tmp_path):
     dataset, site, s3, mkey, m = backed_up
     other = next(
-        k
-        for k in s3io.list_keys(s3, site.bucket, "backups/dc-astana/")
-        if k.endswith("manifest.json") and k != mkey
+        k for k in s3io.list_keys(s3, site.bucket, "backups/dc-astana/") if k.endswith("manifest.json") and k != mkey
     )
     m["signature"] = json.loads(s3io.get_bytes(s3, site.bucket, other))["signature"]
     s3.put_object(Bucket=site.bucket, Key=mkey, Body=json.dumps(m).encode())

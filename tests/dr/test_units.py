@@ -1,0 +1,260 @@
+"""Pure parts: GFS retention (property tests), envelope crypto, failover plans, namespace export."""
+
+from __future__ import annotations
+
+import io
+import tarfile
+from datetime import UTC, datetime, timedelta
+
+import pytest
+import yaml
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from dr import crypto, failover, k8s
+from dr.retention import gfs_keep
+
+stamps = st.lists(st.datetimes(min_value=datetime(2024, 1, 1), max_value=datetime(2027, 12, 31)), max_size=60)
+counts = st.integers(min_value=0, max_value=10)
+
+
+@settings(max_examples=200, deadline=None)
+@given(stamps, counts, counts, counts)
+def test_gfs_keep_properties(ts, d, w, m):
+    keep = gfs_keep(ts, d, w, m)
+    assert keep <= set(ts)
+    assert len(keep) <= d + w + m
+    if ts and (d or w or m):
+        assert max(ts) in keep  # the newest backup is never pruned
+    # Each tier keeps the newest backup of each of its N newest periods.
+    days = sorted({t.date() for t in ts}, reverse=True)[:d]
+    for day in days:
+        assert max(t for t in ts if t.date() == day) in keep
+    months = sorted({(t.year, t.month) for t in ts}, reverse=True)[:m]
+    for mo in months:
+        assert max(t for t in ts if (t.year, t.month) == mo) in keep
+    weeks = sorted({t.isocalendar()[:2] for t in ts}, reverse=True)[:w]
+    for wk in weeks:
+        assert max(t for t in ts if t.isocalendar()[:2] == wk) in keep
+    # Stable: applying the policy to what it kept prunes nothing more.
+    assert gfs_keep(keep, d, w, m) == keep
+
+
+def test_gfs_keep_example():
+    # Hourly backups for 100 days: 7 daily + 4 weekly + 3 monthly, overlapping at the newest end.
+    start = datetime(2026, 1, 1, tzinfo=UTC)
+    ts = [start + timedelta(hours=h) for h in range(100 * 24)]
+    keep = gfs_keep(ts, 7, 4, 3)
+    newest = max(ts)
+    assert newest in keep
+    assert {t.date() for t in keep if t > newest - timedelta(days=7)} == {
+        (newest - timedelta(days=i)).date() for i in range(7)
+    }
+    # Newest is Fri 2026-04-10 23:00. Daily: Apr 4..10. Weekly adds the ISO weeks ending Mar 29 and
+    # Mar 22 (the week ending Apr 5 is already a daily). Monthly adds the ends of March and February.
+    extra = {
+        datetime(2026, 3, 29, 23, tzinfo=UTC),
+        datetime(2026, 3, 22, 23, tzinfo=UTC),
+        datetime(2026, 3, 31, 23, tzinfo=UTC),
+        datetime(2026, 2, 28, 23, tzinfo=UTC),
+    }
+    assert keep == {datetime(2026, 4, d, 23, tzinfo=UTC) for d in range(4, 11)} | extra
+    assert gfs_keep(ts, 0, 0, 0) == set()
+
+
+@pytest.mark.control("SC-DATA-02")
+@pytest.mark.parametrize("size", [0, 1, crypto.SEGMENT - 1, crypto.SEGMENT, 3 * crypto.SEGMENT + 7])
+def test_stream_encryption_round_trip_and_tamper(size):
+    kek = crypto.unb64(crypto.new_kek())
+    plain = bytes(i % 251 for i in range(size))
+    ct = io.BytesIO()
+    entry = crypto.encrypt_stream(io.BytesIO(plain), ct, kek, "k/obj")
+    out = io.BytesIO()
+    d = crypto.decrypt_stream(io.BytesIO(ct.getvalue()), out, kek, "k/obj", entry["wrapped_key"])
+    assert out.getvalue() == plain and d.hexdigest() == entry["plaintext_sha256"]
+    # Same ciphertext under another object name fails: the key is bound into every segment.
+    with pytest.raises(crypto.CryptoError, match="authentication failed"):
+        crypto.decrypt_stream(io.BytesIO(ct.getvalue()), io.BytesIO(), kek, "k/other", entry["wrapped_key"])
+    flipped = bytearray(ct.getvalue())
+    flipped[-1] ^= 1
+    with pytest.raises(crypto.CryptoError, match="k/obj: AES-GCM authentication failed"):
+        crypto.decrypt_stream(io.BytesIO(bytes(flipped)), io.BytesIO(), kek, "k/obj", entry["wrapped_key"])
+    if size > crypto.SEGMENT:  # dropping the last segment (truncation at a boundary) fails too
+        cut = ct.getvalue()[: len(crypto.MAGIC) + 12 + crypto.SEGMENT + crypto.TAG]
+        with pytest.raises(crypto.CryptoError, match="authentication failed"):
+            crypto.decrypt_stream(io.BytesIO(cut), io.BytesIO(), kek, "k/obj", entry["wrapped_key"])
+
+
+def test_kek_loading_errors_name_the_fix(tmp_path, monkeypatch):
+    monkeypatch.delenv(crypto.KEK_ENV, raising=False)
+    with pytest.raises(crypto.CryptoError, match="SOVCLOUD_DR_KEK"):
+        crypto.load_kek(None)
+    short = tmp_path / "short"
+    short.write_text(crypto.b64(b"x" * 16))
+    with pytest.raises(crypto.CryptoError, match="16 bytes; AES-256 needs exactly 32"):
+        crypto.load_kek(short)
+    monkeypatch.setenv(crypto.KEK_ENV, crypto.new_kek())
+    assert len(crypto.load_kek(None)) == 32
+
+
+STATE = {
+    "sites": {
+        "dc-astana": {
+            "role": "active",
+            "gateway": "down",
+            "s3": "down",
+            "control_plane": "down",
+            "backup_age_seconds": 500,
+        },
+        "dc-almaty": {
+            "role": "standby",
+            "gateway": "up",
+            "s3": "up",
+            "control_plane": "healthy",
+            "backup_age_seconds": 900,
+        },
+    },
+    "internet_gateway": {"routes_to": "dc-astana"},
+}
+
+
+def test_failover_plan_fences_then_switches():
+    plan = failover.failover(STATE, "dc-astana", "dc-almaty", rpo_seconds=3600)
+    assert plan.state["sites"]["dc-almaty"]["role"] == "active"
+    assert plan.state["sites"]["dc-astana"]["role"] == "fenced"
+    assert plan.state["internet_gateway"]["routes_to"] == "dc-almaty"
+    assert plan.steps[0].startswith("fence dc-astana") and "revoke" in plan.steps[0]
+    assert plan.steps.index(next(s for s in plan.steps if s.startswith("switch"))) > 1
+    assert plan.executed is False
+
+
+def test_failover_refusals_name_the_field():
+    with pytest.raises(failover.FailoverError, match="sites.dc-almaty.backup_age_seconds .* pass force"):
+        failover.failover(STATE, "dc-astana", "dc-almaty", rpo_seconds=600)
+    forced = failover.failover(STATE, "dc-astana", "dc-almaty", rpo_seconds=600, force=True)
+    assert "data newer than that backup is lost" in forced.warnings[0]
+    sick = yaml.safe_load(yaml.safe_dump(STATE))
+    sick["sites"]["dc-almaty"]["control_plane"] = "degraded"
+    with pytest.raises(failover.FailoverError, match="sites.dc-almaty.control_plane is degraded"):
+        failover.failover(sick, "dc-astana", "dc-almaty", rpo_seconds=3600)
+    with pytest.raises(failover.FailoverError, match="--from dc-almaty has role standby"):
+        failover.failover(STATE, "dc-almaty", "dc-astana", rpo_seconds=3600)
+    with pytest.raises(failover.FailoverError, match="sites.dc-astana.gateway"):
+        failover.parse_state(
+            {**STATE, "sites": {**STATE["sites"], "dc-astana": {**STATE["sites"]["dc-astana"], "gateway": "maybe"}}}
+        )
+
+
+def test_failback_needs_original_site_healthy():
+    after = failover.failover(STATE, "dc-astana", "dc-almaty", rpo_seconds=3600).state
+    with pytest.raises(failover.FailoverError, match="sites.dc-astana.gateway is down"):
+        failover.failback(after, "dc-almaty", "dc-astana", rpo_seconds=3600)
+    after["sites"]["dc-astana"].update(gateway="up", s3="up", control_plane="healthy")
+    plan = failover.failback(after, "dc-almaty", "dc-astana", rpo_seconds=3600)
+    assert plan.state["internet_gateway"]["routes_to"] == "dc-astana"
+    assert plan.state["sites"]["dc-almaty"]["role"] == "fenced"
+    assert plan.steps[0].startswith("sync:")
+
+
+class FakeApi:
+    """Stands in for kubernetes.client.ApiClient.call_api with the API server's discovery answers."""
+
+    def __init__(self):
+        self.paths = {
+            "/api/v1": {
+                "resources": [
+                    {"name": "configmaps", "namespaced": True, "verbs": ["list", "get"]},
+                    {"name": "pods", "namespaced": True, "verbs": ["list"]},
+                    {"name": "pods/log", "namespaced": True, "verbs": ["get"]},
+                    {"name": "events", "namespaced": True, "verbs": ["list"]},
+                    {"name": "namespaces", "namespaced": False, "verbs": ["list"]},
+                    {"name": "serviceaccounts", "namespaced": True, "verbs": ["list"]},
+                ]
+            },
+            "/apis": {
+                "groups": [
+                    {
+                        "name": "apps",
+                        "versions": [{"groupVersion": "apps/v1", "version": "v1"}],
+                        "preferredVersion": {"groupVersion": "apps/v1", "version": "v1"},
+                    }
+                ]
+            },
+            "/apis/apps/v1": {"resources": [{"name": "deployments", "namespaced": True, "verbs": ["list"]}]},
+            "/api/v1/namespaces/agency-a/configmaps": {
+                "kind": "ConfigMapList",
+                "items": [
+                    {
+                        "metadata": {
+                            "name": "app",
+                            "namespace": "agency-a",
+                            "uid": "u1",
+                            "resourceVersion": "7",
+                            "managedFields": [{"manager": "kubectl"}],
+                            "creationTimestamp": "2026-01-01",
+                            "annotations": {"kubectl.kubernetes.io/last-applied-configuration": "{}"},
+                        },
+                        "data": {"k": "v"},
+                    },
+                    {"metadata": {"name": "kube-root-ca.crt", "namespace": "agency-a"}, "data": {}},
+                ],
+            },
+            "/api/v1/namespaces/agency-a/pods": {
+                "kind": "PodList",
+                "items": [
+                    {
+                        "metadata": {"name": "web-1", "ownerReferences": [{"kind": "ReplicaSet", "controller": True}]},
+                        "status": {"phase": "Running"},
+                    },
+                    {"metadata": {"name": "bare"}, "spec": {"containers": []}, "status": {"phase": "Running"}},
+                ],
+            },
+            "/api/v1/namespaces/agency-a/serviceaccounts": {
+                "kind": "ServiceAccountList",
+                "items": [{"metadata": {"name": "default"}}, {"metadata": {"name": "app"}}],
+            },
+            "/apis/apps/v1/namespaces/agency-a/deployments": {
+                "kind": "DeploymentList",
+                "items": [
+                    {
+                        "metadata": {"name": "web", "generation": 3},
+                        "spec": {"replicas": 2},
+                        "status": {"readyReplicas": 2},
+                    }
+                ],
+            },
+        }
+        self.calls: list[str] = []
+
+    def call_api(self, path, method, **kw):
+        assert method == "GET" and kw["response_type"] == "object"
+        self.calls.append(path)
+        return self.paths[path]
+
+
+def test_namespace_export_strips_server_fields_and_derived_objects():
+    api = FakeApi()
+    objs = k8s.export_namespace(api, "agency-a")
+    assert sorted(objs) == [
+        "agency-a/apps/deployments/web.yaml",
+        "agency-a/core/configmaps/app.yaml",
+        "agency-a/core/pods/bare.yaml",
+        "agency-a/core/serviceaccounts/app.yaml",
+    ]
+    cm = objs["agency-a/core/configmaps/app.yaml"]
+    assert cm == {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "data": {"k": "v"},
+        "metadata": {"name": "app", "namespace": "agency-a"},
+    }
+    dep = objs["agency-a/apps/deployments/web.yaml"]
+    assert "status" not in dep and dep["apiVersion"] == "apps/v1" and "generation" not in dep["metadata"]
+    assert "/api/v1/namespaces/agency-a/events" not in api.calls  # derived: never listed
+    buf = io.BytesIO()
+    k8s.objects_to_tar(objs, buf)
+    buf.seek(0)
+    with tarfile.open(fileobj=buf) as tar:
+        names = tar.getnames()
+        assert yaml.safe_load(tar.extractfile("agency-a/core/configmaps/app.yaml")) == cm
+    assert len(names) == 4
