@@ -163,10 +163,15 @@ def _go_module_dir(module: str, version: str) -> Path:
 
 
 def _link(target: Path, link: Path) -> None:
-    if link.is_symlink() and Path(os.readlink(link)) == target:
+    """Hard link, so a binary's own directory is BIN: pulumi finds its language host next to itself and
+    the language host finds the SDK's exec script next to itself (symlinks resolve to the cache)."""
+    if link.exists() and not link.is_symlink() and link.stat().st_ino == target.stat().st_ino:
         return
     link.unlink(missing_ok=True)
-    link.symlink_to(target)
+    try:
+        link.hardlink_to(target)
+    except OSError:  # another filesystem: copy
+        shutil.copy2(target, link)
 
 
 # --- doctor ----------------------------------------------------------------------------------

@@ -18,6 +18,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 
 	"github.com/pulumi/pulumi/sdk/v3/go/common/util/rpcutil"
 	pulumirpc "github.com/pulumi/pulumi/sdk/v3/proto/go"
@@ -161,6 +162,59 @@ func (h *host) Run(ctx context.Context, req *pulumirpc.RunRequest) (*pulumirpc.R
 	}
 	return &pulumirpc.RunResponse{}, nil
 }
+
+// RunPlugin runs a plugin written in Python, such as a policy pack (`pulumi preview --policy-pack`):
+// `python <program directory> <args>`, streaming its output back to the engine.
+func (h *host) RunPlugin(req *pulumirpc.RunPluginRequest,
+	server grpc.ServerStreamingServer[pulumirpc.RunPluginResponse],
+) error {
+	info := req.GetInfo()
+	python, err := pythonCommand(info.GetOptions().AsMap(), info.GetRootDirectory())
+	if err != nil {
+		return err
+	}
+	program := info.GetProgramDirectory()
+	if program == "" {
+		program = req.GetProgram()
+	}
+	cmd := exec.CommandContext(server.Context(), python, append([]string{"-u", program}, req.GetArgs()...)...)
+	cmd.Dir = req.GetPwd()
+	cmd.Env = req.GetEnv()
+	cmd.Stdout = &streamWriter{send: func(b []byte) error {
+		return server.Send(&pulumirpc.RunPluginResponse{Output: &pulumirpc.RunPluginResponse_Stdout{Stdout: b}})
+	}}
+	cmd.Stderr = &streamWriter{send: func(b []byte) error {
+		return server.Send(&pulumirpc.RunPluginResponse{Output: &pulumirpc.RunPluginResponse_Stderr{Stderr: b}})
+	}}
+	code := 0
+	if err := cmd.Run(); err != nil {
+		var exitErr *exec.ExitError
+		if !errors.As(err, &exitErr) {
+			return err
+		}
+		code = exitErr.ExitCode()
+	}
+	return server.Send(&pulumirpc.RunPluginResponse{
+		Output: &pulumirpc.RunPluginResponse_Exitcode{Exitcode: int32(code)}, //nolint:gosec // exit codes fit
+	})
+}
+
+// streamWriter forwards a child's output to a gRPC stream; sends are serialised by os/exec's copying
+// goroutines only per stream, so guard them with a mutex shared by stdout and stderr.
+type streamWriter struct {
+	send func([]byte) error
+}
+
+func (w *streamWriter) Write(b []byte) (int, error) {
+	sendMu.Lock()
+	defer sendMu.Unlock()
+	if err := w.send(append([]byte(nil), b...)); err != nil {
+		return 0, err
+	}
+	return len(b), nil
+}
+
+var sendMu sync.Mutex
 
 func main() {
 	if len(os.Args) > 1 && os.Args[1] == "--version" {

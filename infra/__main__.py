@@ -1,0 +1,8 @@
+"""Entry point of the Pulumi program (Pulumi.yaml: main: infra/)."""
+
+import pulumi
+
+from infra.program import build, load_cloud
+
+stack_config = pulumi.Config("sovcloud")
+build(load_cloud(stack_config), stack_config.get_object("kubeconfigs") or {})

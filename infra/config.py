@@ -1,0 +1,248 @@
+"""The typed model of a stack: what a platform engineer writes under `sovcloud:cloud` in Pulumi.<stack>.yaml.
+
+Everything is validated before any resource is touched; each error names the field (as a path such as
+`sites[1].country`) and the fix.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from collections import Counter
+from enum import StrEnum
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+DNS_LABEL = r"^[a-z]([-a-z0-9]*[a-z0-9])?$"
+Name = Annotated[str, Field(pattern=DNS_LABEL, max_length=40)]
+
+
+class ConfigError(ValueError):
+    """A stack configuration error; str() lists every problem as `field: message`."""
+
+    def __init__(self, problems: list[tuple[str, str]]):
+        self.problems = problems
+        super().__init__("invalid stack config:\n" + "\n".join(f"  {f}: {m}" for f, m in problems))
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Redundancy(StrEnum):
+    N_PLUS_1 = "N+1"
+    TWO_N = "2N"
+
+
+class Role(StrEnum):
+    CONTROL_PLANE = "control-plane"
+    WORKER = "worker"
+    GATEWAY = "gateway"
+
+
+class Node(_Strict):
+    name: Name
+    role: Role
+    rack: Name
+
+
+class Site(_Strict):
+    """A Tier-III data centre."""
+
+    name: Name
+    city: str = Field(min_length=1)
+    country: str = Field(pattern=r"^[A-Z]{2}$", description="ISO 3166-1 alpha-2")
+    tier: Literal["III", "IV"] = "III"
+    power: Redundancy = Redundancy.N_PLUS_1
+    cooling: Redundancy = Redundancy.N_PLUS_1
+    racks: list[Name] = Field(min_length=1)
+    subnet: ipaddress.IPv4Network
+    nodes: list[Node] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _nodes_in_known_racks(self) -> Site:
+        for i, node in enumerate(self.nodes):
+            if node.rack not in self.racks:
+                raise _FieldError(f"nodes[{i}].rack", f"rack {node.rack!r} is not one of the site's racks "
+                                  f"{self.racks}; add it to `racks` or move the node")
+        dupes = [n for n, c in Counter(n.name for n in self.nodes).items() if c > 1]
+        if dupes:
+            raise _FieldError("nodes", f"duplicate node names {dupes}; node names must be unique")
+        return self
+
+    def nodes_with(self, role: Role) -> list[Node]:
+        return [n for n in self.nodes if n.role == role]
+
+
+class Cluster(_Strict):
+    name: Name
+    site: Name
+    kubernetes_version: str = Field(pattern=r"^1\.\d+\.\d+$")
+    pod_cidr: ipaddress.IPv4Network
+    service_cidr: ipaddress.IPv4Network
+    failure_domain: Literal["rack"] = "rack"
+
+
+class PublishedService(_Strict):
+    name: Name
+    hostname: str
+    site: Name
+    backend: str = Field(min_length=1, description="host:port inside the site")
+
+
+class Gateway(_Strict):
+    """The single Internet access gateway (ЕШДИ / ИҚБШ): the only way in or out of a site."""
+
+    allowed_egress: list[str] = Field(default_factory=list, description="hostnames or CIDRs")
+    published_services: list[PublishedService] = Field(default_factory=list)
+    tls_min_version: Literal["1.2", "1.3"] = "1.2"
+
+
+class Link(_Strict):
+    a: Name
+    b: Name
+    # "none" parses so that the error can say why it is refused, next to the other problems.
+    tunnel: Literal["wireguard", "ipsec", "none"] = "wireguard"
+
+
+class Transport(_Strict):
+    """The unified transport network (ЕТС ГО): encrypted links between sites."""
+
+    address_plan: ipaddress.IPv4Network = Field(description="tunnel addresses, one /30 per link end pair")
+    links: list[Link] = Field(default_factory=list)
+
+
+class Tenant(_Strict):
+    """An agency onboarded onto the cloud."""
+
+    name: Name
+    sites: list[Name] = Field(min_length=1)
+    data_classification: Literal["public", "internal", "confidential", "secret"] = "internal"
+    cpu: str = "4"
+    memory: str = "8Gi"
+    # Further values of charts/tenant (see its README), e.g. namespaces, backup datasets, routes.
+    chart_values: dict[str, Any] = Field(default_factory=dict)
+
+
+class Cloud(_Strict):
+    country: str = Field(default="KZ", pattern=r"^[A-Z]{2}$")
+    # Data residency (SC-DATA-01): every site must be in one of these countries.
+    allowed_countries: list[str] = Field(default_factory=lambda: ["KZ"], min_length=1)
+    domain: str = "gov.kz"
+    sites: list[Site] = Field(min_length=1)
+    clusters: list[Cluster] = Field(default_factory=list)
+    gateway: Gateway = Field(default_factory=Gateway)
+    transport: Transport
+    tenants: list[Tenant] = Field(default_factory=list)
+    # Leaf certificates are re-issued when they expire within this many days.
+    cert_rotate_before_days: int = Field(default=30, ge=1)
+    cert_validity_days: int = Field(default=365, ge=7)
+
+    def site(self, name: str) -> Site:
+        return next(s for s in self.sites if s.name == name)
+
+    @model_validator(mode="after")
+    def _cross_checks(self) -> Cloud:
+        problems: list[tuple[str, str]] = []
+        site_names = [s.name for s in self.sites]
+        for name, count in Counter(site_names).items():
+            if count > 1:
+                problems.append(("sites", f"site {name!r} is defined {count} times"))
+
+        for i, site in enumerate(self.sites):
+            if site.country not in self.allowed_countries:
+                problems.append((f"sites[{i}].country",
+                                 f"{site.country!r} is outside the allowed countries {self.allowed_countries} "
+                                 "(data residency, SC-DATA-01); place the site in-country"))
+
+        for i, cluster in enumerate(self.clusters):
+            if cluster.site not in site_names:
+                problems.append((f"clusters[{i}].site", f"unknown site {cluster.site!r}; one of {site_names}"))
+                continue
+            site = self.site(cluster.site)
+            cps = site.nodes_with(Role.CONTROL_PLANE)
+            if site.tier in ("III", "IV") and len(cps) < 3:
+                problems.append((f"clusters[{i}]", f"Tier-{site.tier} cluster {cluster.name!r} has "
+                                 f"{len(cps)} control-plane node(s) at site {site.name!r}; "
+                                 "add nodes with role control-plane until there are at least 3 (SC-AVL-02)"))
+            elif len({n.rack for n in cps}) == 1:
+                problems.append((f"clusters[{i}]", f"all control-plane nodes of {cluster.name!r} are in rack "
+                                 f"{cps[0].rack!r}; spread them over at least 3 racks (SC-AVL-02)"))
+
+        for i, link in enumerate(self.transport.links):
+            for end in ("a", "b"):
+                if getattr(link, end) not in site_names:
+                    problems.append((f"transport.links[{i}].{end}",
+                                     f"unknown site {getattr(link, end)!r}; one of {site_names}"))
+            if link.tunnel == "none":
+                problems.append((f"transport.links[{i}].tunnel", "plaintext transport between sites is "
+                                 "forbidden (SC-NET-02); use tunnel: wireguard or tunnel: ipsec"))
+            if link.a == link.b:
+                problems.append((f"transport.links[{i}]", "a link must join two different sites"))
+
+        for i, tenant in enumerate(self.tenants):
+            for j, s in enumerate(tenant.sites):
+                if s not in site_names:
+                    problems.append((f"tenants[{i}].sites[{j}]", f"unknown site {s!r}; one of {site_names}"))
+
+        suffix = "." + self.domain
+        for i, svc in enumerate(self.gateway.published_services):
+            if not svc.hostname.endswith(suffix):
+                problems.append((f"gateway.published_services[{i}].hostname",
+                                 f"{svc.hostname!r} is outside the government domain; use a name ending in {suffix}"))
+            if svc.site not in site_names:
+                problems.append((f"gateway.published_services[{i}].site", f"unknown site {svc.site!r}"))
+
+        problems += _overlapping_networks(self)
+        if problems:
+            raise ConfigError(problems)
+        return self
+
+
+def _overlapping_networks(cloud: Cloud) -> list[tuple[str, str]]:
+    nets: list[tuple[str, ipaddress.IPv4Network]] = [(f"sites[{i}].subnet", s.subnet)
+                                                     for i, s in enumerate(cloud.sites)]
+    for i, c in enumerate(cloud.clusters):
+        nets += [(f"clusters[{i}].pod_cidr", c.pod_cidr), (f"clusters[{i}].service_cidr", c.service_cidr)]
+    nets.append(("transport.address_plan", cloud.transport.address_plan))
+    problems = []
+    for i, (field_a, a) in enumerate(nets):
+        for field_b, b in nets[i + 1:]:
+            if a.overlaps(b):
+                problems.append((field_b, f"{b} overlaps {field_a} ({a}); choose a disjoint range"))
+    return problems
+
+
+class _FieldError(ValueError):
+    """Raised inside a nested model to report a path relative to that model."""
+
+    def __init__(self, field: str, message: str):
+        self.field = field
+        super().__init__(f"{field}: {message}")
+
+
+def _path(loc: tuple[Any, ...]) -> str:
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out
+
+
+def parse(data: Any) -> Cloud:
+    """Validate `data` (the `sovcloud:cloud` stack config value) or raise ConfigError."""
+    try:
+        return Cloud.model_validate(data)
+    except ValidationError as exc:
+        problems = []
+        for err in exc.errors():
+            where = _path(err["loc"])
+            ctx_err = (err.get("ctx") or {}).get("error")
+            if isinstance(ctx_err, ConfigError):
+                problems += [(f"{where}.{f}".lstrip(".") if where else f, m) for f, m in ctx_err.problems]
+            elif isinstance(ctx_err, _FieldError):
+                problems.append((f"{where}.{ctx_err.field}".lstrip("."), str(ctx_err).split(": ", 1)[1]))
+            else:
+                message = re.sub(r"^Value error, ", "", err["msg"])
+                problems.append((where or "(top level)", message))
+        raise ConfigError(problems) from None
