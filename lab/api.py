@@ -22,8 +22,7 @@ def _config(config: LabConfig | str | Path | None) -> LabConfig:
 
 
 def _preflight() -> None:
-    # netavark 1.4 programs the host firewall with iptables; without it every network fails obscurely.
-    for tool in ("podman", "iptables", "nsenter", "ssh"):
+    for tool in ("podman", "nsenter", "ssh"):
         if shutil.which(tool) is None:
             raise PodmanError(f"{tool} not found on PATH: install it (apt-get install "
                               f"{ {'nsenter': 'util-linux', 'ssh': 'openssh-client'}.get(tool, tool)})")

@@ -105,4 +105,8 @@ def ensure_node_image() -> str:
         # containers others start from this image.
         podman("build", "--label", "sovcloud.lab.image=node", "--build-arg",
                f"BASE={base}", "-t", ref, "-f", str(Path(ctx) / "Containerfile"), ctx, timeout=900)
+    # Drop superseded node images; one still used by a container stays (rmi refuses).
+    for old in podman("images", "--format", "{{.Repository}}:{{.Tag}}", IMAGE_REPO).split():
+        if old != ref:
+            podman("rmi", old, check=False)
     return ref

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+import shutil
 import subprocess
 import time
 from pathlib import Path
@@ -28,6 +29,9 @@ def ssh(ip: str, command: str, timeout: float = 30) -> subprocess.CompletedProce
 
 def ensure_network(name: str, subnet: str, internal: bool = True,
                    labels: dict[str, str] | None = None) -> None:
+    # netavark 1.4 programs the host firewall with iptables; without it every network fails obscurely.
+    if shutil.which("iptables") is None:
+        raise PodmanError("iptables not found: podman's netavark needs it (apt-get install iptables)")
     if exists("network", name):
         info = podman_json("network", "inspect", name)[0]
         have = [s["subnet"] for s in info.get("subnets", [])]
