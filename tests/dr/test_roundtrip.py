@@ -89,3 +89,22 @@ def test_bucket_capabilities_probed_and_reported(cfg):
     # Whatever the server answers is reported; this weed build supports both.
     assert rep.versioning == "Enabled"
     assert rep.object_lock.startswith("Enabled")
+
+
+@pytest.mark.control("SC-BCK-01")
+def test_prune_applies_gfs_at_every_site(make_cfg, tmp_path):
+    from datetime import UTC, datetime, timedelta
+
+    from dr import retention
+
+    cfg = make_cfg(retention={"daily": 2, "weekly": 0, "monthly": 0})
+    t0 = datetime(2026, 3, 1, 2, 0, tzinfo=UTC)
+    for day in range(4):
+        part = backup.Part("data", "tar", lambda dst: dst.write(b"\0" * 1024))
+        bdir = backup.stage(cfg, "dc-astana", "pruned", {"type": "raw"}, [part], None, now=t0 + timedelta(days=day))
+        assert backup.push(cfg, bdir).good
+    for site in cfg.sites:
+        out = retention.prune(cfg, site, "dc-astana", "pruned")
+        assert out["kept"] == ["20260303T020000Z", "20260304T020000Z"]
+        assert out["pruned"] == ["20260301T020000Z", "20260302T020000Z"] and out["objects_deleted"] == 4
+        assert sorted(retention.backups_at(s3io.client(site), site, "dc-astana", "pruned").values()) == out["kept"]
