@@ -1,0 +1,139 @@
+"""Mock unit tests of every component: they assert on resolved values (see the `checks` guard)."""
+
+import ipaddress
+
+import pulumi
+import pytest
+
+from infra import components
+from infra.program import build, compliance_summary
+
+
+@pulumi.runtime.test
+def test_pki_has_root_and_one_intermediate_per_site(lab_cloud, checks):
+    pki = components.Pki("pki", lab_cloud)
+    assert set(pki.site_cas) == {"dc-astana", "dc-almaty"}
+
+    @checks.on(pki.root.cert_pem, pki.site_cas["dc-astana"].issuer_cert_pem, pki.site_cas["dc-almaty"].kind)
+    def _(root, issuer, kind):
+        assert root == issuer == "mock-cert_pem-pki-root"
+        assert kind == "intermediate"
+
+    return pki.urn
+
+
+@pulumi.runtime.test
+def test_cluster_certificates_cover_lb_and_every_member(lab_cloud, checks):
+    pki = components.Pki("pki", lab_cloud)
+    site = components.Site(lab_cloud.site("dc-astana"))
+    cluster = components.KubernetesCluster(lab_cloud.clusters[0], site, pki)
+    lb = "10.210.1.16"  # the gateway is the 6th node of the site: .11 + 5
+    assert cluster.endpoint == f"https://{lb}:6443"
+    assert set(cluster.etcd_members) == {"astana-cp1", "astana-cp2", "astana-cp3"}
+
+    @checks.on(cluster.apiserver.ip_addresses, cluster.apiserver.dns_names, cluster.admin.organization,
+               cluster.kubeconfig)
+    def _(ips, names, org, kubeconfig):
+        assert lb in ips and "10.96.0.1" in ips and {"10.210.1.11", "10.210.1.12", "10.210.1.13"} <= set(ips)
+        assert "kubernetes.default.svc" in names
+        assert org == "system:masters"
+        assert f"server: https://{lb}:6443" in kubeconfig
+
+    return cluster.kubeconfig
+
+
+@pulumi.runtime.test
+def test_kubeconfig_and_keys_are_secrets(lab_cloud, checks):
+    pki = components.Pki("pki", lab_cloud)
+    cluster = components.KubernetesCluster(lab_cloud.clusters[0], components.Site(lab_cloud.sites[0]), pki)
+
+    @checks.on(pulumi.Output.is_secret(cluster.kubeconfig))
+    def _(is_secret):
+        assert is_secret
+
+    return cluster.kubeconfig
+
+
+@pulumi.runtime.test
+def test_site_inventory_groups_nodes_by_role(lab_cloud, checks):
+    site = components.Site(lab_cloud.sites[1])
+    inv = site.inventory
+    assert set(inv["children"]["control_plane"]["hosts"]) == {"almaty-cp1", "almaty-cp2", "almaty-cp3"}
+    assert set(inv["children"]["gateway"]["hosts"]) == {"almaty-gw"}
+    assert inv["hosts"]["almaty-cp2"] == {"ansible_host": "10.210.2.12", "rack": "r2", "role": "control-plane",
+                                          "site": "dc-almaty"}
+
+    @checks.on(site.urn)
+    def _(urn):
+        assert urn.endswith("sovcloud:index:Site::dc-almaty")
+
+    return site.urn
+
+
+@pulumi.runtime.test
+def test_transport_gives_each_link_a_disjoint_30_and_a_key_per_end(lab_cloud, checks):
+    sites = {s.name: components.Site(s) for s in lab_cloud.sites}
+    transport = components.TransportNetwork("transport", lab_cloud.transport, sites)
+    (link,) = transport.links
+    net = ipaddress.ip_network(link["subnet"])
+    assert net.prefixlen == 30 and net.subnet_of(lab_cloud.transport.address_plan)
+    assert [e["address"] for e in link["ends"].values()] == ["10.210.255.1/30", "10.210.255.2/30"]
+
+    @checks.on(*(e["key"].public_key for e in link["ends"].values()))
+    def _(a, b):
+        assert a != b
+
+    return transport.urn
+
+
+@pulumi.runtime.test
+def test_gateway_publishes_only_with_modern_tls(lab_cloud, checks):
+    pki = components.Pki("pki", lab_cloud)
+    sites = {s.name: components.Site(s) for s in lab_cloud.sites}
+    gateway = components.InternetAccessGateway("gateway", lab_cloud.gateway, sites, pki)
+    conf = gateway.reverse_proxy["dc-astana"]
+    assert "server_name portal.egov.gov.kz" in conf and "ssl_protocols TLSv1.2 TLSv1.3" in conf
+    assert gateway.reverse_proxy["dc-almaty"] == ""
+    assert gateway.egress_allow_list == ["repo.internet.lab"]
+
+    @checks.on(gateway.certificates["egov-portal"].dns_names)
+    def _(names):
+        assert names == ["portal.egov.gov.kz"]
+
+    return gateway.urn
+
+
+@pytest.mark.tools  # renders charts/tenant with helm
+@pulumi.runtime.test
+def test_tenant_applies_the_chart_objects_to_each_reachable_cluster(lab_cloud, checks):
+    tenant = components.Tenant(lab_cloud.tenants[0], lab_cloud.domain, {"astana": "kc-a", "almaty": "kc-b"})
+    kinds = {m["kind"] for m in tenant.manifests}
+    assert {"Namespace", "ResourceQuota", "LimitRange", "NetworkPolicy", "Role", "RoleBinding"} <= kinds
+    assert not kinds & {"ClusterRole", "ClusterRoleBinding"}
+    (ns,) = [m for m in tenant.manifests if m["kind"] == "Namespace"]
+    assert ns["metadata"]["labels"]["pod-security.kubernetes.io/enforce"] == "restricted"
+    assert len(tenant.objects) == 2 * len(tenant.manifests)
+
+    @checks.on(tenant.objects[0].manifest, tenant.objects[0].kubeconfig)
+    def _(manifest, kubeconfig):
+        assert manifest in tenant.manifests
+        assert kubeconfig == "kc-b"  # clusters in sorted order: almaty first
+
+    return tenant.urn
+
+
+@pytest.mark.tools
+@pulumi.runtime.test
+def test_stack_outputs_and_compliance_summary(lab_cloud, checks):
+    res = build(lab_cloud)
+    assert compliance_summary(lab_cloud) == {"SC-AVL-02": "pass", "SC-CRY-01": "pass", "SC-DATA-01": "pass",
+                                             "SC-NET-02": "pass"}
+    assert set(res["clusters"]) == {"astana", "almaty"}
+    # Without kubeconfigs nothing is applied in-cluster, but the tenancy is still rendered.
+    assert res["tenants"]["egov"].objects == []
+
+    @checks.on(res["clusters"]["almaty"].kubeconfig)
+    def _(kubeconfig):
+        assert "current-context: almaty" in kubeconfig
+
+    return res["clusters"]["almaty"].kubeconfig

@@ -1,0 +1,137 @@
+"""Stack config validation: example stacks parse; each kind of mistake is named by its field."""
+
+from pathlib import Path
+
+import pytest
+import yaml
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from infra import config as cfg
+from tests.infra.conftest import lab_data
+
+STACKS = sorted((Path(__file__).resolve().parents[2] / "infra" / "stacks").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("stack", STACKS, ids=lambda p: p.stem)
+def test_example_stacks_are_valid(stack):
+    cloud = cfg.parse(yaml.safe_load(stack.read_text()))
+    assert cloud.sites and cloud.transport.links
+
+
+def test_production_example_has_three_tier3_sites():
+    prod = cfg.parse(yaml.safe_load((STACKS[0].parent / "production.yaml").read_text()))
+    assert len(prod.sites) >= 3 and all(s.tier == "III" for s in prod.sites)
+
+
+def problems(data) -> dict[str, str]:
+    with pytest.raises(cfg.ConfigError) as exc:
+        cfg.parse(data)
+    return dict(exc.value.problems)
+
+
+def test_overlapping_cidrs_name_both_fields():
+    data = lab_data()
+    data["clusters"][1]["service_cidr"] = "10.96.128.0/17"
+    assert "overlaps clusters[0].service_cidr" in problems(data)["clusters[1].service_cidr"]
+
+
+def test_tier3_cluster_needs_three_control_plane_nodes():
+    data = lab_data()
+    data["sites"][0]["nodes"][2]["role"] = "worker"
+    assert "at least 3" in problems(data)["clusters[0]"]
+
+
+def test_control_plane_in_one_rack_is_refused():
+    data = lab_data()
+    for node in data["sites"][1]["nodes"][:3]:
+        node["rack"] = "r2"
+    assert "all control-plane nodes" in problems(data)["clusters[1]"]
+
+
+def test_site_outside_the_country_list():
+    data = lab_data()
+    data["sites"][1]["country"] = "DE"
+    assert "data residency" in problems(data)["sites[1].country"]
+
+
+def test_link_to_unknown_site():
+    data = lab_data()
+    data["transport"]["links"][0]["b"] = "dc-shymkent"
+    assert "unknown site 'dc-shymkent'" in problems(data)["transport.links[0].b"]
+
+
+def test_plaintext_transport_is_refused():
+    data = lab_data()
+    data["transport"]["links"][0]["tunnel"] = "none"
+    assert "plaintext" in problems(data)["transport.links[0].tunnel"]
+
+
+def test_unknown_field_is_named():
+    data = lab_data()
+    data["sites"][0]["colour"] = "red"
+    assert "sites[0].colour" in problems(data)
+
+
+def test_published_service_outside_government_domain():
+    data = lab_data()
+    data["gateway"]["published_services"][0]["hostname"] = "portal.example.com"
+    assert "government domain" in problems(data)["gateway.published_services[0].hostname"]
+
+
+def test_all_problems_are_reported_at_once():
+    data = lab_data()
+    data["sites"][1]["country"] = "DE"
+    data["transport"]["links"][0]["tunnel"] = "none"
+    assert {"sites[1].country", "transport.links[0].tunnel"} <= set(problems(data))
+
+
+# --- property tests: random valid configs parse; a random single mistake is always caught -----------
+
+@st.composite
+def valid_clouds(draw):
+    n_sites = draw(st.integers(1, 5))
+    sites, clusters = [], []
+    for i in range(n_sites):
+        racks = [f"r{j}" for j in range(draw(st.integers(3, 5)))]
+        n_cp = draw(st.integers(3, 5))
+        nodes = [{"name": f"s{i}-cp{j}", "role": "control-plane", "rack": racks[j % len(racks)]}
+                 for j in range(n_cp)]
+        nodes += [{"name": f"s{i}-w{j}", "role": "worker", "rack": draw(st.sampled_from(racks))}
+                  for j in range(draw(st.integers(0, 4)))]
+        nodes.append({"name": f"s{i}-gw", "role": "gateway", "rack": racks[0]})
+        sites.append({"name": f"dc-{i}", "city": f"City {i}", "country": "KZ", "racks": racks,
+                      "subnet": f"10.{i}.0.0/24", "nodes": nodes,
+                      "power": draw(st.sampled_from(["N+1", "2N"]))})
+        clusters.append({"name": f"k{i}", "site": f"dc-{i}", "kubernetes_version": "1.33.13",
+                         "pod_cidr": f"10.{100 + i}.0.0/16", "service_cidr": f"10.{150 + i}.0.0/16"})
+    links = [{"a": f"dc-{i}", "b": f"dc-{j}", "tunnel": draw(st.sampled_from(["wireguard", "ipsec"]))}
+             for i in range(n_sites) for j in range(i + 1, n_sites)]
+    return {"sites": sites, "clusters": clusters, "transport": {"address_plan": "10.250.0.0/16", "links": links}}
+
+
+@settings(max_examples=60, deadline=None)
+@given(valid_clouds())
+def test_random_valid_configs_parse(data):
+    cloud = cfg.parse(data)
+    assert len(cloud.clusters) == len(cloud.sites)
+
+
+MISTAKES = {
+    "country": lambda d: d["sites"][0].__setitem__("country", "CN"),
+    "plaintext": lambda d: d["transport"].__setitem__("links", [{"a": "dc-0", "b": "dc-0", "tunnel": "none"}]),
+    "overlap": lambda d: d["clusters"][0].__setitem__("pod_cidr", d["sites"][0]["subnet"]),
+    "two-cp": lambda d: d["sites"][0].__setitem__(
+        "nodes", [n for n in d["sites"][0]["nodes"] if n["role"] != "control-plane"][:1]
+        + [n for n in d["sites"][0]["nodes"] if n["role"] == "control-plane"][:2]),
+    "unknown-site": lambda d: d["clusters"][0].__setitem__("site", "dc-nowhere"),
+}
+
+
+@settings(max_examples=60, deadline=None)
+@given(valid_clouds(), st.sampled_from(sorted(MISTAKES)))
+def test_random_single_mistake_is_caught(data, mistake):
+    MISTAKES[mistake](data)
+    with pytest.raises(cfg.ConfigError) as exc:
+        cfg.parse(data)
+    assert exc.value.problems and all(field for field, _ in exc.value.problems)
