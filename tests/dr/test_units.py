@@ -258,3 +258,43 @@ def test_namespace_export_strips_server_fields_and_derived_objects():
         names = tar.getnames()
         assert yaml.safe_load(tar.extractfile("agency-a/core/configmaps/app.yaml")) == cm
     assert len(names) == 4
+
+
+def test_failover_cli_prints_plan_and_says_it_needs_the_lab(tmp_path):
+    import json
+    import subprocess
+    import sys
+
+    state = tmp_path / "state.yaml"
+    state.write_text(yaml.safe_dump(STATE))
+    p = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "dr",
+            "failover",
+            "--from",
+            "dc-astana",
+            "--to",
+            "dc-almaty",
+            "--state",
+            str(state),
+            "--rpo-seconds",
+            "3600",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert p.returncode == 0, p.stderr
+    out = json.loads(p.stdout)
+    assert out["executed"] is False and "needs the podman lab" in out["note"]
+    p = subprocess.run(
+        [sys.executable, "-m", "dr", "failback", "--from", "dc-almaty", "--to", "dc-astana", "--state", str(state)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert p.returncode == 2 and "failback returns to a fenced site" in p.stderr
