@@ -202,22 +202,31 @@ def run_playbook(cfg: LabConfig, limit: str | None = None, timeout: float = 1200
     return subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout)
 
 
-def readyz(site: Site, kubeconfig_dir: Path, timeout: float = 5) -> bool:
-    """GET /readyz through the LB as the admin (anonymous requests are rejected by design)."""
-    p = kubeconfig_dir.parent / "pki"
+def ssl_context(site: Site, admin: bool = True, state_dir: Path | None = None) -> ssl.SSLContext:
+    """Trusts the site's kubernetes CA alone (an intermediate: OpenSSL needs PARTIAL_CHAIN to anchor there,
+    Go clients do it by default); with admin=True it presents the admin client certificate."""
+    p = site_dir(site, state_dir) / "pki"
     ctx = ssl.create_default_context(cafile=str(p / "kubernetes-ca.crt"))
-    ctx.load_cert_chain(str(p / "admin.crt"), str(p / "admin.key"))
+    ctx.verify_flags |= ssl.VERIFY_X509_PARTIAL_CHAIN
+    if admin:
+        ctx.load_cert_chain(str(p / "admin.crt"), str(p / "admin.key"))
+    return ctx
+
+
+def readyz(site: Site, state_dir: Path | None = None, timeout: float = 5) -> bool:
+    """GET /readyz through the LB as the admin (anonymous requests are rejected by design)."""
     try:
-        r = httpx.get(f"{api_endpoint(site)}/readyz", verify=ctx, timeout=timeout)
+        r = httpx.get(f"{api_endpoint(site)}/readyz", verify=ssl_context(site, state_dir=state_dir),
+                      timeout=timeout)
     except httpx.HTTPError:
         return False
     return r.status_code == 200
 
 
-def wait_ready(site: Site, kubeconfig: Path, deadline_s: float = 180) -> float:
+def wait_ready(site: Site, state_dir: Path | None = None, deadline_s: float = 180) -> float:
     t0 = time.monotonic()
     while time.monotonic() - t0 < deadline_s:
-        if readyz(site, kubeconfig.parent):
+        if readyz(site, state_dir):
             return round(time.monotonic() - t0, 1)
         time.sleep(2)
     raise TimeoutError(f"{site.name}: {api_endpoint(site)}/readyz not ready after {deadline_s}s "
@@ -238,7 +247,7 @@ def bootstrap(cfg: LabConfig, state_dir: Path | None = None) -> dict[str, str]:
     out = {}
     for site in cfg.sites:
         kc = write_kubeconfigs(site, state_dir)
-        wait_ready(site, kc)
+        wait_ready(site, state_dir)
         out[site.name] = str(kc)
     progress(f"clusters ready in {round(time.monotonic() - t0, 1)}s: {out}")
     return out
@@ -250,5 +259,5 @@ def endpoints(cfg: LabConfig, state_dir: Path | None = None) -> list[dict]:
     for site in cfg.sites:
         kc = site_dir(site, state_dir) / "kubeconfig" / "admin.conf"
         rows.append({"site": site.name, "api": api_endpoint(site), "kubeconfig": str(kc) if kc.exists() else None,
-                     "ready": kc.exists() and readyz(site, kc.parent, timeout=3)})
+                     "ready": kc.exists() and readyz(site, state_dir, timeout=3)})
     return rows

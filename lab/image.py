@@ -18,6 +18,7 @@ from lab.sshkey import ensure_key
 NODE_DIR = Path(__file__).resolve().parent / "node"
 SUITE = "bookworm"
 IMAGE_REPO = "localhost/sovcloud-lab-node"
+ROOTFS_REPO = "localhost/sovcloud-lab-rootfs"
 # Bump when the build steps in this file change (the Containerfile and key are hashed directly).
 BUILD_REV = "2"
 # What Ansible targets and the lab's gateway/transport roles need; nothing else (SC-HST-08).
@@ -92,7 +93,7 @@ def ensure_node_image() -> str:
     if exists("image", ref):
         return ref
     tarball = ensure_rootfs()
-    base = f"localhost/sovcloud-lab-rootfs:{tarball.stem.rsplit('-', 1)[1]}"
+    base = f"{ROOTFS_REPO}:{tarball.stem.rsplit('-', 1)[1]}"
     if not exists("image", base):
         progress(f"podman import {tarball.name}")
         podman("import", "--change", "CMD=/sbin/init", str(tarball), base, timeout=900)

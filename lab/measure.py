@@ -13,7 +13,7 @@ import time
 
 from lab import api
 from lab.config import load
-from lab.image import IMAGE_REPO, ensure_rootfs
+from lab.image import IMAGE_REPO, ROOTFS_REPO, ensure_rootfs
 from lab.podman import LABEL, podman
 
 _UNITS = {"B": 1, "KB": 1e3, "MB": 1e6, "GB": 1e9, "KiB": 1024, "MiB": 1024**2, "GiB": 1024**3, "kB": 1e3}
@@ -40,6 +40,7 @@ def main() -> None:
     for ref in podman("images", "--format", "{{.Repository}}:{{.Tag}}", IMAGE_REPO).split():
         podman("rmi", ref)
     if a.scratch:
+        podman("rmi", "--ignore", f"{ROOTFS_REPO}:{ensure_rootfs().stem.rsplit('-', 1)[1]}")
         ensure_rootfs().unlink()
     t = time.monotonic()
     cold = api.up(cfg)

@@ -1,6 +1,8 @@
 """Topology validation (unit tests: no podman)."""
 
 import copy
+import subprocess
+import sys
 
 import pytest
 import yaml
@@ -71,3 +73,15 @@ def test_inventory_groups_per_site_and_role():
     assert inv["children"]["dc_astana"]["hosts"]["astana-gw"]["ansible_host"] == "10.210.1.15"
     assert len(inv["children"]["control_plane"]["hosts"]) == 6
     assert inv["vars"]["ansible_user"] == "sovadmin"
+
+
+def test_cli_rejects_bad_config_before_touching_anything(tmp_path):
+    data = copy.deepcopy(RAW)
+    data["sites"][0]["subnet"] = "10.210.2.0/24"
+    bad = tmp_path / "lab.yaml"
+    bad.write_text(yaml.safe_dump(data))
+    r = subprocess.run([sys.executable, "-m", "lab", "--config", str(bad), "up"], capture_output=True, text=True,
+                       timeout=60)
+    assert r.returncode == 2
+    assert "sites[dc-astana].subnet" in r.stderr and "overlaps" in r.stderr
+    assert "[lab] node image" not in r.stderr  # failed before any step ran

@@ -5,6 +5,7 @@ All tests share one lab (api.up is idempotent, so every test can ask for it); th
 
 import json
 import subprocess
+import sys
 import time
 import uuid
 
@@ -51,6 +52,12 @@ def test_ssh_with_lab_key_on_every_node_and_labels(lab):
             site.name, n.rack, n.role)
 
 
+def test_cli_ssh_runs_on_the_named_node(lab):
+    r = subprocess.run([sys.executable, "-m", "lab", "ssh", "almaty-cp2", "hostname"], capture_output=True,
+                       text=True, timeout=60)
+    assert r.returncode == 0 and r.stdout.strip() == "almaty-cp2", r.stderr
+
+
 def test_ssh_refuses_passwords_and_root(lab):
     """SC-HST-01: keys only; root cannot log in."""
     ip = ASTANA.ip("astana-cp1")
@@ -69,7 +76,7 @@ def test_status_healthy_and_cli_table(lab):
     assert len(rows) == len(NODES) + len(CFG.sites)
     assert all(r["healthy"] for r in rows), [r for r in rows if not r["healthy"]]
     assert all(r["ssh"] for r in rows if r["role"] != "s3")
-    out = subprocess.run(["python", "-m", "lab", "status"], capture_output=True, text=True, timeout=120)
+    out = subprocess.run([sys.executable, "-m", "lab", "status"], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     for _, n in NODES:
         assert n.name in out.stdout
