@@ -57,7 +57,9 @@ class Site(pulumi.ComponentResource):
     """A Tier-III data centre: racks, redundancy, nodes and their Ansible inventory."""
 
     def __init__(self, site: cfg.Site, opts: pulumi.ResourceOptions | None = None):
-        super().__init__(f"{PKG}:index:Site", site.name, None, opts)
+        super().__init__(f"{PKG}:index:Site", site.name,
+                         {"country": site.country, "tier": site.tier, "city": site.city, "racks": site.racks,
+                          "power": site.power.value, "cooling": site.cooling.value}, opts)
         self.config = site
         self.inventory = {
             "hosts": {n.name: {"ansible_host": node_address(site, n), "rack": n.rack, "role": n.role.value,
@@ -76,10 +78,13 @@ class KubernetesCluster(pulumi.ComponentResource):
     """A Tier-III HA cluster: etcd + API server on >=3 control-plane nodes spread over racks."""
 
     def __init__(self, cluster: cfg.Cluster, site: Site, pki: Pki, opts: pulumi.ResourceOptions | None = None):
-        super().__init__(f"{PKG}:index:KubernetesCluster", cluster.name, None, opts)
-        self.config = cluster
         s = site.config
         cps = s.nodes_with(cfg.Role.CONTROL_PLANE)
+        # The properties the policy pack checks (HA spread, encryption at rest).
+        super().__init__(f"{PKG}:index:KubernetesCluster", cluster.name,
+                         {"site": s.name, "tier": s.tier, "kubernetes_version": cluster.kubernetes_version,
+                          "control_plane_racks": [n.rack for n in cps], "secrets_encryption": "aescbc"}, opts)
+        self.config = cluster
         gateway = s.nodes_with(cfg.Role.GATEWAY)
         # The API is published on the site's gateway (load balancer over the control-plane nodes).
         lb_ip = node_address(s, gateway[0]) if gateway else node_address(s, cps[0])
@@ -127,7 +132,9 @@ class InternetAccessGateway(pulumi.ComponentResource):
 
     def __init__(self, name: str, gateway: cfg.Gateway, sites: dict[str, Site], pki: Pki,
                  opts: pulumi.ResourceOptions | None = None):
-        super().__init__(f"{PKG}:index:InternetAccessGateway", name, None, opts)
+        super().__init__(f"{PKG}:index:InternetAccessGateway", name,
+                         {"tls_min_version": gateway.tls_min_version,
+                          "published": [s.hostname for s in gateway.published_services]}, opts)
         self.config = gateway
         self.certificates = {
             svc.name: pki.issue(f"{name}-{svc.name}", svc.site, svc.hostname, self, dns_names=[svc.hostname])
@@ -152,7 +159,8 @@ class TransportNetwork(pulumi.ComponentResource):
 
     def __init__(self, name: str, transport: cfg.Transport, sites: dict[str, Site],
                  opts: pulumi.ResourceOptions | None = None):
-        super().__init__(f"{PKG}:index:TransportNetwork", name, None, opts)
+        super().__init__(f"{PKG}:index:TransportNetwork", name,
+                         {"links": [{"a": x.a, "b": x.b, "tunnel": x.tunnel} for x in transport.links]}, opts)
         self.config = transport
         subnets = transport.address_plan.subnets(new_prefix=30)
         self.links: list[dict[str, Any]] = []
@@ -187,7 +195,8 @@ class Tenant(pulumi.ComponentResource):
 
     def __init__(self, tenant: cfg.Tenant, domain: str, kubeconfigs: dict[str, str],
                  opts: pulumi.ResourceOptions | None = None):
-        super().__init__(f"{PKG}:index:Tenant", tenant.name, None, opts)
+        super().__init__(f"{PKG}:index:Tenant", tenant.name,
+                         {"data_classification": tenant.data_classification, "sites": tenant.sites}, opts)
         self.manifests = render_tenant_chart(tenant, domain)
         self.objects = [
             KubeObject(f"{tenant.name}-{cluster}-{m['kind'].lower()}-{m['metadata'].get('namespace', '')}-"
