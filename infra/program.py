@@ -57,7 +57,7 @@ def build(cloud: cfg.Cloud, kubeconfigs: dict[str, str] | None = None) -> dict[s
                                  opts=pulumi.ResourceOptions(depends_on=list(clusters.values())))
 
     pulumi.export("endpoints", {name: c.endpoint for name, c in clusters.items()})
-    pulumi.export("kubeconfigs", {name: c.kubeconfig for name, c in clusters.items()})
+    pulumi.export("kubeconfigs", pulumi.Output.secret({name: c.kubeconfig for name, c in clusters.items()}))
     pulumi.export("inventory", {"all": {"children": {name: s.inventory for name, s in sites.items()}}})
     pulumi.export("root_ca", pki.root.cert_pem)
     pulumi.export("gateway", {"egress_allow_list": gateway.egress_allow_list,
