@@ -27,7 +27,8 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("up", help="create or converge the lab")
     st = sub.add_parser("status", help="table of nodes and their health")
     st.add_argument("--json", action="store_true")
-    sub.add_parser("down", help="remove everything the lab created")
+    dn = sub.add_parser("down", help="remove everything `up` created")
+    dn.add_argument("--standalone", action="store_true", help="also remove run_standalone() nodes")
     s = sub.add_parser("ssh", help="ssh into a node as sovadmin")
     s.add_argument("node")
     s.add_argument("command", nargs=argparse.REMAINDER)
@@ -41,7 +42,7 @@ def main(argv: list[str] | None = None) -> int:
             print(json.dumps(rows, indent=2) if a.json else _table(rows))
             return 0 if all(r["healthy"] for r in rows) else 1
         elif a.cmd == "down":
-            print(json.dumps(api.down(cfg)))
+            print(json.dumps(api.down(cfg, standalone=a.standalone)))
         else:
             site, node = cfg.find_node(a.node)
             args = ssh_args(site.ip(node))

@@ -46,14 +46,17 @@ def up(config: LabConfig | str | Path | None = None) -> dict:
     t = step("image", t)
     for site in cfg.sites:
         ensure_network(cfg.network(site.name), str(site.subnet),
-                       labels={"sovcloud.lab.site": site.name, "sovcloud.lab.kind": "site"})
+                       labels={"sovcloud.lab.site": site.name, "sovcloud.lab.kind": "site",
+                               "sovcloud.lab.instance": cfg.name})
     for kind, net in (("transport", cfg.transport.subnet), ("internet", cfg.internet.subnet)):
-        ensure_network(cfg.network(kind), str(net), labels={"sovcloud.lab.kind": kind})
+        ensure_network(cfg.network(kind), str(net),
+                       labels={"sovcloud.lab.kind": kind, "sovcloud.lab.instance": cfg.name})
     gateway.ensure_internet(cfg)
     progress(f"starting {sum(len(s.nodes) for s in cfg.sites)} nodes")
     for site in cfg.sites:
         for n in site.nodes:
-            labels = {"site": site.name, "rack": n.rack, "role": n.role, "node": n.name}
+            labels = {"site": site.name, "rack": n.rack, "role": n.role, "node": n.name,
+                      "instance": cfg.name}
             if n.role == "gateway":
                 run_node(cfg.container(n.name), n.name, gateway.gateway_networks(cfg, site),
                          cfg.memory_mib[n.role], labels, gateway.gateway_run_args(cfg))
@@ -115,17 +118,26 @@ def status(config: LabConfig | str | Path | None = None) -> list[dict]:
         return list(pool.map(probe, rows))
 
 
-def down(config: LabConfig | str | Path | None = None) -> dict:
-    """Remove every container and network labelled sovcloud.lab=1 (and only those) and the state dir.
+def down(config: LabConfig | str | Path | None = None, standalone: bool = False) -> dict:
+    """Remove every container and network `up` made for this lab (labels sovcloud.lab=1 and
+    sovcloud.lab.instance=<name>) and its state dir; nothing else. standalone=True also removes the
+    nodes made by `lab.nodes.run_standalone` (others' playbook tests may be using them).
 
     Images stay: they are a content-addressed cache, not running state.
     """
-    _config(config)
-    containers = podman("ps", "-a", "-q", "--filter", f"label={LABEL}").split()
+    cfg = _config(config)
+    filters = [[f"label={LABEL}", f"label=sovcloud.lab.instance={cfg.name}"]]
+    if standalone:
+        filters.append([f"label={LABEL}", "label=sovcloud.lab.kind=standalone"])
+    containers: list[str] = []
+    networks: list[str] = []
+    for f in filters:
+        args = [x for label in f for x in ("--filter", label)]
+        containers += podman("ps", "-a", "-q", *args).split()
+        networks += podman("network", "ls", "-q", *args).split()
     if containers:
         progress(f"removing {len(containers)} containers")
         podman("rm", "-f", "-t", "2", *containers, timeout=300)
-    networks = podman("network", "ls", "-q", "--filter", f"label={LABEL}").split()
     if networks:
         podman("network", "rm", *networks)
     state = inventory.STATE_DIR

@@ -46,8 +46,9 @@ def ensure_internet(cfg: LabConfig) -> None:
     for host in INTERNET_HOSTS:
         script = (f"mkdir -p /srv && echo {host} > /srv/index.html && "
                   "exec python3 -m http.server 80 --directory /srv")
-        run_plain(cfg.container(f"inet-{host.split('.')[0]}"), host, [(cfg.network("internet"),
-                  internet_ip(cfg, host))], 64, {"role": "internet"}, [], ["sh", "-c", script])
+        run_plain(cfg.container(f"inet-{host.split('.')[0]}"), host,
+                  [(cfg.network("internet"), internet_ip(cfg, host))], 64,
+                  {"role": "internet", "instance": cfg.name}, [], ["sh", "-c", script])
 
 
 def _exec(container: str, script: str, input: str | None = None) -> str:

@@ -143,7 +143,8 @@ def run_standalone(name: str, network: str | None = None, memory_mib: int = 512)
     if network is None:
         ensure_network(STANDALONE_NET, STANDALONE_SUBNET, labels={"sovcloud.lab.kind": "standalone"})
     container = f"sovlab-sa-{name}"
-    run_node(container, name, [(net, None)], memory_mib, {"role": "standalone", "node": name})
+    run_node(container, name, [(net, None)], memory_mib, {"role": "standalone", "node": name,
+                                                          "kind": "standalone"})
     ip = container_ip(container, net)
     ipaddress.ip_address(ip)
     wait_ssh(ip)

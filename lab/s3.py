@@ -36,7 +36,7 @@ def ensure_s3(cfg: LabConfig, site: Site) -> str:
     cmd = ["/usr/local/bin/weed", "server", "-dir=/data", f"-ip={ip}", "-ip.bind=0.0.0.0", "-s3",
            f"-s3.port={S3_PORT}", "-master.volumeSizeLimitMB=64", "-volume.max=16"]
     run_plain(container, f"{site.name}-s3", [(cfg.network(site.name), ip)], cfg.memory_mib["s3"],
-              {"site": site.name, "role": "s3"},
+              {"site": site.name, "role": "s3", "instance": cfg.name},
               ["-v", f"{weed_binary()}:/usr/local/bin/weed:ro", "--tmpfs", "/data:size=512m"], cmd)
     return endpoint(site)
 

@@ -80,8 +80,8 @@ def test_cli_rejects_bad_config_before_touching_anything(tmp_path):
     data["sites"][0]["subnet"] = "10.210.2.0/24"
     bad = tmp_path / "lab.yaml"
     bad.write_text(yaml.safe_dump(data))
-    r = subprocess.run([sys.executable, "-m", "lab", "--config", str(bad), "up"], capture_output=True, text=True,
-                       timeout=60)
+    r = subprocess.run([sys.executable, "-m", "lab", "--config", str(bad), "up"], capture_output=True,
+                       text=True, timeout=60)
     assert r.returncode == 2
     assert "sites[dc-astana].subnet" in r.stderr and "overlaps" in r.stderr
     assert "[lab] node image" not in r.stderr  # failed before any step ran
