@@ -29,7 +29,8 @@ def stack(name: str, cloud: dict[str, Any], work_dir: Path, backend: Path = STAT
     project = auto.ProjectSettings(name="sovcloud", runtime="python", main=str(REPO / "infra"),
                                    backend=auto.ProjectBackend(f"file://{backend}"))
     st = auto.create_or_select_stack(name, work_dir=str(work_dir), opts=auto.LocalWorkspaceOptions(
-        work_dir=str(work_dir), project_settings=project, secrets_provider="passphrase", env_vars=env))
+        work_dir=str(work_dir), project_settings=project, secrets_provider="passphrase", env_vars=env,
+        pulumi_command=auto.PulumiCommand(root=str(HOME), skip_version_check=True)))  # HOME/bin/pulumi
     st.set_config("sovcloud:cloud", auto.ConfigValue(json.dumps(cloud)))
     if kubeconfigs:
         st.set_config("sovcloud:kubeconfigs", auto.ConfigValue(json.dumps(kubeconfigs), secret=True))
