@@ -2,7 +2,7 @@
 
 import pulumi
 
-from infra.program import build, load_cloud
+from infra.program import build, load_cloud, load_kubeconfigs
 
 stack_config = pulumi.Config("sovcloud")
-build(load_cloud(stack_config), stack_config.get_object("kubeconfigs") or {})
+build(load_cloud(stack_config), load_kubeconfigs(stack_config))

@@ -29,6 +29,20 @@ def load_cloud(stack_config: pulumi.Config) -> cfg.Cloud:
     return cfg.parse(data)
 
 
+def load_kubeconfigs(stack_config: pulumi.Config) -> dict[str, str]:
+    """Clusters whose in-cluster platform this stack applies: `sovcloud:kubeconfigs` (cluster -> kubeconfig,
+    a secret) and/or `sovcloud:kubeconfigFiles` (cluster -> path, e.g. what `lab up` writes)."""
+    kubeconfigs = {c: pulumi.Output.secret(k) for c, k in (stack_config.get_object("kubeconfigs") or {}).items()}
+    for cluster, path in (stack_config.get_object("kubeconfigFiles") or {}).items():
+        file = Path(path).expanduser()
+        if file.exists():
+            kubeconfigs[cluster] = pulumi.Output.secret(file.read_text())
+        else:
+            pulumi.log.warn(f"sovcloud:kubeconfigFiles.{cluster}: {file} does not exist (is the cluster up? "
+                            "`make lab`); its in-cluster platform is not applied by this run")
+    return kubeconfigs
+
+
 def compliance_summary(cloud: cfg.Cloud) -> dict[str, str]:
     """What the stack's own description proves, per control (the evidence bundle adds the rest)."""
     ok = {
@@ -41,7 +55,7 @@ def compliance_summary(cloud: cfg.Cloud) -> dict[str, str]:
     return {control: "pass" if passed else "fail" for control, passed in sorted(ok.items())}
 
 
-def build(cloud: cfg.Cloud, kubeconfigs: dict[str, str] | None = None) -> dict[str, Any]:
+def build(cloud: cfg.Cloud, kubeconfigs: dict[str, pulumi.Input[str]] | None = None) -> dict[str, Any]:
     """Declare every resource of the stack; `kubeconfigs` (cluster -> kubeconfig) enables in-cluster objects."""
     pki = Pki("pki", cloud)
     sites = {s.name: Site(s, opts=pulumi.ResourceOptions(depends_on=[pki])) for s in cloud.sites}

@@ -1,10 +1,12 @@
 """Lint gates of the test command: every linter over every file of its kind, one test each."""
 
+import os
 import subprocess
 from pathlib import Path
 
 import pytest
 
+from infra.automation import LAB_PASSPHRASE
 from tests.conftest import require_tool
 from toolchain import REPO
 
@@ -14,8 +16,8 @@ CHART_VALUES = [(c, v) for c in CHARTS for v in (sorted((c / "ci").glob("*.yaml"
 RULE_FILES = sorted((REPO / "monitoring" / "prometheus" / "rules").glob("*.yml"))
 
 
-def run(cmd: list[str], cwd: Path = REPO) -> None:
-    out = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True)
+def run(cmd: list[str], cwd: Path = REPO, env: dict[str, str] | None = None) -> None:
+    out = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, env=env)
     assert out.returncode == 0, f"{' '.join(cmd)} failed:\n{out.stdout}\n{out.stderr}"
 
 
@@ -47,3 +49,14 @@ def test_helm_lint(chart, values):
 @pytest.mark.parametrize("rules", RULE_FILES, ids=lambda p: p.name)
 def test_promtool_check_rules(rules):
     run([require_tool("promtool"), "check", "rules", str(rules)])
+
+
+@pytest.mark.tools
+def test_pulumi_preview_lab_stack_with_policy_pack(tmp_path):
+    """`pulumi preview` of the committed lab stack, as a platform engineer runs it, policy pack included."""
+    pulumi = require_tool("pulumi")
+    env = {**os.environ, "PULUMI_BACKEND_URL": f"file://{tmp_path}", "PULUMI_CONFIG_PASSPHRASE": LAB_PASSPHRASE}
+    run([pulumi, "stack", "init", "lab", "--non-interactive"], env=env)
+    run([pulumi, "preview", "--stack", "lab", "--non-interactive", "--policy-pack", "policies/pack"], env=env)
+    assert not subprocess.run(["git", "status", "--porcelain", "Pulumi.lab.yaml"], cwd=REPO,
+                              capture_output=True, text=True).stdout, "preview must not rewrite Pulumi.lab.yaml"
