@@ -24,3 +24,9 @@ def pytest_sessionfinish(session, exitstatus):
     # A run that collected nothing proves nothing: make it fail loudly, not pass silently.
     if session.testscollected == 0 and exitstatus == 0:
         session.exitstatus = pytest.ExitCode.NO_TESTS_COLLECTED
+
+
+def pytest_collection_modifyitems(session, config, items):
+    # `test_zz_*` tests tear shared things down (the lab): run them after every other test, whatever
+    # directory they live in, so no later test finds the lab gone.
+    items.sort(key=lambda item: item.name.startswith("test_zz_"))
