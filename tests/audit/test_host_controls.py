@@ -1,0 +1,316 @@
+"""Host baseline audit: one check per control facet, named and marked by its control ID.
+
+Checks read the LIVE state (sshd -T, nft, sysctl, systemctl) as well as the configuration, so a
+control the playbook could only write to disk (e.g. sysctls in a container) fails here honestly.
+"""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+STRONG_CIPHERS = {"chacha20-poly1305@openssh.com", "aes256-gcm@openssh.com", "aes128-gcm@openssh.com",
+                  "aes256-ctr", "aes192-ctr", "aes128-ctr"}
+STRONG_KEX = {"sntrup761x25519-sha512@openssh.com", "curve25519-sha256", "curve25519-sha256@libssh.org",
+              "diffie-hellman-group16-sha512", "diffie-hellman-group18-sha512"}
+STRONG_MACS = {"hmac-sha2-512-etm@openssh.com", "hmac-sha2-256-etm@openssh.com", "umac-128-etm@openssh.com"}
+SYSCTLS = {
+    "kernel.kptr_restrict": "2", "kernel.dmesg_restrict": "1", "kernel.randomize_va_space": "2",
+    "fs.protected_hardlinks": "1", "fs.protected_symlinks": "1", "fs.suid_dumpable": "0",
+    "net.ipv4.conf.all.accept_redirects": "0", "net.ipv4.conf.all.send_redirects": "0",
+    "net.ipv4.conf.all.accept_source_route": "0", "net.ipv4.conf.all.rp_filter": "1",
+    "net.ipv4.conf.all.log_martians": "1", "net.ipv4.tcp_syncookies": "1",
+    "net.ipv4.icmp_echo_ignore_broadcasts": "1",
+}
+ROLE_TCP = {"control_plane": {22, 6443, 2379, 2380}, "worker": {22, 10250}, "gateway": {22, 80, 443, 8888}}
+ROLE_UDP = {"control_plane": set(), "worker": set(), "gateway": {51820}}
+BLACKLIST = ["cramfs", "freevxfs", "jffs2", "hfs", "hfsplus", "udf", "usb-storage", "dccp", "sctp", "rds",
+             "tipc"]
+NEEDLESS = ["telnet", "inetutils-telnet", "rsh-client", "nis", "xinetd", "tftp", "avahi-daemon", "cups",
+            "rpcbind"]
+
+
+def sshd_config(host) -> dict[str, str]:
+    out = host.check_output("sshd -T 2>/dev/null")
+    return {k: v for k, _, v in (line.partition(" ") for line in out.splitlines())}
+
+
+def run(host, cmd: str, evidence: list[str]):
+    r = host.run(cmd)
+    evidence.append(f"$ {cmd} -> rc={r.rc}\n{(r.stdout + r.stderr).strip()[:1500]}")
+    return r
+
+
+# --- SC-HST-01 SSH ---------------------------------------------------------------------------------
+
+@pytest.mark.control("SC-HST-01")
+def test_SC_HST_01_ssh_keys_only(host, evidence):
+    cfg = sshd_config(host)
+    want = {"passwordauthentication": "no", "kbdinteractiveauthentication": "no",
+            "pubkeyauthentication": "yes", "permitemptypasswords": "no", "authenticationmethods": "publickey"}
+    got = {k: cfg.get(k) for k in want}
+    evidence.append(f"sshd -T: {got}")
+    assert got == want
+
+
+@pytest.mark.control("SC-HST-01")
+def test_SC_HST_01_no_root_login(host, evidence):
+    cfg = sshd_config(host)
+    root = host.check_output("getent shadow root | cut -d: -f2")
+    evidence.append(f"permitrootlogin={cfg.get('permitrootlogin')} root-hash-prefix={root[:2]!r}")
+    assert cfg.get("permitrootlogin") == "no"
+    assert root.startswith(("!", "*")), "root has a usable password"
+
+
+@pytest.mark.control("SC-HST-01")
+def test_SC_HST_01_modern_crypto(host, evidence):
+    cfg = sshd_config(host)
+    found = {k: set(cfg.get(k, "").split(",")) for k in ("ciphers", "kexalgorithms", "macs")}
+    evidence.append(f"sshd -T: {({k: sorted(v) for k, v in found.items()})}")
+    assert found["ciphers"] <= STRONG_CIPHERS, f"weak ciphers: {found['ciphers'] - STRONG_CIPHERS}"
+    assert found["kexalgorithms"] <= STRONG_KEX, f"weak kex: {found['kexalgorithms'] - STRONG_KEX}"
+    assert found["macs"] <= STRONG_MACS, f"weak macs: {found['macs'] - STRONG_MACS}"
+
+
+@pytest.mark.control("SC-HST-01")
+def test_SC_HST_01_no_forwarding_and_short_sessions(host, evidence):
+    cfg = sshd_config(host)
+    keys = ("x11forwarding", "allowtcpforwarding", "allowagentforwarding", "maxauthtries")
+    got = {k: cfg.get(k) for k in keys}
+    evidence.append(f"sshd -T: {got}")
+    assert got["x11forwarding"] == "no" and got["allowtcpforwarding"] == "no"
+    assert got["allowagentforwarding"] == "no" and int(got["maxauthtries"] or 99) <= 3
+
+
+# --- SC-HST-02 accounts, PAM, sudo ------------------------------------------------------------------
+
+@pytest.mark.control("SC-HST-02")
+def test_SC_HST_02_password_quality(host, evidence):
+    pam = run(host, "grep -E '^password.*pam_pwquality.so' /etc/pam.d/common-password", evidence)
+    conf = host.file("/etc/security/pwquality.conf")
+    m = re.search(r"^\s*minlen\s*=\s*(\d+)", conf.content_string if conf.exists else "", re.M)
+    evidence.append(f"pwquality minlen={m.group(1) if m else None}")
+    assert pam.rc == 0, "pam_pwquality not in common-password"
+    assert m and int(m.group(1)) >= 14
+
+
+@pytest.mark.control("SC-HST-02")
+def test_SC_HST_02_faillock(host, evidence):
+    pam = run(host, "grep -cE '^auth.*pam_faillock.so' /etc/pam.d/common-auth", evidence)
+    conf = host.file("/etc/security/faillock.conf")
+    m = re.search(r"^\s*deny\s*=\s*(\d+)", conf.content_string if conf.exists else "", re.M)
+    evidence.append(f"faillock deny={m.group(1) if m else None}")
+    assert pam.rc == 0 and int(pam.stdout.strip() or 0) >= 2, "pam_faillock preauth/authfail missing"
+    assert m and 0 < int(m.group(1)) <= 5
+
+
+@pytest.mark.control("SC-HST-02")
+def test_SC_HST_02_password_aging(host, evidence):
+    defs = host.file("/etc/login.defs").content_string
+    m = re.search(r"^PASS_MAX_DAYS\s+(\d+)", defs, re.M)
+    evidence.append(f"PASS_MAX_DAYS={m.group(1) if m else None}")
+    assert m and int(m.group(1)) <= 90
+
+
+@pytest.mark.control("SC-HST-02")
+def test_SC_HST_02_no_empty_passwords(host, evidence):
+    empty = host.check_output("awk -F: '($2 == \"\") {print $1}' /etc/shadow")
+    evidence.append(f"accounts with empty password: {empty.split() or 'none'}")
+    assert empty.strip() == ""
+
+
+@pytest.mark.control("SC-HST-02")
+def test_SC_HST_02_sudo_logging(host, evidence):
+    r = run(host, "grep -rhE '^Defaults.*(logfile|use_pty)' /etc/sudoers /etc/sudoers.d", evidence)
+    assert "logfile" in r.stdout and "use_pty" in r.stdout
+    assert run(host, "visudo -c", evidence).rc == 0
+
+
+# --- SC-HST-03 sysctl ---------------------------------------------------------------------------------
+
+@pytest.mark.control("SC-HST-03")
+def test_SC_HST_03_sysctl_persisted(host, evidence):
+    conf = run(host, "cat /etc/sysctl.d/*.conf 2>/dev/null", evidence).stdout
+    persisted = dict(re.findall(r"^\s*([\w.-]+)\s*=\s*(\S+)", conf, re.M))
+    missing = {k: v for k, v in SYSCTLS.items() if persisted.get(k) != v}
+    assert not missing, f"not persisted in /etc/sysctl.d: {missing}"
+
+
+@pytest.mark.control("SC-HST-03")
+def test_SC_HST_03_sysctl_runtime(host, evidence):
+    live = {}
+    for key in SYSCTLS:
+        r = host.run(f"sysctl -n {key}")
+        live[key] = r.stdout.strip() if r.rc == 0 else None
+    wrong = {k: (live[k], v) for k, v in SYSCTLS.items() if live[k] != v}
+    evidence.append(f"live!=wanted: {wrong}")
+    assert not wrong, f"running kernel differs (live, wanted): {wrong}"
+
+
+@pytest.mark.control("SC-HST-03")
+def test_SC_HST_03_kubernetes_forwarding_kept(host, node_role, evidence):
+    # Hardening must not break Kubernetes/gateway routing: forwarding stays on where it is needed.
+    live = host.run("sysctl -n net.ipv4.ip_forward").stdout.strip()
+    conf = run(host, "grep -h ip_forward /etc/sysctl.d/*.conf", evidence).stdout
+    evidence.append(f"role={node_role} live ip_forward={live}")
+    assert "net.ipv4.ip_forward = 1" in conf or "net.ipv4.ip_forward=1" in conf
+    assert live == "1"
+
+
+# --- SC-HST-04 firewall -------------------------------------------------------------------------------
+
+@pytest.mark.control("SC-HST-04")
+def test_SC_HST_04_firewall_default_deny(host, evidence):
+    r = run(host, "nft list table inet sovcloud_host", evidence)
+    assert r.rc == 0, "host firewall table not loaded"
+    assert re.search(r"hook input priority filter; policy drop;", r.stdout)
+    assert host.service("sovcloud-firewall").is_enabled
+
+
+@pytest.mark.control("SC-HST-04")
+def test_SC_HST_04_firewall_role_ports(host, node_role, evidence):
+    r = host.run("nft -j list chain inet sovcloud_host input")
+    assert r.rc == 0, f"input chain not readable: {r.stderr}"
+    text = host.run("nft list chain inet sovcloud_host input").stdout
+    evidence.append(text[:1500])
+    tcp = set()
+    for m in re.finditer(r"tcp dport (\{[^}]*\}|\S+)", text):
+        for p in m.group(1).strip("{} ").split(","):
+            p = p.strip()
+            tcp.update(range(int(p.split("-")[0]), int(p.split("-")[1]) + 1) if "-" in p else
+                       ({int(p)} if p.isdigit() else set()))
+    missing = ROLE_TCP[node_role] - tcp
+    assert not missing, f"role {node_role}: tcp ports not open: {sorted(missing)}"
+    extra = {p for p in tcp if p < 30000} - ROLE_TCP[node_role] - {10250, 10257, 10259}
+    assert not extra, f"role {node_role}: unexpected tcp ports open: {sorted(extra)}"
+    for p in ROLE_UDP[node_role]:
+        assert re.search(rf"udp dport .*\b{p}\b", text), f"udp {p} not open"
+
+
+# --- SC-HST-05 time -----------------------------------------------------------------------------------
+
+@pytest.mark.control("SC-HST-05")
+def test_SC_HST_05_chrony_running_with_sources(host, evidence):
+    svc = host.service("chrony")
+    conf = run(host, "grep -E '^(server|pool) ' /etc/chrony/chrony.conf", evidence)
+    evidence.append(f"chrony running={svc.is_running} enabled={svc.is_enabled}")
+    assert svc.is_running and svc.is_enabled
+    assert conf.rc == 0 and "debian.pool.ntp.org" not in conf.stdout, "no in-country sources configured"
+
+
+# --- SC-HST-06 AIDE -----------------------------------------------------------------------------------
+
+@pytest.mark.control("SC-HST-06")
+def test_SC_HST_06_aide_baseline(host, evidence):
+    r = run(host, "ls -l /var/lib/aide/", evidence)
+    assert host.package("aide").is_installed
+    assert r.rc == 0 and re.search(r"\.db$", r.stdout, re.M), "no AIDE database"
+    timer = run(host, "systemctl is-enabled sovcloud-aide-check.timer dailyaidecheck.timer", evidence)
+    assert "enabled" in timer.stdout, "no scheduled AIDE check"
+
+
+@pytest.mark.control("SC-HST-06")
+def test_SC_HST_06_aide_check_clean(host, evidence):
+    r = run(host, "aide --check --config /etc/aide/aide-sovcloud.conf | tail -n 20", evidence)
+    assert r.rc == 0 and "found differences" not in r.stdout
+
+
+# --- SC-HST-07 updates --------------------------------------------------------------------------------
+
+@pytest.mark.control("SC-HST-07")
+def test_SC_HST_07_unattended_upgrades(host, evidence):
+    r = run(host, "apt-config dump APT::Periodic", evidence)
+    assert host.package("unattended-upgrades").is_installed
+    assert 'APT::Periodic::Unattended-Upgrade "1"' in r.stdout
+    assert host.service("apt-daily-upgrade.timer").is_enabled
+
+
+# --- SC-HST-08 minimal system -------------------------------------------------------------------------
+
+@pytest.mark.control("SC-HST-08")
+def test_SC_HST_08_modules_blacklisted(host, evidence):
+    conf = run(host, "cat /etc/modprobe.d/*.conf 2>/dev/null", evidence).stdout
+    missing = [m for m in BLACKLIST
+               if not re.search(rf"^install\s+{re.escape(m)}\s+/bin/(false|true)", conf, re.M)]
+    assert not missing, f"modules loadable: {missing}"
+    loaded = host.run("cat /proc/modules").stdout
+    live = [m for m in BLACKLIST if re.search(rf"^{m.replace('-', '_')}\s", loaded, re.M)]
+    assert not live, f"blacklisted modules loaded: {live}"
+
+
+@pytest.mark.control("SC-HST-08")
+def test_SC_HST_08_no_needless_packages(host, evidence):
+    present = [p for p in NEEDLESS if host.package(p).is_installed]
+    evidence.append(f"needless packages installed: {present or 'none'}")
+    assert not present
+
+
+# --- SC-HST-09 banner and permissions -----------------------------------------------------------------
+
+@pytest.mark.control("SC-HST-09")
+def test_SC_HST_09_login_banner(host, evidence):
+    issue = host.file("/etc/issue.net")
+    evidence.append(f"/etc/issue.net: {issue.content_string[:200] if issue.exists else 'missing'}")
+    assert issue.exists and "Authorised use only" in issue.content_string
+    assert sshd_config(host).get("banner") == "/etc/issue.net"
+
+
+@pytest.mark.control("SC-HST-09")
+def test_SC_HST_09_file_permissions(host, evidence):
+    want = {"/etc/shadow": 0o640, "/etc/gshadow": 0o640, "/etc/passwd": 0o644, "/etc/group": 0o644,
+            "/etc/ssh/sshd_config": 0o600, "/etc/crontab": 0o600, "/root": 0o700}
+    bad = {}
+    for path, mode in want.items():
+        f = host.file(path)
+        if f.exists:
+            evidence.append(f"{path} {oct(f.mode)} {f.user}:{f.group}")
+            if f.mode & ~mode or f.user != "root":
+                bad[path] = oct(f.mode)
+    homes = run(host, "find /home -mindepth 1 -maxdepth 1 -type d -perm /0027", evidence).stdout.split()
+    assert not bad, f"too permissive: {bad}"
+    assert not homes, f"home directories readable by others: {homes}"
+
+
+# --- SC-LOG-01 auditd ---------------------------------------------------------------------------------
+
+@pytest.mark.control("SC-LOG-01")
+def test_SC_LOG_01_audit_rules_installed(host, evidence):
+    rules = run(host, "cat /etc/audit/rules.d/*.rules 2>/dev/null", evidence).stdout
+    for key in ("identity", "privilege", "time-change", "modules", "sshd"):
+        assert f"-k {key}" in rules, f"no audit rule keyed {key}"
+
+
+@pytest.mark.control("SC-LOG-01")
+def test_SC_LOG_01_auditd_active(host, evidence):
+    svc = host.service("auditd")
+    loaded = run(host, "auditctl -l", evidence)
+    evidence.append(f"auditd running={svc.is_running}")
+    assert svc.is_running, "auditd not running"
+    assert loaded.rc == 0 and "-k identity" in loaded.stdout, "audit rules not loaded in the kernel"
+
+
+# --- SC-LOG-02 journald -------------------------------------------------------------------------------
+
+@pytest.mark.control("SC-LOG-02")
+def test_SC_LOG_02_persistent_journal(host, evidence):
+    conf = run(host, "systemd-analyze cat-config systemd/journald.conf | grep -E '^Storage='", evidence)
+    assert conf.stdout.strip().splitlines()[-1:] == ["Storage=persistent"]
+    assert host.file("/var/log/journal").is_directory
+    files = run(host, "find /var/log/journal -name '*.journal' | head -n 3", evidence).stdout
+    assert files.strip(), "journald is not writing to /var/log/journal"
+
+
+@pytest.mark.control("SC-LOG-02")
+def test_SC_LOG_02_forwarding_hook_consistent(host, evidence):
+    # Off by default; when configured, the target must be set and the forwarder running.
+    fwd = host.file("/etc/rsyslog.d/60-sovcloud-forward.conf")
+    upload = host.file("/etc/systemd/journal-upload.conf")
+    evidence.append(f"rsyslog forward={fwd.exists} journal-upload={upload.exists}")
+    if fwd.exists:
+        assert re.search(r'target="[^"]+"', fwd.content_string) and host.service("rsyslog").is_running
+    if upload.exists and "sovcloud" in upload.content_string:
+        assert "URL=https://" in upload.content_string
+        assert host.service("systemd-journal-upload").is_running
+    journald = host.run("systemd-analyze cat-config systemd/journald.conf").stdout
+    assert "sovcloud" in journald, "journald drop-in (SC-LOG-02 hook) missing"

@@ -1,0 +1,61 @@
+"""Role-specific audit checks: control-plane (etcd, kube-apiserver), worker (kubelet), gateway (proxies)."""
+
+from __future__ import annotations
+
+import pytest
+
+APISERVER_FLAGS = ["--anonymous-auth=false", "--audit-log-path=", "--audit-policy-file=",
+                   "--encryption-provider-config=", "--tls-min-version=VersionTLS12"]
+
+
+def only_for(node_role: str, *roles: str) -> None:
+    if node_role not in roles:
+        pytest.skip(f"not applicable to role {node_role}")
+
+
+@pytest.mark.control("SC-HST-09", "SC-DATA-02")
+def test_SC_HST_09_etcd_data_dir_private(host, node_role, evidence):
+    only_for(node_role, "control_plane")
+    d = host.file("/var/lib/etcd")
+    evidence.append(f"/var/lib/etcd exists={d.exists} mode={oct(d.mode) if d.exists else None}")
+    assert d.is_directory and d.mode == 0o700 and d.user == "root"
+
+
+@pytest.mark.control("SC-K8S-04", "SC-LOG-01")
+def test_SC_K8S_04_apiserver_audit_policy(host, node_role, evidence):
+    only_for(node_role, "control_plane")
+    p = host.file("/etc/kubernetes/audit-policy.yaml")
+    evidence.append(f"audit policy exists={p.exists} mode={oct(p.mode) if p.exists else None}")
+    assert p.exists and "audit.k8s.io/v1" in p.content_string and p.mode & 0o077 == 0
+
+
+@pytest.mark.control("SC-K8S-04")
+def test_SC_K8S_04_apiserver_flags(host, node_role, evidence):
+    only_for(node_role, "control_plane")
+    m = host.file("/etc/kubernetes/manifests/kube-apiserver.yaml")
+    if not m.exists:
+        pytest.skip("not applicable yet: no kube-apiserver static pod manifest on this node")
+    text = m.content_string
+    missing = [f for f in APISERVER_FLAGS if f not in text]
+    evidence.append(f"missing flags: {missing or 'none'}")
+    assert not missing
+
+
+@pytest.mark.control("SC-HST-09")
+def test_SC_HST_09_kubelet_dir_private(host, node_role, evidence):
+    only_for(node_role, "worker")
+    d = host.file("/var/lib/kubelet")
+    evidence.append(f"/var/lib/kubelet exists={d.exists} mode={oct(d.mode) if d.exists else None}")
+    assert d.is_directory and d.mode == 0o700
+
+
+@pytest.mark.control("SC-CRY-01", "SC-NET-01")
+def test_SC_CRY_01_gateway_proxy_hardened(host, node_role, evidence):
+    only_for(node_role, "gateway")
+    conf = host.file("/etc/nginx/conf.d/00-sovcloud-hardening.conf")
+    evidence.append(conf.content_string if conf.exists else "nginx hardening missing")
+    assert conf.exists and "server_tokens off" in conf.content_string
+    assert "TLSv1 " not in conf.content_string and "TLSv1.1" not in conf.content_string
+    tp = host.file("/etc/tinyproxy/tinyproxy.conf")
+    if tp.exists:
+        assert "\nDisableViaHeader Yes" in tp.content_string
