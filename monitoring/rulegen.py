@@ -24,7 +24,7 @@ import yaml
 
 OBJECTIVE = 0.99982
 HERE = Path(__file__).resolve().parent / "prometheus"
-RUNBOOK = "https://sovcloud.internal/runbooks/monitoring.md#"  # runbook anchors per alert (internal docs)
+RUNBOOK = "monitoring/RUNBOOK.md#"  # one section per alert, anchored by its lower-cased name
 
 
 @dataclass(frozen=True)

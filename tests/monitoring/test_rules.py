@@ -138,3 +138,10 @@ def test_dashboard_queries_are_valid_promql(tmp_path):
     (tmp_path / "d.yml").write_text(yaml.safe_dump(rules))
     r = run([require_tool("promtool"), "check", "rules", str(tmp_path / "d.yml")])
     assert r.returncode == 0, r.stdout + r.stderr
+
+
+def test_every_runbook_link_has_a_section():
+    sections = set(re.findall(r"^## (\S+)$", (ROOT / "monitoring" / "RUNBOOK.md").read_text(), re.M))
+    for a in alerts_in(RULE_FILES):
+        path, _, anchor = a["annotations"]["runbook"].partition("#")
+        assert path == "monitoring/RUNBOOK.md" and anchor == a["alert"].lower() and anchor in sections, a["alert"]
