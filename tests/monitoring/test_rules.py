@@ -31,6 +31,7 @@ def test_committed_files_are_the_generator_output():
     assert {p.name for p in RULE_FILES} == {Path(r).name for r in rulegen.render_all() if r.startswith("rules/")}
 
 
+@pytest.mark.tools
 def test_promtool_check_config_and_rules():
     promtool = require_tool("promtool")
     r = run([promtool, "check", "config", str(PROM / "prometheus.yml")])
@@ -40,12 +41,14 @@ def test_promtool_check_config_and_rules():
     assert r.stdout.count("SUCCESS") == len(RULE_FILES)
 
 
+@pytest.mark.tools
 @pytest.mark.parametrize("test_file", TEST_FILES, ids=lambda p: p.name)
 def test_promtool_rule_unit_tests(test_file):
     r = run([require_tool("promtool"), "test", "rules", str(test_file)])
     assert r.returncode == 0, r.stdout + r.stderr
 
 
+@pytest.mark.tools
 def test_promtool_catches_a_broken_expectation(tmp_path):
     # The unit tests can fail: flip one expectation and promtool must report it.
     src = (PROM / "tests" / "certs_test.yml").read_text().replace("../rules/", str(PROM / "rules") + "/")
@@ -97,6 +100,7 @@ def test_burn_rate_thresholds_follow_the_sre_workbook():
     assert all(abs(float(v) - 6 * budget) < 1e-9 for _, v in slow)
 
 
+@pytest.mark.tools
 def test_scaled_instance_is_valid_and_shrinks_only_windows(tmp_path):
     rulegen.write(tmp_path, scale=360)
     r = run([require_tool("promtool"), "check", "rules", *map(str, sorted((tmp_path / "rules").glob("*.yml")))])
@@ -116,6 +120,7 @@ def test_prometheus_config_generator_for_a_site_list(tmp_path):
         rulegen.prometheus_config([{"name": "dc-a", "exporters": {"probe": "x:1"}}])
 
 
+@pytest.mark.tools
 def test_alertmanager_config():
     amtool = require_tool("amtool")
     am = PROM / "alertmanager.yml"
@@ -129,6 +134,7 @@ def test_alertmanager_config():
         assert set(r.stdout.strip().split(",")) == receivers
 
 
+@pytest.mark.tools
 def test_dashboard_queries_are_valid_promql(tmp_path):
     dash = json.loads((ROOT / "monitoring" / "dashboards" / "sovcloud.json").read_text())
     exprs = [t["expr"] for p in dash["panels"] for t in p["targets"]]
