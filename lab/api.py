@@ -140,7 +140,7 @@ def down(config: LabConfig | str | Path | None = None, standalone: bool = False)
         podman("rm", "-f", "-t", "2", *containers, timeout=300)
     if networks:
         podman("network", "rm", *networks)
-    state = inventory.STATE_DIR
+    state = inventory.state_dir(cfg)
     if state.exists():
         shutil.rmtree(state)
     return {"containers": len(containers), "networks": networks}

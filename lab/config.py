@@ -41,7 +41,6 @@ class Site(_Strict):
     name: str = Field(pattern=r"^[a-z][a-z0-9-]+$")
     role: Literal["primary", "secondary"]
     subnet: ipaddress.IPv4Network
-    s3_host_port: int = Field(ge=1024, le=65535)
     nodes: list[Node] = Field(min_length=1)
 
     @model_validator(mode="after")
@@ -106,9 +105,6 @@ class LabConfig(_Strict):
             for fb, b in nets[i + 1:]:
                 if a.overlaps(b):
                     raise ValueError(f"{fa} {a} overlaps {fb} {b}: give each network its own range")
-        ports = [s.s3_host_port for s in self.sites]
-        if len(set(ports)) != len(ports):
-            raise ValueError(f"sites[].s3_host_port must differ per site; got {ports}")
         missing = ({n.role for s in self.sites for n in s.nodes} | {"s3"}) - set(self.memory_mib)
         if missing:
             raise ValueError(f"memory_mib lacks an entry for {sorted(missing)}")
