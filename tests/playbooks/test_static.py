@@ -44,7 +44,7 @@ def test_yamllint():
 
 
 def _tasks():
-    for f in sorted(ROLES.glob("*/tasks/*.yml")) + sorted(ROLES.glob("*/handlers/*.yml")):
+    for f in sorted(ROLES.glob("hardening_*/tasks/*.yml")) + sorted(ROLES.glob("hardening_*/handlers/*.yml")):
         for task in yaml.safe_load(f.read_text()) or []:
             yield f, task
 
@@ -65,7 +65,7 @@ def test_every_task_names_its_controls():
 
 
 def test_every_default_names_its_control():
-    for f in sorted(ROLES.glob("*/defaults/main.yml")):
+    for f in sorted(ROLES.glob("hardening_*/defaults/main.yml")):
         text = f.read_text()
         for name in yaml.safe_load(text):
             # The control ID is in the variable's own comment or in the section header above it.
