@@ -31,4 +31,6 @@ DEBIAN_PACKAGES = {
     "nftables": "nft",
     "debootstrap": "debootstrap",
     "iproute2": "ip",
+    "util-linux": "nsenter",
+    "dpkg-dev": "dpkg-scanpackages",  # the lab's offline apt repo for nodes without a mirror
 }
