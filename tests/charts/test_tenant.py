@@ -42,6 +42,7 @@ def test_every_object_labelled_and_in_an_agency_namespace(case):
             assert d["metadata"]["namespace"] in nss, ident
 
 
+@pytest.mark.control("SC-K8S-01")
 def test_namespaces_enforce_restricted_at_pinned_version(case):
     values, docs = case
     nss = by_kind(docs, "Namespace")
@@ -54,6 +55,7 @@ def test_namespaces_enforce_restricted_at_pinned_version(case):
         assert labels["sovcloud.kz/data-classification"] == values.get("dataClassification", "internal")
 
 
+@pytest.mark.control("SC-K8S-03")
 def test_quota_and_limits_in_every_namespace(case):
     values, docs = case
     for ns in namespaces_of(values):
@@ -87,6 +89,7 @@ def _peers(policies: list[dict], direction: str) -> list[dict]:
     return out
 
 
+@pytest.mark.control("SC-NET-03")
 def test_network_default_deny_plus_explicit_allows(case):
     values, docs = case
     net = {"internetEgress": True, "allowSameNamespace": False, **values.get("network", {})}
@@ -127,6 +130,7 @@ FORBIDDEN_WRITE = {"roles", "rolebindings", "networkpolicies", "resourcequotas",
 WRITE_VERBS = {"create", "update", "patch", "delete", "deletecollection"}
 
 
+@pytest.mark.control("SC-K8S-02")
 def test_rbac_namespaced_least_privilege(case):
     values, docs = case
     assert not by_kind(docs, "ClusterRole") and not by_kind(docs, "ClusterRoleBinding")

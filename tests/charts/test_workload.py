@@ -88,6 +88,7 @@ def workload(values: dict, docs: list[dict]) -> dict:
     return obj
 
 
+@pytest.mark.control("SC-K8S-01")
 def test_pods_pass_restricted_and_secure_defaults(case):
     values, docs = case
     pod = workload(values, docs)["spec"]["template"]["spec"]
@@ -119,6 +120,7 @@ def test_every_object_labelled_and_namespaced(case):
         assert d["metadata"]["namespace"] == NS
 
 
+@pytest.mark.control("SC-NET-01")
 def test_services_never_exposed_and_no_ingress_objects(case):
     values, docs = case
     assert not by_kind(docs, "Ingress")
