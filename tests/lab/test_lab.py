@@ -18,7 +18,7 @@ import yaml
 from lab import api, gateway, s3
 from lab.config import DEFAULT_PATH, parse
 from lab.inventory import state_dir
-from lab.nodes import netns, ssh, ssh_args
+from lab.nodes import netns, remove_standalone, run_standalone, ssh, ssh_args
 from lab.podman import LABEL, env, podman, podman_json
 from tests.conftest import require_tool
 
@@ -250,6 +250,17 @@ def test_inbound_only_through_reverse_proxy(lab):
         sh(w1, "systemctl stop sovlab-test-web")
 
 
+def test_standalone_node_for_playbook_tests(lab):
+    ip, key = run_standalone("sovt-sa1")
+    try:
+        assert key.exists() and key.with_suffix(".pub").exists()
+        r = ssh(ip, "hostname && systemctl is-system-running && sudo -n python3 -c 'print(42)'")
+        assert r.stdout.split() == ["sovt-sa1", "running", "42"], r.stderr
+    finally:
+        remove_standalone("sovt-sa1")
+    assert subprocess.run(["podman", "container", "exists", "sovlab-sa-sovt-sa1"], env=env()).returncode == 1
+
+
 def test_up_is_idempotent(lab):
     before = _ids()
     again = api.up(CFG)
@@ -267,6 +278,7 @@ def test_zz_down_removes_everything_it_created_and_nothing_else(lab):
                    check=True, capture_output=True)
     subprocess.run(["podman", "create", "--name", decoy, "--network", decoy_net, image, "true"], env=env(),
                    check=True, capture_output=True)
+    run_standalone("sovt-keep")  # not made by `up`: `down` must leave it (others' playbook tests use these)
     try:
         result = api.down(CFG)
         assert result["containers"] >= len(NODES) + 2 * len(CFG.sites)
@@ -275,10 +287,12 @@ def test_zz_down_removes_everything_it_created_and_nothing_else(lab):
         names = {n["name"] for n in json.loads(podman("network", "ls", "--format", "json"))}
         assert not any(n.startswith(CFG.name + "-") for n in names)
         assert decoy_net in names
-        assert subprocess.run(["podman", "container", "exists", decoy], env=env()).returncode == 0
+        for kept in (decoy, "sovlab-sa-sovt-keep"):
+            assert subprocess.run(["podman", "container", "exists", kept], env=env()).returncode == 0, kept
         assert not state_dir(CFG).exists()
         alive = [p for p in pids if Path(f"/proc/{p}").exists()]
         assert alive == [], "processes of removed containers still run"
     finally:
+        remove_standalone("sovt-keep")
         subprocess.run(["podman", "rm", "-f", decoy], env=env(), capture_output=True)
         subprocess.run(["podman", "network", "rm", decoy_net], env=env(), capture_output=True)
