@@ -1,9 +1,9 @@
 """Each site's HA Kubernetes control plane: project PKI, `ansible-playbook playbooks/cluster.yml`, admin
 kubeconfig reachable from the host through the site's API load balancer (on the gateway).
 
-State per site under STATE_DIR/<site>/ (reused when present, so re-running changes nothing):
-  pki/        etcd and kubernetes CAs, leaf certificates, service-account key pair, encryption key
-  kubeconfig/ admin.conf (host -> LB), controller-manager.conf, scheduler.conf (node -> local apiserver)
+State per site in the instance's state dir (inventory.state_dir), reused when present so re-runs change nothing:
+  <site>/  pki/        etcd and kubernetes CAs, leaf certificates, service-account key pair, encryption key
+  <site>/  kubeconfig/ admin.conf (host -> LB), controller-manager.conf, scheduler.conf (node -> local apiserver)
 """
 
 from __future__ import annotations
@@ -78,7 +78,7 @@ def ensure_pki(cfg: LabConfig, site: Site, state_dir: Path | None = None) -> Pat
     Components trust only the issuing intermediate, never the root: a cert from the etcd CA must not
     authenticate to the apiserver just because both chain to the same root.
     """
-    d = site_dir(site, state_dir) / "pki"
+    d = site_dir(site, state_dir or inventory.state_dir(cfg)) / "pki"
     d.mkdir(parents=True, exist_ok=True)
     os.chmod(d, 0o700)
     root = _ensure(d, "root-ca", lambda: pki.create_root_ca(f"sovcloud {site.name} root CA"))
@@ -173,7 +173,7 @@ def ensure_haproxy_debs(state_dir: Path | None = None) -> Path:
 # --- Ansible -----------------------------------------------------------------------------------------
 
 def write_vars(cfg: LabConfig, state_dir: Path | None = None) -> Path:
-    sd = state_dir or inventory.STATE_DIR
+    sd = state_dir or inventory.state_dir(cfg)
     data = {
         "cluster_state_dir": str(sd),
         "cluster_bin_dir": str(HOME / "bin"),
@@ -189,7 +189,7 @@ def write_vars(cfg: LabConfig, state_dir: Path | None = None) -> Path:
 
 def run_playbook(cfg: LabConfig, limit: str | None = None, timeout: float = 1200,
                  state_dir: Path | None = None) -> subprocess.CompletedProcess[str]:
-    sd = state_dir or inventory.STATE_DIR
+    sd = state_dir or inventory.state_dir(cfg)
     inv = inventory.write(cfg, sd)
     extra = write_vars(cfg, sd)
     ansible = Path(os.environ.get("VIRTUAL_ENV", REPO / ".venv")) / "bin" / "ansible-playbook"
@@ -236,6 +236,7 @@ def wait_ready(site: Site, state_dir: Path | None = None, deadline_s: float = 18
 def bootstrap(cfg: LabConfig, state_dir: Path | None = None) -> dict[str, str]:
     """PKI, playbook, /readyz through each site's LB; returns {site: admin kubeconfig path}."""
     t0 = time.monotonic()
+    state_dir = state_dir or inventory.state_dir(cfg)
     for site in cfg.sites:
         ensure_pki(cfg, site, state_dir)
         write_kubeconfigs(site, state_dir)
@@ -256,6 +257,7 @@ def bootstrap(cfg: LabConfig, state_dir: Path | None = None) -> dict[str, str]:
 def endpoints(cfg: LabConfig, state_dir: Path | None = None) -> list[dict]:
     """For `lab status`: one row per site with its API endpoint, readiness and admin kubeconfig."""
     rows = []
+    state_dir = state_dir or inventory.state_dir(cfg)
     for site in cfg.sites:
         kc = site_dir(site, state_dir) / "kubeconfig" / "admin.conf"
         rows.append({"site": site.name, "api": api_endpoint(site), "kubeconfig": str(kc) if kc.exists() else None,

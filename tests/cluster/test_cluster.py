@@ -1,0 +1,176 @@
+"""Each lab site's HA control plane, bootstrapped by playbooks/cluster.yml (needs the podman lab)."""
+
+import json
+import re
+import subprocess
+import time
+import uuid
+from pathlib import Path
+
+import httpx
+import pytest
+
+from lab import cluster, gateway, inventory
+from lab.config import load
+from lab.nodes import ssh, wait_booted, wait_ssh
+from lab.podman import podman
+from tests.conftest import require_tool
+
+pytestmark = pytest.mark.lab
+
+
+@pytest.fixture(scope="module")
+def cfg():
+    return load()
+
+
+@pytest.fixture(scope="module")
+def kubeconfigs(cfg):
+    """Bootstrap is idempotent: on a lab that already has the clusters it only converges them."""
+    return cluster.bootstrap(cfg)
+
+
+def kubectl(kubeconfig: str, *args: str, timeout: float = 30) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([require_tool("kubectl"), "--kubeconfig", kubeconfig, "--request-timeout=10s",
+                           *args], capture_output=True, text=True, timeout=timeout)
+
+
+def etcdctl(cfg, site, *args: str, endpoints: list[str] | None = None) -> subprocess.CompletedProcess[str]:
+    """etcdctl on the host, authenticated as the apiserver's etcd client (the only client etcd trusts)."""
+    p = cluster.site_dir(site, inventory.state_dir(cfg)) / "pki"
+    eps = endpoints or [f"https://{site.ip(n)}:2379" for n in cluster.control_plane(site)]
+    return subprocess.run([require_tool("etcdctl"), f"--endpoints={','.join(eps)}", f"--cacert={p}/etcd-ca.crt",
+                           f"--cert={p}/apiserver-etcd-client.crt", f"--key={p}/apiserver-etcd-client.key",
+                           "--dial-timeout=3s", "--command-timeout=5s", *args],
+                          capture_output=True, timeout=30, env={"ETCDCTL_API": "3"})
+
+
+def test_kubectl_works_against_both_sites_from_the_host(cfg, kubeconfigs):
+    """SC-AVL-02: every site serves its API through the LB on its gateway; the admin kubeconfig works."""
+    assert set(kubeconfigs) == {s.name for s in cfg.sites}
+    for site in cfg.sites:
+        r = kubectl(kubeconfigs[site.name], "get", "ns", "-o", "name")
+        assert r.returncode == 0, r.stderr
+        assert "namespace/kube-system" in r.stdout.split()
+        assert cluster.api_endpoint(site) in Path(kubeconfigs[site.name]).read_text()
+
+
+def test_etcd_has_three_members_over_three_racks(cfg, kubeconfigs):
+    """SC-AVL-02: 3 etcd members per site, one per rack, all healthy."""
+    for site in cfg.sites:
+        r = etcdctl(cfg, site, "member", "list", "-w", "json")
+        assert r.returncode == 0, r.stderr
+        names = sorted(m["name"] for m in json.loads(r.stdout)["members"])
+        cps = cluster.control_plane(site)
+        assert names == sorted(n.name for n in cps)
+        assert len({n.rack for n in cps}) == 3
+        h = etcdctl(cfg, site, "endpoint", "health")
+        assert h.returncode == 0 and h.stdout.decode().count("is healthy") == 3, h.stderr
+
+
+def test_anonymous_requests_rejected(cfg, kubeconfigs):
+    """SC-K8S-04: --anonymous-auth=false: a request without credentials gets 401, even for /readyz."""
+    for site in cfg.sites:
+        ca = cluster.ssl_context(site, admin=False, state_dir=inventory.state_dir(cfg))
+        for path in ("/api/v1/namespaces", "/readyz"):
+            r = httpx.get(f"{cluster.api_endpoint(site)}{path}", verify=ca, timeout=10)
+            assert r.status_code == 401, (site.name, path, r.status_code)
+
+
+def test_tls_below_1_2_refused(cfg, kubeconfigs):
+    """SC-CRY-01: the apiserver (through the LB) and etcd refuse TLS 1.1; TLS 1.2 is accepted."""
+    openssl = require_tool("openssl")
+    site = cfg.primary
+    cp = cluster.control_plane(site)[0]
+    for target in (f"{site.ip(site.gateway)}:6443", f"{site.ip(cp)}:2379"):
+        old = subprocess.run([openssl, "s_client", "-connect", target, "-tls1_1"], input="",
+                             capture_output=True, text=True, timeout=15)
+        new = subprocess.run([openssl, "s_client", "-connect", target, "-tls1_2"], input="",
+                             capture_output=True, text=True, timeout=15)
+        assert "Protocol  : TLSv1.2" in new.stdout or "TLSv1.2" in new.stdout, (target, new.stdout[-500:])
+        assert "Cipher is (NONE)" in old.stdout or old.returncode != 0, (target, old.stdout[-500:])
+
+
+def test_privileged_pod_rejected_by_pod_security(cfg, kubeconfigs):
+    """SC-K8S-01: with no namespace labels, the cluster default `restricted` rejects a privileged pod."""
+    pod = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "priv", "namespace": "default"},
+           "spec": {"containers": [{"name": "c", "image": "registry.invalid/busybox",
+                                    "securityContext": {"privileged": True}}]}}
+    for site in cfg.sites:
+        r = subprocess.run([require_tool("kubectl"), "--kubeconfig", kubeconfigs[site.name], "create",
+                            "--dry-run=server", "-f", "-"], input=json.dumps(pod), capture_output=True,
+                           text=True, timeout=30)
+        assert r.returncode != 0
+        assert 'violates PodSecurity "restricted:latest"' in r.stderr and "privileged" in r.stderr, r.stderr
+
+
+def test_secret_stored_encrypted_in_etcd(cfg, kubeconfigs):
+    """SC-DATA-02: a new secret's raw etcd value is aescbc ciphertext, not the plaintext."""
+    site = cfg.primary
+    kc = kubeconfigs[site.name]
+    name, value = f"enc-{uuid.uuid4().hex[:8]}", f"plain-{uuid.uuid4().hex}"
+    r = kubectl(kc, "-n", "default", "create", "secret", "generic", name, f"--from-literal=v={value}")
+    assert r.returncode == 0, r.stderr
+    try:
+        raw = etcdctl(cfg, site, "get", f"/registry/secrets/default/{name}", "--print-value-only")
+        assert raw.returncode == 0, raw.stderr
+        assert raw.stdout.startswith(b"k8s:enc:aescbc:v1:key1:"), raw.stdout[:40]
+        assert value.encode() not in raw.stdout
+        got = kubectl(kc, "-n", "default", "get", "secret", name, "-o", "jsonpath={.data.v}")
+        assert got.returncode == 0 and got.stdout  # the apiserver decrypts it again
+    finally:
+        kubectl(kc, "-n", "default", "delete", "secret", name, "--wait=false")
+
+
+def _cp_status(cfg, site) -> dict[str, bool]:
+    return {n.name: podman("inspect", "-f", "{{.State.Running}}", cfg.container(n.name)).strip() == "true"
+            for n in cluster.control_plane(site)}
+
+
+def test_survives_loss_of_one_control_plane_node(cfg, kubeconfigs):
+    """SC-AVL-02: with one control-plane node stopped, the API answers through the LB on every try and
+    etcd stays healthy with 2/3; the node rejoins after a restart."""
+    site = cfg.site("dc-almaty")  # the secondary site: others' tests mostly use the primary
+    kc = kubeconfigs[site.name]
+    victim = cluster.control_plane(site)[0]
+    alive = [n for n in cluster.control_plane(site) if n is not victim]
+    assert all(_cp_status(cfg, site).values())
+    podman("stop", "-t", "2", cfg.container(victim.name), timeout=60)
+    try:
+        ok, tries, t_end = 0, 0, time.monotonic() + 30
+        while time.monotonic() < t_end:  # bounded: 30 s of requests, one every ~0.5 s
+            tries += 1
+            r = kubectl(kc, "get", "--raw", "/readyz", timeout=15)
+            ok += r.returncode == 0 and r.stdout.strip() == "ok"
+            time.sleep(0.5)
+        assert ok == tries, f"API answered {ok}/{tries} requests during the loss of {victim.name}"
+        eps = [f"https://{site.ip(n)}:2379" for n in alive]
+        h = etcdctl(cfg, site, "endpoint", "health", endpoints=eps)
+        assert h.returncode == 0 and h.stdout.decode().count("is healthy") == 2, h.stderr
+        name = f"ha-{uuid.uuid4().hex[:6]}"  # writes need quorum: 2/3 must still commit
+        assert kubectl(kc, "create", "configmap", name, "-n", "default").returncode == 0
+        kubectl(kc, "delete", "configmap", name, "-n", "default", "--wait=false")
+    finally:
+        podman("start", cfg.container(victim.name), timeout=60)
+        wait_ssh(site.ip(victim))
+        wait_booted(site.ip(victim))
+        gateway.route_sites(cfg)  # routes to the other site live in the netns and die with the container
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        h = etcdctl(cfg, site, "endpoint", "health")
+        up = ssh(site.ip(victim), "systemctl is-active kube-apiserver", timeout=15).stdout.strip()
+        if h.returncode == 0 and h.stdout.decode().count("is healthy") == 3 and up == "active":
+            break
+        time.sleep(2)
+    else:
+        pytest.fail(f"{victim.name} did not rejoin within 120s: {h.stderr.decode()} apiserver={up}")
+
+
+def test_second_playbook_run_changes_nothing(cfg, kubeconfigs):
+    """Idempotence: after bootstrap, running playbooks/cluster.yml again reports changed=0 on every host."""
+    r = cluster.run_playbook(cfg)
+    assert r.returncode == 0, r.stdout[-3000:]
+    recap = re.findall(r"^(\S+)\s+: ok=\d+\s+changed=(\d+)", r.stdout, re.M)
+    hosts = {n.name for s in cfg.sites for n in s.nodes if n.role in ("control-plane", "gateway")}
+    assert {h for h, _ in recap} == hosts, r.stdout[-2000:]
+    assert all(c == "0" for _, c in recap), recap
