@@ -71,7 +71,7 @@ def up(config: LabConfig | str | Path | None = None) -> dict:
         states = list(pool.map(wait_booted, ips))
     t = step("ssh+boot", t)
     progress("gateways: WireGuard transport, firewall, proxies")
-    gateway.configure_gateways(cfg)
+    restarted = gateway.configure_gateways(cfg)
     gateway.route_sites(cfg)
     for site in cfg.sites:
         s3.wait_s3(site)
@@ -82,7 +82,7 @@ def up(config: LabConfig | str | Path | None = None) -> dict:
     progress(f"lab up in {total}s; inventory {inv}")
     return {"image": image, "inventory": str(inv), "seconds": total, "timings": timings,
             "systemd": dict(zip([n.name for s in cfg.sites for n in s.nodes], states, strict=True)),
-            "s3": {s.name: s3.endpoint(s) for s in cfg.sites}}
+            "s3": {s.name: s3.endpoint(s) for s in cfg.sites}, "gateway_restarts": restarted}
 
 
 def status(config: LabConfig | str | Path | None = None) -> list[dict]:

@@ -6,6 +6,9 @@ This kernel has no wireguard module, so wg-quick falls back to wireguard-go (use
 
 from __future__ import annotations
 
+import json
+import subprocess
+
 from lab.config import LabConfig, Site
 from lab.nodes import netns, run_plain
 from lab.podman import podman
@@ -51,31 +54,12 @@ def ensure_internet(cfg: LabConfig) -> None:
                   {"role": "internet", "instance": cfg.name}, [], ["sh", "-c", script])
 
 
-def _exec(container: str, script: str, input: str | None = None) -> str:
-    return podman("exec", "-i", container, "sh", "-c", script, input=input)
-
-
-def _put(container: str, path: str, content: str, mode: str = "0644") -> bool:
-    """Write a file in the container; True if it changed (so services restart only when needed)."""
-    old = podman("exec", container, "cat", path, check=False)
-    if old == content:
-        return False
-    _exec(container, f"umask 077; cat > {path}.new && chmod {mode} {path}.new && mv {path}.new {path}",
-          input=content)
-    return True
-
-
 def _ifname(container: str, ip: str) -> str:
     for line in netns(container, "ip", "-o", "-4", "addr", "show").stdout.splitlines():
         parts = line.split()
         if parts[3].split("/")[0] == ip:
             return parts[1].split("@")[0]
     raise RuntimeError(f"{container}: no interface with {ip}")
-
-
-def wg_pubkey(container: str) -> str:
-    return _exec(container, "umask 077; mkdir -p /etc/wireguard; test -s /etc/wireguard/private.key || "
-                 "wg genkey > /etc/wireguard/private.key; wg pubkey < /etc/wireguard/private.key").strip()
 
 
 def _wg_conf(cfg: LabConfig, site: Site, privkey: str, pubkeys: dict[str, str]) -> str:
@@ -167,29 +151,77 @@ server {{
 """
 
 
-def configure_gateways(cfg: LabConfig) -> None:
-    pubkeys = {s.name: wg_pubkey(cfg.container(s.gateway.name)) for s in cfg.sites}
+_GATHER = r"""
+import json, os, subprocess
+os.makedirs("/etc/wireguard", mode=0o700, exist_ok=True)
+key = "/etc/wireguard/private.key"
+if not os.path.exists(key) or not os.path.getsize(key):
+    priv = subprocess.run(["wg", "genkey"], capture_output=True, text=True, check=True).stdout
+    os.umask(0o077)
+    open(key, "w").write(priv)
+priv = open(key).read().strip()
+pub = subprocess.run(["wg", "pubkey"], input=priv, capture_output=True, text=True, check=True).stdout.strip()
+addrs = {}
+ip = subprocess.run(["ip", "-o", "-4", "addr", "show"], capture_output=True, text=True, check=True)
+for line in ip.stdout.splitlines():
+    p = line.split()
+    addrs[p[3].split("/")[0]] = p[1].split("@")[0]
+files = {f: open(f).read() if os.path.exists(f) else None for f in json.loads(os.environ["FILES"])}
+print(json.dumps({"priv": priv, "pub": pub, "addrs": addrs, "files": files}))
+"""
+
+_APPLY = r"""
+import json, os, subprocess, sys
+todo = json.load(sys.stdin)
+for path, (content, mode) in todo["files"].items():
+    os.umask(0o077)
+    with open(path + ".new", "w") as f:
+        f.write(content)
+    os.chmod(path + ".new", int(mode, 8))
+    os.replace(path + ".new", path)
+if os.path.exists("/etc/nginx/sites-enabled/default"):
+    os.remove("/etc/nginx/sites-enabled/default")
+units = todo["units"]
+if todo["restart"]:
+    subprocess.run(["systemctl", "restart", *todo["restart"]], check=True)
+subprocess.run(["systemctl", "enable", "-q", *units], check=True)
+subprocess.run(["systemctl", "start", *units], check=True)
+"""
+
+# Which service reloads a file; files are rewritten (and services restarted) only when they change.
+_FILES = {"/etc/wireguard/wg0.conf": ("0600", "wg-quick@wg0"), "/etc/nftables.conf": ("0755", "nftables"),
+          "/etc/tinyproxy/tinyproxy.conf": ("0644", "tinyproxy"),
+          "/etc/tinyproxy/allow.list": ("0644", "tinyproxy"),
+          "/etc/nginx/sites-enabled/sovlab": ("0644", "nginx")}
+
+
+def configure_gateways(cfg: LabConfig) -> dict[str, list[str]]:
+    """Converge every gateway; returns the services restarted per site (empty when nothing changed)."""
+    state = {}
+    restarted: dict[str, list[str]] = {}
     for site in cfg.sites:
         c = cfg.container(site.gateway.name)
+        out = podman("exec", "-e", f"FILES={json.dumps(list(_FILES))}", c, "python3", "-c", _GATHER)
+        state[site.name] = json.loads(out)
+    pubkeys = {name: st["pub"] for name, st in state.items()}
+    for site in cfg.sites:
+        c = cfg.container(site.gateway.name)
+        st = state[site.name]
         ips = gateway_ips(cfg, site)
-        ifs = {k: _ifname(c, ips[k]) for k in ("site", "transport", "internet")}
-        priv = _exec(c, "cat /etc/wireguard/private.key").strip()
-        restart = []
-        if _put(c, "/etc/wireguard/wg0.conf", _wg_conf(cfg, site, priv, pubkeys), "0600"):
-            restart.append("wg-quick@wg0")
-        if _put(c, "/etc/nftables.conf", _nft_conf(cfg, site, ifs), "0755"):
-            restart.append("nftables")
-        changed = _put(c, "/etc/tinyproxy/tinyproxy.conf", _tinyproxy_conf(cfg, site))
-        if _put(c, "/etc/tinyproxy/allow.list", _allow_list(cfg)) or changed:
-            restart.append("tinyproxy")
-        if _put(c, "/etc/nginx/sites-enabled/sovlab", _nginx_conf(cfg, site)):
-            restart.append("nginx")
-        _exec(c, "rm -f /etc/nginx/sites-enabled/default")
-        units = ["wg-quick@wg0", "nftables", "tinyproxy", "nginx"]
-        script = f"systemctl enable -q {' '.join(units)} && systemctl start {' '.join(units)}"
+        ifs = {k: st["addrs"][ips[k]] for k in ("site", "transport", "internet")}
+        want = {"/etc/wireguard/wg0.conf": _wg_conf(cfg, site, st["priv"], pubkeys),
+                "/etc/nftables.conf": _nft_conf(cfg, site, ifs),
+                "/etc/tinyproxy/tinyproxy.conf": _tinyproxy_conf(cfg, site),
+                "/etc/tinyproxy/allow.list": _allow_list(cfg),
+                "/etc/nginx/sites-enabled/sovlab": _nginx_conf(cfg, site)}
+        changed = {p: (text, _FILES[p][0]) for p, text in want.items() if st["files"].get(p) != text}
+        restart = sorted({_FILES[p][1] for p in changed})
+        units = sorted({svc for _, svc in _FILES.values()})
+        podman("exec", "-i", c, "python3", "-c", _APPLY,
+               input=json.dumps({"files": changed, "restart": restart, "units": units}))
         if restart:
-            script = f"systemctl restart {' '.join(restart)} && {script}"
-        _exec(c, script)
+            restarted[site.name] = restart
+    return restarted
 
 
 def route_sites(cfg: LabConfig) -> None:
@@ -198,8 +230,10 @@ def route_sites(cfg: LabConfig) -> None:
         gw = site.ip(site.gateway)
         members = [cfg.container(n.name) for n in site.nodes if n.role != "gateway"]
         members.append(cfg.container(f"{site.name}-s3"))
-        for c in members:
+        pids = podman("inspect", "-f", "{{.State.Pid}}", *members).split()
+        for pid in pids:
             for other in cfg.sites:
                 if other is not site:
-                    netns(c, "ip", "route", "replace", str(other.subnet), "via", gw)
+                    subprocess.run(["nsenter", "-t", pid, "-n", "ip", "route", "replace", str(other.subnet),
+                                    "via", gw], check=True, capture_output=True)
 

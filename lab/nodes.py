@@ -47,6 +47,19 @@ def ensure_network(name: str, subnet: str, internal: bool = True,
     podman(*args, name)
 
 
+# Every systemd container (all run as host uid 0) takes several inotify instances; the kernel default of 128
+# per uid is exhausted by ~20 nodes on a shared host and units then fail at boot (the remedy kind documents).
+INOTIFY_MIN = {"max_user_instances": 1024, "max_user_watches": 524288}
+
+
+def ensure_host_limits() -> None:
+    for key, want in INOTIFY_MIN.items():
+        path = Path("/proc/sys/fs/inotify") / key
+        if int(path.read_text()) < want:
+            progress(f"raising fs.inotify.{key} to {want} (systemd nodes need it)")
+            path.write_text(str(want))
+
+
 def _reuse(container: str, image: str) -> bool:
     """Keep an existing container (starting it if stopped) unless it runs an outdated image."""
     if not exists("container", container):
@@ -67,6 +80,7 @@ def run_node(container: str, hostname: str, networks: list[tuple[str, str | None
     image = ensure_node_image()
     if _reuse(container, image):
         return
+    ensure_host_limits()
     args = ["run", "-d", "--name", container, "--hostname", hostname, "--systemd=always",
             "--memory", f"{memory_mib}m", "--memory-swap", f"{memory_mib}m", "--label", LABEL,
             "--stop-timeout", "5"]

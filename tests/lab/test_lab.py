@@ -265,6 +265,7 @@ def test_up_is_idempotent(lab):
     before = _ids()
     again = api.up(CFG)
     assert _ids() == before  # nothing recreated
+    assert again["gateway_restarts"] == {}  # gateway config unchanged, no service bounced
     assert again["systemd"] == lab["systemd"]
 
 
