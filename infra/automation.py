@@ -51,3 +51,12 @@ def changed_resources(events: list[auto.EngineEvent]) -> dict[str, str]:
         if pre and pre.metadata.op.value != "same" and "::pulumi:providers:" not in pre.metadata.urn:
             out[pre.metadata.urn] = pre.metadata.op.value
     return out
+
+
+def committed_stack(name: str, backend: Path = STATE, passphrase: str = LAB_PASSPHRASE) -> auto.Stack:
+    """Stack `name` exactly as committed (Pulumi.<name>.yaml in the repo), as `pulumi up --stack` runs it."""
+    backend.mkdir(parents=True, exist_ok=True)
+    env = tool_env()
+    env.update(PULUMI_CONFIG_PASSPHRASE=passphrase, PULUMI_BACKEND_URL=f"file://{backend}")
+    return auto.create_or_select_stack(name, work_dir=str(REPO), opts=auto.LocalWorkspaceOptions(
+        env_vars=env, pulumi_command=auto.PulumiCommand(root=str(HOME), skip_version_check=True)))
