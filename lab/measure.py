@@ -1,7 +1,8 @@
 """Measure `lab up` cold/warm and the lab's memory: `python -m lab.measure [--scratch]`.
 
-cold   = no lab containers and no node image (podman import + build + boot); --scratch also redoes
-         the debootstrap rootfs. warm = `up` again on the running lab. Prints one JSON document.
+cold   = no containers of this lab instance; --rebuild-image also drops the node image (podman build),
+         --scratch also the debootstrap rootfs. warm = `up` again on the running lab. Prints JSON.
+Use --config with another instance name to measure without disturbing a lab others are using.
 """
 
 from __future__ import annotations
@@ -19,8 +20,9 @@ from lab.podman import LABEL, podman
 _UNITS = {"B": 1, "KB": 1e3, "MB": 1e6, "GB": 1e9, "KiB": 1024, "MiB": 1024**2, "GiB": 1024**3, "kB": 1e3}
 
 
-def memory_mib() -> dict[str, float]:
-    ids = podman("ps", "-q", "--filter", f"label={LABEL}").split()
+def memory_mib(instance: str) -> dict[str, float]:
+    ids = podman("ps", "-q", "--filter", f"label={LABEL}",
+                 "--filter", f"label=sovcloud.lab.instance={instance}").split()
     out = podman("stats", "--no-stream", "--format", "{{.Name}}\t{{.MemUsage}}", *ids)
     usage = {}
     for line in out.splitlines():
@@ -33,12 +35,15 @@ def memory_mib() -> dict[str, float]:
 
 def main() -> None:
     p = argparse.ArgumentParser()
+    p.add_argument("--config", help="topology YAML (default lab/lab.yaml)")
+    p.add_argument("--rebuild-image", action="store_true", help="also rebuild the node image")
     p.add_argument("--scratch", action="store_true", help="also rebuild the debootstrap rootfs")
     a = p.parse_args()
-    cfg = load()
+    cfg = load(a.config)
     api.down(cfg)
-    for ref in podman("images", "--format", "{{.Repository}}:{{.Tag}}", IMAGE_REPO).split():
-        podman("rmi", ref)
+    if a.rebuild_image or a.scratch:
+        for ref in podman("images", "--format", "{{.Repository}}:{{.Tag}}", IMAGE_REPO).split():
+            podman("rmi", ref)  # fails if another lab still runs it: measure then, not now
     if a.scratch:
         podman("rmi", "--ignore", f"{ROOTFS_REPO}:{ensure_rootfs().stem.rsplit('-', 1)[1]}")
         ensure_rootfs().unlink()
@@ -49,9 +54,10 @@ def main() -> None:
     api.up(cfg)
     warm_s = time.monotonic() - t
     time.sleep(5)  # let boot-time spikes settle before sampling memory
-    mem = memory_mib()
+    mem = memory_mib(cfg.name)
     print(json.dumps({
-        "up_cold_s": round(cold_s, 1), "cold_timings": cold["timings"], "up_warm_s": round(warm_s, 1),
+        "instance": cfg.name, "up_cold_s": round(cold_s, 1), "cold_timings": cold["timings"],
+        "up_warm_s": round(warm_s, 1),
         "warm_over_cold": round(warm_s / cold_s, 3), "containers": len(mem),
         "memory_total_mib": round(sum(mem.values()), 1), "memory_limit_total_mib": cfg.total_memory_mib(),
         "memory_mib": mem,
