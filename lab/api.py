@@ -10,7 +10,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from lab import gateway, inventory, s3
+from lab import cluster, gateway, inventory, s3
 from lab.config import LabConfig, load
 from lab.image import ensure_node_image
 from lab.nodes import ensure_network, run_node, system_state, wait_booted, wait_ssh
@@ -78,11 +78,16 @@ def up(config: LabConfig | str | Path | None = None) -> dict:
         s3.ensure_bucket(site)
     t = step("gateways+s3", t)
     inv = inventory.write(cfg)
+    # Each site's HA Kubernetes control plane (lab/cluster.py, playbooks/cluster.yml); idempotent.
+    progress("kubernetes control planes")
+    clusters = cluster.bootstrap(cfg)
+    t = step("kubernetes", t)
     total = round(time.monotonic() - t0, 1)
     progress(f"lab up in {total}s; inventory {inv}")
     return {"image": image, "inventory": str(inv), "seconds": total, "timings": timings,
             "systemd": dict(zip([n.name for s in cfg.sites for n in s.nodes], states, strict=True)),
-            "s3": {s.name: s3.endpoint(s) for s in cfg.sites}, "gateway_restarts": restarted}
+            "s3": {s.name: s3.endpoint(s) for s in cfg.sites}, "gateway_restarts": restarted,
+            "kubeconfigs": clusters}
 
 
 def status(config: LabConfig | str | Path | None = None) -> list[dict]:
@@ -115,7 +120,11 @@ def status(config: LabConfig | str | Path | None = None) -> list[dict]:
                 "healthy": state == "running"}
 
     with ThreadPoolExecutor(max_workers=6) as pool:
-        return list(pool.map(probe, rows))
+        rows = list(pool.map(probe, rows))
+    # One row per site's Kubernetes API endpoint (the LB on the gateway), healthy when /readyz is ok.
+    return rows + [{"site": e["site"], "node": f"{e['site']}-k8s-api", "role": "k8s-api", "rack": "-",
+                    "ip": e["api"], "container": "-", "ssh": None, "systemd": "-", "healthy": e["ready"]}
+                   for e in cluster.endpoints(cfg)]
 
 
 def down(config: LabConfig | str | Path | None = None, standalone: bool = False) -> dict:
