@@ -49,8 +49,9 @@ class Pki(pulumi.ComponentResource):
 
 
 def node_address(site: cfg.Site, node: cfg.Node) -> str:
-    """Nodes are numbered from .11 in their site subnet in declaration order (lab and bare metal alike)."""
-    return str(site.subnet.network_address + 11 + site.nodes.index(node))
+    """Nodes are numbered from .10 in their site subnet in declaration order (the lab's plan too: .1 is the
+    gateway of the subnet, .5 the site's S3 endpoint)."""
+    return str(site.subnet.network_address + 10 + site.nodes.index(node))
 
 
 class Site(pulumi.ComponentResource):

@@ -9,6 +9,8 @@ import sys
 
 from lab import api
 from lab.config import LabConfigError, load
+from lab.deploy import deploy
+from lab.inventory import DEFAULT_INSTANCE
 from lab.nodes import ssh_args
 from lab.podman import PodmanError
 
@@ -24,7 +26,9 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m lab", description="sovcloud podman lab")
     p.add_argument("--config", help="topology YAML (default lab/lab.yaml)")
     sub = p.add_subparsers(dest="cmd", required=True)
-    sub.add_parser("up", help="create or converge the lab")
+    upp = sub.add_parser("up", help="create or converge the lab, then deploy the reference cloud on it")
+    upp.add_argument("--infrastructure-only", action="store_true",
+                     help="only the lab's hardware and control planes, no `pulumi up` / first backup")
     st = sub.add_parser("status", help="table of nodes and their health")
     st.add_argument("--json", action="store_true")
     dn = sub.add_parser("down", help="remove everything `up` created")
@@ -36,7 +40,14 @@ def main(argv: list[str] | None = None) -> int:
     try:
         cfg = load(a.config)
         if a.cmd == "up":
-            print(json.dumps(api.up(cfg), indent=2))
+            lab = api.up(cfg)
+            print(json.dumps(lab, indent=2))
+            # The committed lab stack (Pulumi.lab.yaml) targets the default lab instance's clusters.
+            if not a.infrastructure_only and cfg.name == DEFAULT_INSTANCE:
+                print(json.dumps(deploy(cfg, lab["kubeconfigs"]), indent=2))
+            rows = api.status(cfg)
+            print(_table(rows))
+            return 0 if all(r["healthy"] for r in rows) else 1
         elif a.cmd == "status":
             rows = api.status(cfg)
             print(json.dumps(rows, indent=2) if a.json else _table(rows))

@@ -27,14 +27,14 @@ def test_cluster_certificates_cover_lb_and_every_member(lab_cloud, checks):
     pki = components.Pki("pki", lab_cloud)
     site = components.Site(lab_cloud.site("dc-astana"))
     cluster = components.KubernetesCluster(lab_cloud.clusters[0], site, pki)
-    lb = "10.210.1.16"  # the gateway is the 6th node of the site: .11 + 5
+    lb = "10.210.1.15"  # the gateway is the 6th node of the site: .10 + 5
     assert cluster.endpoint == f"https://{lb}:6443"
     assert set(cluster.etcd_members) == {"astana-cp1", "astana-cp2", "astana-cp3"}
 
     @checks.on(cluster.apiserver.ip_addresses, cluster.apiserver.dns_names, cluster.admin.organization,
                cluster.kubeconfig)
     def _(ips, names, org, kubeconfig):
-        assert lb in ips and "10.96.0.1" in ips and {"10.210.1.11", "10.210.1.12", "10.210.1.13"} <= set(ips)
+        assert lb in ips and "10.96.0.1" in ips and {"10.210.1.10", "10.210.1.11", "10.210.1.12"} <= set(ips)
         assert "kubernetes.default.svc" in names
         assert org == "system:masters"
         assert f"server: https://{lb}:6443" in kubeconfig
@@ -60,7 +60,7 @@ def test_site_inventory_groups_nodes_by_role(lab_cloud, checks):
     inv = site.inventory
     assert set(inv["children"]["control_plane"]["hosts"]) == {"almaty-cp1", "almaty-cp2", "almaty-cp3"}
     assert set(inv["children"]["gateway"]["hosts"]) == {"almaty-gw"}
-    assert inv["hosts"]["almaty-cp2"] == {"ansible_host": "10.210.2.12", "rack": "r2", "role": "control-plane",
+    assert inv["hosts"]["almaty-cp2"] == {"ansible_host": "10.210.2.11", "rack": "r2", "role": "control-plane",
                                           "site": "dc-almaty"}
 
     @checks.on(site.urn)
