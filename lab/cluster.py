@@ -145,8 +145,11 @@ def write_kubeconfigs(site: Site, state_dir: Path | None = None) -> Path:
     targets = {"admin": (api_endpoint(site), "kubernetes-admin"),
                "controller-manager": (f"https://127.0.0.1:{API_PORT}", "system:kube-controller-manager"),
                "scheduler": (f"https://127.0.0.1:{API_PORT}", "system:kube-scheduler")}
+    # Clients on the host get the chain up to the site root: OpenSSL-based ones (Python's kubernetes client,
+    # the Pulumi dynamic provider) do not accept an intermediate alone as a trust anchor, Go does.
+    chain = ca + (p / "root-ca.crt").read_text()
     for name, (server, user) in targets.items():
-        text = _kubeconfig(server, ca, _load(p, name), user, site.name)
+        text = _kubeconfig(server, chain if name == "admin" else ca, _load(p, name), user, site.name)
         f = kc / f"{name}.conf"
         if not f.exists() or f.read_text() != text:
             f.touch(mode=0o600)
