@@ -198,15 +198,23 @@ class Tenant(pulumi.ComponentResource):
                  opts: pulumi.ResourceOptions | None = None):
         super().__init__(f"{PKG}:index:Tenant", tenant.name,
                          {"data_classification": tenant.data_classification, "sites": tenant.sites}, opts)
+        self.tenant_name = tenant.name
         self.manifests = render_tenant_chart(tenant, domain)
-        self.objects = [
-            KubeObject(f"{tenant.name}-{cluster}-{m['kind'].lower()}-{m['metadata'].get('namespace', '')}-"
-                       f"{m['metadata']['name']}".replace("--", "-"),
-                       kubeconfig, m, opts=_child(self))
-            for cluster, kubeconfig in sorted(kubeconfigs.items())
-            for m in self.manifests
-        ]
+        self.objects: list[KubeObject] = []
+        for cluster, kubeconfig in sorted(kubeconfigs.items()):
+            # Namespaces first: the API refuses objects in a namespace that does not exist yet.
+            namespaces = [self._object(cluster, kubeconfig, m) for m in self.manifests if m["kind"] == "Namespace"]
+            self.objects += namespaces + [
+                self._object(cluster, kubeconfig, m, depends_on=namespaces)
+                for m in self.manifests if m["kind"] != "Namespace"]
         self.register_outputs({"namespaces": [m["metadata"]["name"] for m in self.manifests
                                               if m["kind"] == "Namespace"],
                                "clusters": sorted(kubeconfigs)})
+
+    def _object(self, cluster: str, kubeconfig: pulumi.Input[str], manifest: dict[str, Any],
+                depends_on: list[pulumi.Resource] | None = None) -> KubeObject:
+        meta = manifest["metadata"]
+        name = f"{self.tenant_name}-{cluster}-{manifest['kind'].lower()}-{meta.get('namespace', '')}-{meta['name']}"
+        return KubeObject(name.replace("--", "-"), kubeconfig, manifest,
+                          opts=pulumi.ResourceOptions(parent=self, depends_on=depends_on or []))
 
