@@ -38,7 +38,9 @@ STRIP_META = (
 
 
 def _get(api, path: str) -> dict:
-    return api.call_api(path, "GET", response_type="object", auth_settings=["BearerToken"], _return_http_data_only=True)
+    # kubernetes>=33 takes a map of status -> type (older releases took `response_type`).
+    return api.call_api(path, "GET", response_types_map={200: "object"}, auth_settings=["BearerToken"],
+                        _return_http_data_only=True)
 
 
 def discover(api) -> list[tuple[str, str, str]]:

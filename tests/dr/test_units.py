@@ -227,7 +227,7 @@ class FakeApi:
         self.calls: list[str] = []
 
     def call_api(self, path, method, **kw):
-        assert method == "GET" and kw["response_type"] == "object"
+        assert method == "GET" and kw["response_types_map"] == {200: "object"}
         self.calls.append(path)
         return self.paths[path]
 
