@@ -29,6 +29,21 @@ def _preflight() -> None:
 
 
 def up(config: LabConfig | str | Path | None = None) -> dict:
+    """The lab's hardware (provision) plus each site's Kubernetes control plane."""
+    cfg = _config(config)
+    lab = provision(cfg)
+    # Each site's HA Kubernetes control plane (lab/cluster.py, playbooks/cluster.yml); idempotent.
+    progress("kubernetes control planes")
+    t = time.monotonic()
+    lab["kubeconfigs"] = cluster.bootstrap(cfg)
+    lab["timings"]["kubernetes"] = round(time.monotonic() - t, 1)
+    lab["seconds"] = round(lab["seconds"] + lab["timings"]["kubernetes"], 1)
+    progress(f"lab up in {lab['seconds']}s")
+    return lab
+
+
+def provision(config: LabConfig | str | Path | None = None) -> dict:
+    """Sites, nodes, S3, transport and Internet gateway: the "hardware" only (idempotent)."""
     cfg = _config(config)
     _preflight()
     t0 = time.monotonic()
@@ -78,19 +93,24 @@ def up(config: LabConfig | str | Path | None = None) -> dict:
         s3.ensure_bucket(site)
     t = step("gateways+s3", t)
     inv = inventory.write(cfg)
-    # Each site's HA Kubernetes control plane (lab/cluster.py, playbooks/cluster.yml); idempotent.
-    progress("kubernetes control planes")
-    clusters = cluster.bootstrap(cfg)
-    t = step("kubernetes", t)
     total = round(time.monotonic() - t0, 1)
-    progress(f"lab up in {total}s; inventory {inv}")
+    progress(f"lab hardware up in {total}s; inventory {inv}")
     return {"image": image, "inventory": str(inv), "seconds": total, "timings": timings,
             "systemd": dict(zip([n.name for s in cfg.sites for n in s.nodes], states, strict=True)),
-            "s3": {s.name: s3.endpoint(s) for s in cfg.sites}, "gateway_restarts": restarted,
-            "kubeconfigs": clusters}
+            "s3": {s.name: s3.endpoint(s) for s in cfg.sites}, "gateway_restarts": restarted}
 
 
 def status(config: LabConfig | str | Path | None = None) -> list[dict]:
+    """hardware_status() plus one row per site's Kubernetes API endpoint."""
+    cfg = _config(config)
+    # One row per site's Kubernetes API endpoint (the LB on the gateway), healthy when /readyz is ok.
+    apis = [{"site": e["site"], "node": f"{e['site']}-k8s-api", "role": "k8s-api", "rack": "-",
+             "ip": e["api"], "container": "-", "ssh": None, "systemd": "-", "healthy": e["ready"]}
+            for e in cluster.endpoints(cfg)]
+    return hardware_status(cfg) + apis
+
+
+def hardware_status(config: LabConfig | str | Path | None = None) -> list[dict]:
     """One row per node and S3 endpoint: site, name, role, rack, ip, container state, ssh, systemd."""
     cfg = _config(config)
     running = {c["Names"][0]: c["State"] for c in podman_json("ps", "-a", "--filter", f"label={LABEL}",
@@ -120,11 +140,7 @@ def status(config: LabConfig | str | Path | None = None) -> list[dict]:
                 "healthy": state == "running"}
 
     with ThreadPoolExecutor(max_workers=6) as pool:
-        rows = list(pool.map(probe, rows))
-    # One row per site's Kubernetes API endpoint (the LB on the gateway), healthy when /readyz is ok.
-    return rows + [{"site": e["site"], "node": f"{e['site']}-k8s-api", "role": "k8s-api", "rack": "-",
-                    "ip": e["api"], "container": "-", "ssh": None, "systemd": "-", "healthy": e["ready"]}
-                   for e in cluster.endpoints(cfg)]
+        return list(pool.map(probe, rows))
 
 
 def down(config: LabConfig | str | Path | None = None, standalone: bool = False) -> dict:
