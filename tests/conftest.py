@@ -30,3 +30,24 @@ def pytest_collection_modifyitems(session, config, items):
     # `test_zz_*` tests tear shared things down (the lab): run them after every other test, whatever
     # directory they live in, so no later test finds the lab gone.
     items.sort(key=lambda item: item.name.startswith("test_zz_"))
+
+
+@pytest.fixture(scope="session")
+def lab_deployment():
+    """The default lab brought up and deployed once per session, exactly as `make lab` does."""
+    from lab import api
+    from lab.config import load
+    from lab.deploy import deploy
+
+    cfg = load()
+    infra = api.up(cfg)
+    yield {"config": cfg, "infra": infra, "deploy": deploy(cfg, infra["kubeconfigs"])}
+    # A test run leaves nothing behind: no container, network or process of the lab.
+    api.down(cfg)
+
+
+@pytest.fixture(autouse=True)
+def _lab_is_up_for_lab_tests(request):
+    # Lab tests live in several directories and run in name order; whichever comes first brings it up.
+    if request.node.get_closest_marker("lab"):
+        request.getfixturevalue("lab_deployment")

@@ -29,6 +29,7 @@ DEBIAN_PACKAGES = {
     "lynis": "lynis",
     "wireguard-tools": "wg",
     "nftables": "nft",
+    "iptables": "iptables",  # netavark (podman networks) needs it
     "debootstrap": "debootstrap",
     "iproute2": "ip",
     "util-linux": "nsenter",

@@ -1,6 +1,6 @@
 """Install, upgrade and uninstall both charts against a real kube-apiserver.
 
-NEEDS THE LAB CLUSTER (`@pytest.mark.lab`): the `kubeconfig` fixture below reads SOVCLOUD_KUBECONFIG
+NEEDS THE LAB CLUSTER (`@pytest.mark.lab`): the `kubeconfig` fixture below uses the lab's primary cluster
 (a kubeconfig with cluster-admin on the lab's kube-apiserver + kube-controller-manager). It is the
 single place to wire the lab cluster in; until then these tests fail, never skip.
 
@@ -29,12 +29,12 @@ DIGEST = "sha256:" + "0" * 64
 
 
 @pytest.fixture(scope="module")
-def kubeconfig() -> Path:
-    """Lab cluster credentials. TODO(lab): point SOVCLOUD_KUBECONFIG at the lab cluster's admin kubeconfig."""
-    path = os.environ.get("SOVCLOUD_KUBECONFIG")
-    if not path or not Path(path).is_file():
-        pytest.fail("SOVCLOUD_KUBECONFIG must name the lab cluster's admin kubeconfig (start the lab first)")
-    return Path(path)
+def kubeconfig(lab_deployment) -> Path:
+    """The lab's primary cluster (SOVCLOUD_KUBECONFIG overrides it, e.g. for another cluster)."""
+    path = Path(os.environ.get("SOVCLOUD_KUBECONFIG") or lab_deployment["infra"]["kubeconfigs"]["dc-astana"])
+    if not path.is_file():
+        pytest.fail(f"{path}: no such kubeconfig; bring the lab up (`make lab`) or set SOVCLOUD_KUBECONFIG")
+    return path
 
 
 @pytest.fixture(scope="module")
