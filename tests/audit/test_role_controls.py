@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 APISERVER_FLAGS = ["--anonymous-auth=false", "--audit-log-path=", "--audit-policy-file=",
@@ -55,7 +57,13 @@ def test_SC_CRY_01_gateway_proxy_hardened(host, node_role, evidence):
     conf = host.file("/etc/nginx/conf.d/00-sovcloud-hardening.conf")
     evidence.append(conf.content_string if conf.exists else "nginx hardening missing")
     assert conf.exists and "server_tokens off" in conf.content_string
-    assert "TLSv1 " not in conf.content_string and "TLSv1.1" not in conf.content_string
+    # The effective configuration (every include), not just our file: no server block may lower the floor.
+    full = host.run("nginx -T 2>/dev/null")
+    protocols = re.findall(r"^\s*ssl_protocols\s+([^;]*);", full.stdout, re.M)
+    evidence.append(f"nginx -T rc={full.rc} ssl_protocols: {protocols}")
+    assert full.rc == 0 and protocols, "nginx -T failed or sets no ssl_protocols (default includes TLSv1)"
+    weak = [p for p in protocols if {"SSLv3", "TLSv1", "TLSv1.1"} & set(p.split())]
+    assert not weak, f"TLS below 1.2 enabled: {weak}"
     tp = host.file("/etc/tinyproxy/tinyproxy.conf")
     if tp.exists:
         assert "\nDisableViaHeader Yes" in tp.content_string
