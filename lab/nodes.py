@@ -60,6 +60,13 @@ def ensure_host_limits() -> None:
             path.write_text(str(want))
 
 
+def start_node(container: str) -> None:
+    """Start a stopped node container. The inotify limits are checked first: a systemd node booted while
+    they are exhausted never reaches sysinit.target (sshd never starts), however long one waits."""
+    ensure_host_limits()
+    podman("start", container, timeout=60)
+
+
 def _reuse(container: str, image: str) -> bool:
     """Keep an existing container (starting it if stopped) unless it runs an outdated image."""
     if not exists("container", container):
@@ -70,7 +77,7 @@ def _reuse(container: str, image: str) -> bool:
         podman("rm", "-f", "-t", "2", container)
         return False
     if not info["State"].get("Running"):
-        podman("start", container)
+        start_node(container)
     return True
 
 
