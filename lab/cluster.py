@@ -24,6 +24,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from infra import pki
 from lab import inventory
 from lab.config import LabConfig, Site
+from lab.nodes import ssh
 from lab.podman import progress
 from toolchain import HOME
 
@@ -234,6 +235,22 @@ def wait_ready(site: Site, state_dir: Path | None = None, deadline_s: float = 18
         time.sleep(2)
     raise TimeoutError(f"{site.name}: {api_endpoint(site)}/readyz not ready after {deadline_s}s "
                        f"(look at `journalctl -u kube-apiserver` on the control-plane nodes)")
+
+
+LB_STATS_SOCKET = "/run/haproxy/stats.sock"  # api_lb_stats_socket in playbooks/roles/api_lb
+# srv_op_state in haproxy's `show servers state`: 2 = running (passes its health checks).
+_LB_QUERY = ("import socket; s = socket.socket(socket.AF_UNIX); s.connect({sock!r}); "
+             "s.sendall(b'show servers state kube-apiserver\\n'); print(s.makefile().read())")
+
+
+def lb_servers(site: Site) -> dict[str, bool]:
+    """{control-plane node: in service} as the site's API LB sees it (haproxy runtime API on the gateway)."""
+    r = ssh(site.ip(site.gateway), f"sudo python3 -c \"{_LB_QUERY.format(sock=LB_STATS_SOCKET)}\"", timeout=20)
+    if r.returncode != 0:
+        raise RuntimeError(f"{site.gateway.name}: haproxy stats socket {LB_STATS_SOCKET}: {r.stderr.strip()}")
+    # Columns: be_id be_name srv_id srv_name srv_addr srv_op_state ...
+    rows = [line.split() for line in r.stdout.splitlines() if line and line[0].isdigit()]
+    return {row[3]: row[5] == "2" for row in rows if len(row) > 5}
 
 
 def bootstrap(cfg: LabConfig, state_dir: Path | None = None) -> dict[str, str]:
