@@ -36,7 +36,8 @@ def lynis_index(ip: str) -> int:
 
 
 def round_for(n: int, repo: Path, work: Path, lynis: bool) -> dict:
-    names = [f"hb{n}-{i}" for i in range(n)]
+    # hx-* like the lab test, so the lab waivers (container-only kernel controls) apply to the audit.
+    names = [f"hx-b{n}-{i}" for i in range(n)]
     try:
         t0 = time.monotonic()
         nodes = {name: (ls.start_node(name), GROUPS[i % 3]) for i, name in enumerate(names)}
