@@ -175,6 +175,8 @@ def run_standalone(name: str, network: str | None = None, memory_mib: int = 512)
 
 def remove_standalone(name: str) -> None:
     podman("rm", "-f", "-t", "2", f"sovlab-sa-{name}", check=False)
+    # The shared standalone network goes with its last node (podman refuses while one still uses it).
+    podman("network", "rm", STANDALONE_NET, check=False)
 
 
 def run_plain(container: str, hostname: str, networks: list[tuple[str, str | None]], memory_mib: int,

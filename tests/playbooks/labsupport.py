@@ -27,6 +27,7 @@ from lab.nodes import (
     STANDALONE_SUBNET,
     container_ip,
     ensure_network,
+    remove_standalone,
     run_node,
     wait_booted,
     wait_ssh,
@@ -93,7 +94,7 @@ def start_node(name: str, memory_mib: int = 512) -> str:
 
 
 def remove_node(name: str) -> None:
-    podman("rm", "-f", "-t", "2", f"sovlab-sa-{name}", check=False)
+    remove_standalone(name)
 
 
 def write_inventory(path: Path, nodes: dict[str, tuple[str, str]], repo: Path | None) -> Path:
