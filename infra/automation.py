@@ -19,18 +19,23 @@ LAB_PASSPHRASE = "sovcloud-lab"  # noqa: S105 -- the lab's own, not a secret; re
 STATE = HOME / "state"
 
 
+def _options(backend: Path, passphrase: str, **kwargs: Any) -> auto.LocalWorkspaceOptions:
+    """Workspace options every stack here shares: project tools on PATH, our pulumi, file backend."""
+    backend.mkdir(parents=True, exist_ok=True)
+    env = tool_env()
+    env.update(PULUMI_CONFIG_PASSPHRASE=passphrase, PULUMI_BACKEND_URL=f"file://{backend}")
+    return auto.LocalWorkspaceOptions(env_vars=env, pulumi_command=auto.PulumiCommand(
+        root=str(HOME), skip_version_check=True), **kwargs)  # HOME/bin/pulumi
+
+
 def stack(name: str, cloud: dict[str, Any], work_dir: Path, backend: Path = STATE,
           passphrase: str = LAB_PASSPHRASE, kubeconfigs: dict[str, str] | None = None) -> auto.Stack:
     """Select or create stack `name` of the sovcloud program, configured with `cloud` (the stack model)."""
-    backend.mkdir(parents=True, exist_ok=True)
     work_dir.mkdir(parents=True, exist_ok=True)
-    env = tool_env()
-    env["PULUMI_CONFIG_PASSPHRASE"] = passphrase
     project = auto.ProjectSettings(name="sovcloud", runtime="python", main=str(REPO / "infra"),
                                    backend=auto.ProjectBackend(f"file://{backend}"))
-    st = auto.create_or_select_stack(name, work_dir=str(work_dir), opts=auto.LocalWorkspaceOptions(
-        work_dir=str(work_dir), project_settings=project, secrets_provider="passphrase", env_vars=env,
-        pulumi_command=auto.PulumiCommand(root=str(HOME), skip_version_check=True)))  # HOME/bin/pulumi
+    st = auto.create_or_select_stack(name, work_dir=str(work_dir), opts=_options(
+        backend, passphrase, work_dir=str(work_dir), project_settings=project, secrets_provider="passphrase"))
     st.set_config("sovcloud:cloud", auto.ConfigValue(json.dumps(cloud)))
     if kubeconfigs:
         st.set_config("sovcloud:kubeconfigs", auto.ConfigValue(json.dumps(kubeconfigs), secret=True))
@@ -55,8 +60,4 @@ def changed_resources(events: list[auto.EngineEvent]) -> dict[str, str]:
 
 def committed_stack(name: str, backend: Path = STATE, passphrase: str = LAB_PASSPHRASE) -> auto.Stack:
     """Stack `name` exactly as committed (Pulumi.<name>.yaml in the repo), as `pulumi up --stack` runs it."""
-    backend.mkdir(parents=True, exist_ok=True)
-    env = tool_env()
-    env.update(PULUMI_CONFIG_PASSPHRASE=passphrase, PULUMI_BACKEND_URL=f"file://{backend}")
-    return auto.create_or_select_stack(name, work_dir=str(REPO), opts=auto.LocalWorkspaceOptions(
-        env_vars=env, pulumi_command=auto.PulumiCommand(root=str(HOME), skip_version_check=True)))
+    return auto.create_or_select_stack(name, work_dir=str(REPO), opts=_options(backend, passphrase))
