@@ -35,11 +35,19 @@ def pytest_collection_modifyitems(session, config, items):
 @pytest.fixture(scope="session")
 def lab_deployment():
     """The default lab brought up and deployed once per session, exactly as `make lab` does."""
-    from lab import api
+    from lab import api, cluster
     from lab.config import load
     from lab.deploy import deploy
 
     cfg = load()
+    if os.environ.get("SOVCLOUD_LAB_KEEP") == "1" and not os.environ.get("CI"):
+        # Developer loop: use the lab `make lab` deployed as it is (no converge), and leave it up.
+        unhealthy = [r["node"] for r in api.status(cfg) if not r["healthy"]]
+        if unhealthy:
+            pytest.fail(f"SOVCLOUD_LAB_KEEP=1 but the lab is not healthy ({unhealthy}): run `make lab`")
+        yield {"config": cfg, "infra": {"kubeconfigs": {e["site"]: e["kubeconfig"] for e in cluster.endpoints(cfg)}},
+               "deploy": None}
+        return
     infra = api.up(cfg)
     yield {"config": cfg, "infra": infra, "deploy": deploy(cfg, infra["kubeconfigs"])}
     # A test run leaves nothing behind: no container, network or process of the lab.
