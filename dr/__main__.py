@@ -29,6 +29,13 @@ def _etcd(a) -> sources.Etcd:
     return sources.Etcd(a.endpoint, a.cacert, a.cert, a.key)
 
 
+def _etcd_args(sp, required: bool) -> None:
+    sp.add_argument("--endpoint", required=required, help="one etcd member (snapshots are taken from one)")
+    sp.add_argument("--cacert", type=Path)
+    sp.add_argument("--cert", type=Path)
+    sp.add_argument("--key", type=Path)
+
+
 def _out(obj) -> None:
     print(json.dumps(obj, indent=1, default=str))
 
@@ -46,11 +53,7 @@ def main(argv: list[str] | None = None) -> int:
     b = sub.add_parser("backup", help="back up etcd, a directory or a namespace to every site")
     bsub = b.add_subparsers(dest="kind", required=True)
     be = bsub.add_parser("etcd")
-    for sp in (be,):
-        sp.add_argument("--endpoint", required=True)
-        sp.add_argument("--cacert", type=Path)
-        sp.add_argument("--cert", type=Path)
-        sp.add_argument("--key", type=Path)
+    _etcd_args(be, required=True)
     be.add_argument("--dataset", default="etcd")
     bd = bsub.add_parser("dir")
     bd.add_argument("--source", type=Path, required=True)
@@ -80,7 +83,11 @@ def main(argv: list[str] | None = None) -> int:
 
     d = sub.add_parser("drill", help="backup -> destroy -> restore -> verify, measuring RTO/RPO")
     d.add_argument("--site", help="site whose drill this is (default: the primary)")
-    d.add_argument("--dataset", default="etcd", help="`etcd` (scratch member) or a dir dataset name")
+    d.add_argument("--dataset", default="etcd", help="`etcd` (scratch member, or --endpoint) or a dir dataset")
+    _etcd_args(d, required=False)  # with --endpoint: drill a running cluster's etcd into a fresh one
+    d.add_argument("--expect-key", action="append", default=[], help="etcd key the restore must hold")
+    d.add_argument("--namespace", help="drill a tenant namespace: restore into a fresh namespace")
+    d.add_argument("--kubeconfig")
     d.add_argument("--source", type=Path, help="dir drills: a drill directory that WILL be deleted")
     d.add_argument("--destroy-source", action="store_true", help="confirm --source may be deleted")
 
@@ -171,7 +178,13 @@ def _dispatch(a, p) -> int:
         _out([retention.prune(cfg, s, a.origin or cfg.primary, a.dataset, a.dry_run) for s in cfg.sites])
         return 0
     if a.cmd == "drill":
-        if a.dataset == "etcd":
+        if a.namespace:
+            from dr import k8s
+
+            res = drill.drill_namespace(cfg, k8s.api_client(a.kubeconfig), a.namespace, a.site)
+        elif a.dataset == "etcd" and a.endpoint:
+            res = drill.drill_etcd_live(cfg, _etcd(a), a.site, expect_keys=tuple(a.expect_key))
+        elif a.dataset == "etcd":
             res = drill.drill_etcd(cfg, a.site)
         else:
             if a.source is None or not a.destroy_source:

@@ -9,6 +9,7 @@ monitoring exports it.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import tempfile
 import time
@@ -41,6 +42,7 @@ class DrillResult:
     replicated_to: list[str] | None = None
     rto_target: int | None = None
     rpo_target: int | None = None
+    details: dict | None = None  # what the restore reported (objects, retries, restored keys)
 
 
 def _run(
@@ -51,6 +53,7 @@ def _run(
     do_backup: Callable[[], object],
     destroy: Callable[[], None],
     do_restore: Callable[[Path], str],
+    details: dict | None = None,
 ) -> DrillResult:
     t0 = time.time()
     rto = rpo = None
@@ -87,7 +90,84 @@ def _run(
         replicated,
         cfg.rto_seconds,
         cfg.rpo_seconds,
+        details,
     )
+
+
+def _keys(etcd: sources.Etcd, prefix: str) -> list[str]:
+    out = etcd.ctl("get", prefix, "--prefix", "--keys-only", what=f"list keys under {prefix}")
+    return [ln for ln in out.splitlines() if ln.strip()]
+
+
+def _restore_etcd(cfg: DrConfig, site: str, dataset: str, tmp: Path, data_dir: Path, check) -> str:
+    """Fetch the newest verified copy, restore it into a fresh member at data_dir, run check on it."""
+    f = restore.fetch(cfg, site, dataset, None, tmp)
+    out = restore.restore_etcd(f, data_dir, keep_running=True)  # reads the sentinel back
+    try:
+        check(sources.Etcd(out["endpoint"]))
+    finally:
+        out["process"].stop()
+    return f.site
+
+
+def drill_etcd_live(
+    cfg: DrConfig, etcd: sources.Etcd, site: str | None = None, dataset: str = "etcd", expect_keys: tuple = ()
+) -> DrillResult:
+    """Drill on a running cluster's etcd. A production member is never destroyed: the disaster is that
+    the cluster's etcd is gone, and recovery is a fresh etcd (on loopback) restored from the newest
+    verified copy, holding the sentinel written just before the snapshot and every key in expect_keys."""
+    site = site or cfg.primary
+    details: dict = {"source": etcd.endpoint}
+
+    def check(restored: sources.Etcd) -> None:
+        registry = _keys(restored, "/registry/")
+        missing = [k for k in expect_keys if k not in registry]
+        details["restored_registry_keys"] = len(registry)
+        if missing:
+            raise restore.RestoreError(f"restored etcd lacks {missing} ({len(registry)} keys under /registry/)")
+
+    return _run(
+        cfg,
+        site,
+        dataset,
+        lambda: None,
+        lambda: jobs.backup_etcd(cfg, etcd, dataset, site),
+        lambda: None,
+        lambda tmp: _restore_etcd(cfg, site, dataset, tmp, tmp / "fresh-etcd", check),
+        details,
+    )
+
+
+def drill_namespace(
+    cfg: DrConfig, api, namespace: str, site: str | None = None, target: str | None = None, on_object=None
+) -> DrillResult:
+    """Drill on a tenant namespace: sentinel -> backup -> restore into a fresh namespace of the same
+    cluster -> verify every object and the sentinel. The tenant's namespace is left alone (the disaster
+    is simulated by the fresh target); the drill namespace is deleted afterwards."""
+    from dr import k8s
+
+    site = site or cfg.primary
+    target = target or f"{namespace}-drill-{os.urandom(3).hex()}"
+    details: dict = {"target_namespace": target}
+
+    def do_restore(tmp: Path) -> str:
+        f = restore.fetch(cfg, site, f"k8s-{namespace}", None, tmp)
+        details.update(restore.restore_k8s(f, api, target, on_object))
+        return f.site
+
+    try:
+        return _run(
+            cfg,
+            site,
+            f"k8s-{namespace}",
+            lambda: None,
+            lambda: jobs.backup_k8s(cfg, api, namespace, site),
+            lambda: None,
+            do_restore,
+            details,
+        )
+    finally:
+        k8s.delete_namespace(api, target)
 
 
 def drill_etcd(cfg: DrConfig, site: str | None = None, seed_keys: int = 200) -> DrillResult:
@@ -106,18 +186,10 @@ def drill_etcd(cfg: DrConfig, site: str | None = None, seed_keys: int = 200) -> 
         state["proc"].stop()
         shutil.rmtree(work / "member")
 
-    def do_restore(tmp: Path) -> str:
-        f = restore.fetch(cfg, site, "drill-etcd", None, tmp)
-        out = restore.restore_etcd(f, work / "restored", keep_running=True)
-        try:
-            etcd = sources.Etcd(out["endpoint"])
-            keys = etcd.ctl("get", "/drill/key/", "--prefix", "--keys-only", what="list restored keys")
-            count = sum(1 for ln in keys.splitlines() if ln.strip())
-            if count != seed_keys:
-                raise restore.RestoreError(f"restored etcd has {count} drill keys, expected {seed_keys}")
-        finally:
-            out["process"].stop()
-        return f.site
+    def check(etcd: sources.Etcd) -> None:
+        count = len(_keys(etcd, "/drill/key/"))
+        if count != seed_keys:
+            raise restore.RestoreError(f"restored etcd has {count} drill keys, expected {seed_keys}")
 
     try:
         return _run(
@@ -127,7 +199,7 @@ def drill_etcd(cfg: DrConfig, site: str | None = None, seed_keys: int = 200) -> 
             prepare,
             lambda: jobs.backup_etcd(cfg, state["etcd"], "drill-etcd", site),
             destroy,
-            do_restore,
+            lambda tmp: _restore_etcd(cfg, site, "drill-etcd", tmp, work / "restored", check),
         )
     finally:
         if "proc" in state:

@@ -66,7 +66,13 @@ def backup_dir(
     return backup.push(cfg, bdir, on_part=on_part)
 
 
-def backup_k8s(cfg: DrConfig, api, namespace: str, site: str | None = None) -> backup.Report:
+def backup_k8s(
+    cfg: DrConfig, api, namespace: str, site: str | None = None, write_sentinel: bool = True
+) -> backup.Report:
+    sentinel = None
+    if write_sentinel:
+        sentinel = _sentinel(f"configmaps/{k8s.SENTINEL_CONFIGMAP}")
+        k8s.write_sentinel(api, namespace, sentinel["value"])
     objects = k8s.export_namespace(api, namespace)
     bdir = backup.stage(
         cfg,
@@ -74,6 +80,6 @@ def backup_k8s(cfg: DrConfig, api, namespace: str, site: str | None = None) -> b
         f"k8s-{namespace}",
         {"type": "k8s", "namespace": namespace, "objects": len(objects)},
         [backup.Part("data", "tar", lambda dst: k8s.objects_to_tar(objects, dst))],
-        None,
+        sentinel,
     )
     return backup.push(cfg, bdir)

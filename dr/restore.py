@@ -130,6 +130,23 @@ def restore_etcd(f: Fetched, data_dir: Path, keep_running: bool = False):
     }
 
 
+def restore_k8s(f: Fetched, api, target: str, on_object=None) -> dict:
+    """Re-create a namespace backup in the fresh namespace `target` and read its sentinel back."""
+    from dr import k8s
+
+    src = f.manifest.get("source", {})
+    if src.get("type") != "k8s" or "data" not in f.files:
+        raise RestoreError(f"backup {f.manifest['dataset']} is not a namespace export (source {src})")
+    stamp = f"{f.manifest['site']}/{f.manifest['dataset']}@{f.manifest['timestamp']}"
+    try:
+        out = k8s.restore_namespace(api, k8s.tar_to_objects(f.files["data"]), src["namespace"], target, stamp,
+                                    on_object)
+    except k8s.K8sRestoreError as err:
+        raise RestoreError(str(err)) from None
+    out["sentinel"] = _check_sentinel(f.manifest, k8s.read_sentinel(api, target), f"namespace {target}")
+    return out
+
+
 def restore_tar(f: Fetched, target: Path) -> dict:
     tar = f.files.get("data")
     if tar is None:

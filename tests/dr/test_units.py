@@ -209,6 +209,11 @@ class FakeApi:
                     {"metadata": {"name": "bare"}, "spec": {"containers": []}, "status": {"phase": "Running"}},
                 ],
             },
+            "/api/v1/namespaces/agency-a": {
+                "kind": "Namespace",
+                "metadata": {"name": "agency-a", "uid": "u1", "labels": {"sovcloud.kz/agency": "a"}},
+                "status": {"phase": "Active"},
+            },
             "/api/v1/namespaces/agency-a/serviceaccounts": {
                 "kind": "ServiceAccountList",
                 "items": [{"metadata": {"name": "default"}}, {"metadata": {"name": "app"}}],
@@ -238,6 +243,7 @@ def test_namespace_export_strips_server_fields_and_derived_objects():
     assert sorted(objs) == [
         "agency-a/apps/deployments/web.yaml",
         "agency-a/core/configmaps/app.yaml",
+        "agency-a/core/namespaces/agency-a.yaml",
         "agency-a/core/pods/bare.yaml",
         "agency-a/core/serviceaccounts/app.yaml",
     ]
@@ -257,7 +263,11 @@ def test_namespace_export_strips_server_fields_and_derived_objects():
     with tarfile.open(fileobj=buf) as tar:
         names = tar.getnames()
         assert yaml.safe_load(tar.extractfile("agency-a/core/configmaps/app.yaml")) == cm
-    assert len(names) == 4
+    assert len(names) == 5
+    assert objs["agency-a/core/namespaces/agency-a.yaml"]["metadata"] == {
+        "name": "agency-a",
+        "labels": {"sovcloud.kz/agency": "a"},
+    }
 
 
 def test_failover_cli_prints_plan_and_says_it_needs_the_lab(tmp_path):
