@@ -64,7 +64,7 @@ def main(argv: list[str] | None = None) -> int:
     for sp in (be, bd, bk):
         sp.add_argument("--site", help="origin site (default: the primary)")
 
-    sub.add_parser("sync", help="push staged backups to the sites that do not hold them yet")
+    sub.add_parser("sync", help="push staged backups, then copy to each site every backup it lacks")
 
     v = sub.add_parser("verify", help="verify a backup copy at one site (signature, checksums, decryption)")
     r = sub.add_parser("restore", help="restore the newest (or --timestamp) backup into a fresh target")
@@ -138,8 +138,9 @@ def _dispatch(a, p) -> int:
         return 0 if rep.good else 1
     if a.cmd == "sync":
         reps = backup.sync(cfg)
-        _out([r.to_dict() for r in reps])
-        return 0 if all(r.good for r in reps) else 1
+        copies = backup.catch_up(cfg)
+        _out({"staged": [r.to_dict() for r in reps], "replicated": copies})
+        return 0 if all(r.good for r in reps) and not any(c["failed"] for c in copies) else 1
     origin = getattr(a, "origin", None) or cfg.primary
     if a.cmd == "verify":
         results = {}

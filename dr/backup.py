@@ -4,6 +4,8 @@ A backup is staged locally first so that the bytes uploaded to both sites are id
 interrupted upload resumes from the same ciphertext. The manifest is uploaded last: a prefix without
 a manifest is an incomplete upload, never a backup. The staging copy is deleted only when every site
 holds a verified copy, so a site that was down catches up with `python -m dr sync` and nothing is lost.
+A site whose store came back empty (lost disks, a replaced server) is re-seeded from the other sites by
+the same command: every verified backup it lacks is copied and verified there.
 """
 
 from __future__ import annotations
@@ -250,3 +252,52 @@ def pending(cfg: DrConfig) -> list[Path]:
 
 def sync(cfg: DrConfig) -> list[Report]:
     return [push(cfg, b) for b in pending(cfg)]
+
+
+def replicate(cfg: DrConfig, src: str, dst: str) -> dict:
+    """Copy every backup held at `src` that `dst` lacks, each checked at `src` (signature, sha256) and
+    verified at `dst` like any push; drill results (small, unsigned) are copied as they are."""
+    a, b = cfg.site(src), cfg.site(dst)
+    out: dict = {"from": src, "to": dst, "copied": [], "present": 0, "failed": {}, "drills_copied": 0}
+    try:
+        sa, sb = s3io.client(a), s3io.client(b)
+        s3io.ensure_bucket(sb, b)
+        have = set(s3io.list_keys(sb, b.bucket, ""))
+        keys = list(s3io.list_keys(sa, a.bucket, ""))
+    except s3io.S3Error as err:
+        out["failed"]["*"] = s3io.error_text(err)
+        return out
+    cfg.staging_dir.mkdir(parents=True, exist_ok=True)
+    for mkey in sorted(k for k in keys if k.startswith("backups/") and k.endswith("/manifest.json")):
+        if mkey in have:
+            out["present"] += 1
+            continue
+        try:
+            with tempfile.TemporaryDirectory(prefix="replicate-", dir=cfg.staging_dir) as tmp:
+                bdir = Path(tmp)
+                raw = s3io.get_bytes(sa, a.bucket, mkey)
+                manifest = load_manifest(cfg, raw, f"{src}:{a.bucket}/{mkey}")
+                (bdir / "manifest.json").write_bytes(raw)
+                for obj in manifest["objects"]:
+                    with open(bdir / (obj["name"] + ".enc"), "wb") as f:
+                        fetch_object(sa, a, obj, f)
+                res = push_site(cfg, b, bdir)
+        except (*s3io.S3Error, crypto.CryptoError, VerifyError) as err:
+            out["failed"][mkey] = s3io.error_text(err) if isinstance(err, s3io.S3Error) else str(err)
+            continue
+        if res.status == "verified":
+            out["copied"].append(mkey)
+        else:
+            out["failed"][mkey] = res.error
+    for key in (k for k in keys if k.startswith("drills/") and k not in have):
+        try:
+            s3io.put_small(sb, b.bucket, key, s3io.get_bytes(sa, a.bucket, key))
+            out["drills_copied"] += 1
+        except s3io.S3Error as err:
+            out["failed"][key] = s3io.error_text(err)
+    return out
+
+
+def catch_up(cfg: DrConfig) -> list[dict]:
+    """Every site ends up holding every backup any site holds (replicate between every pair)."""
+    return [replicate(cfg, a.name, b.name) for a in cfg.sites for b in cfg.sites if a is not b]

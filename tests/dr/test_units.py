@@ -308,3 +308,58 @@ def test_failover_cli_prints_plan_and_says_it_needs_the_lab(tmp_path):
         check=False,
     )
     assert p.returncode == 2 and "failback returns to a fenced site" in p.stderr
+
+
+class FlakyApi:
+    """Fails the first `fail` calls with `error`, then answers."""
+
+    def __init__(self, fail: int, error: Exception) -> None:
+        self.fail, self.error, self.calls = fail, error, 0
+
+    def call_api(self, path, method, **kw):
+        self.calls += 1
+        if self.calls <= self.fail:
+            raise self.error
+        return {"ok": path}
+
+
+class Status(Exception):
+    def __init__(self, status: int) -> None:
+        super().__init__(f"HTTP {status}")
+        self.status = status
+
+
+def test_k8s_call_retries_transient_failures_only():
+    import urllib3
+
+    stats: dict = {}
+    api = FlakyApi(2, urllib3.exceptions.ProtocolError("Connection aborted"))
+    assert k8s.call(api, "/api/v1/x", stats=stats) == {"ok": "/api/v1/x"}
+    assert api.calls == 3 and stats["retries"] == 2 and "ProtocolError" in stats["errors"][0]
+    api = FlakyApi(1, Status(503))
+    assert k8s.call(api, "/api/v1/y") == {"ok": "/api/v1/y"} and api.calls == 2
+    for final in (Status(404), Status(422), ValueError("bad")):  # answers, not outages: raised at once
+        api = FlakyApi(5, final)
+        with pytest.raises(type(final)):
+            k8s.call(api, "/api/v1/z")
+        assert api.calls == 1
+    api = FlakyApi(100, Status(502))
+    with pytest.raises(Status):
+        k8s.call(api, "/api/v1/w", deadline_s=0.5)  # bounded: gives up after the deadline
+
+
+def test_k8s_restore_retargets_objects_into_the_fresh_namespace():
+    rb = {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
+          "metadata": {"name": "b", "namespace": "src", "ownerReferences": [{"uid": "old"}]},
+          "subjects": [{"kind": "ServiceAccount", "name": "app", "namespace": "src"},
+                       {"kind": "Group", "name": "agency-admins"}]}
+    out = k8s._retarget(rb, "rolebindings", "src", "dst")
+    assert out["metadata"] == {"name": "b", "namespace": "dst"}
+    assert out["subjects"] == [{"kind": "ServiceAccount", "name": "app", "namespace": "dst"},
+                               {"kind": "Group", "name": "agency-admins"}]
+    assert rb["metadata"]["namespace"] == "src"  # the export itself is not changed
+    svc = {"apiVersion": "v1", "kind": "Service", "metadata": {"name": "s", "namespace": "src"},
+           "spec": {"clusterIP": "10.96.0.9", "clusterIPs": ["10.96.0.9"], "ports": [{"port": 80}]}}
+    assert k8s._retarget(svc, "services", "src", "dst")["spec"] == {"ports": [{"port": 80}]}
+    paths = ["n/core/configmaps/a.yaml", "n/core/resourcequotas/q.yaml", "n/core/limitranges/l.yaml"]
+    assert sorted(paths, key=k8s._order) == [paths[2], paths[1], paths[0]]
