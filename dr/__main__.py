@@ -92,7 +92,7 @@ def main(argv: list[str] | None = None) -> int:
     d.add_argument("--destroy-source", action="store_true", help="confirm --source may be deleted")
 
     for name in ("failover", "failback"):
-        f = sub.add_parser(name, help=f"{name} plan from a site state description (needs the lab to run)")
+        f = sub.add_parser(name, help=f"{name} plan from a site state description")
         f.add_argument("--from", dest="src", required=True)
         f.add_argument("--to", dest="dst", required=True)
         f.add_argument("--state", type=Path, required=True, help="YAML/JSON site and gateway state")
@@ -120,7 +120,7 @@ def _dispatch(a, p) -> int:
             if a.cmd == "failover"
             else failover.failback(state, a.src, a.dst, a.rpo_seconds)
         )
-        _out({**asdict(plan), "note": "plan only: executing it needs the podman lab (not wired up yet)"})
+        _out({**asdict(plan), "note": "plan only: dr.runbook.failover/failback execute it on the lab"})
         return 0
     if a.config is None:
         p.error(f"{a.cmd} needs --config DR.yaml")

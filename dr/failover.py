@@ -1,6 +1,6 @@
 """Failover / failback runbook as code: a pure function from a site/gateway state description to the
-ordered steps and the resulting state. It decides and explains; executing the steps against real
-gateways, DNS and clusters needs the podman lab (lab/) and is not wired up yet.
+ordered steps and the resulting state. It decides and explains; dr/runbook.py executes the plan on the
+lab (fence, restore from the target's own S3, promote its gateway route, verify; and failback).
 
 State description (YAML/JSON):
   sites:
@@ -49,7 +49,7 @@ class Plan:
     steps: list[str]
     state: dict
     warnings: list[str] = field(default_factory=list)
-    executed: bool = False  # always False until the lab runner exists
+    executed: bool = False  # a plan; dr.runbook's result says executed: True
 
 
 def parse_state(data: object) -> State:

@@ -270,7 +270,7 @@ def test_namespace_export_strips_server_fields_and_derived_objects():
     }
 
 
-def test_failover_cli_prints_plan_and_says_it_needs_the_lab(tmp_path):
+def test_failover_cli_prints_plan_and_names_the_runbook(tmp_path):
     import json
     import subprocess
     import sys
@@ -299,7 +299,7 @@ def test_failover_cli_prints_plan_and_says_it_needs_the_lab(tmp_path):
     )
     assert p.returncode == 0, p.stderr
     out = json.loads(p.stdout)
-    assert out["executed"] is False and "needs the podman lab" in out["note"]
+    assert out["executed"] is False and "dr.runbook" in out["note"]
     p = subprocess.run(
         [sys.executable, "-m", "dr", "failback", "--from", "dc-almaty", "--to", "dc-astana", "--state", str(state)],
         capture_output=True,
