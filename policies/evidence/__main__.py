@@ -55,7 +55,7 @@ def main(argv: list[str] | None = None) -> int:
                 args.catalogue,
             )
             s = ev["summary"]
-            print(f"evidence: {args.out} pass={s['pass']} fail={s['fail']} not-run={s['not-run']}")
+            print(f"evidence: {args.out} " + " ".join(f"{k}={v}" for k, v in s.items()))
         else:
             ev = bundle.verify(args.bundle, paths.ca_cert)
             print(

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from policies.catalogue import CATALOGUE_PATH, REPO_ROOT, Catalogue, load_catalogue
 from policies.evidence import report, signing
-from policies.evidence.results import CheckResult, read_results
+from policies.evidence.results import STATUSES, CheckResult, read_results
 
 FORMAT = "sovcloud-evidence/1"
 EVIDENCE, SIGNATURE, SIGNER, REPORT = "evidence.json", "evidence.json.sig", "signer.pem", "report.html"
@@ -21,12 +21,13 @@ class VerifyError(ValueError):
 
 
 def _worst(statuses: list[str]) -> str:
-    # Strict: a check/control passes only when everything that proves it ran and passed.
+    # Strict: a check/control passes only when everything that proves it ran and passed; a waived
+    # failure (audit waiver: owner, reason, expiry) is shown as such, never as a pass.
     if "fail" in statuses:
         return "fail"
-    if statuses and all(s == "pass" for s in statuses):
-        return "pass"
-    return "not-run"
+    if not statuses or "not-run" in statuses:
+        return "not-run"
+    return "waived" if "waived" in statuses else "pass"
 
 
 def evaluate(cat: Catalogue, results: list[CheckResult], lang: str) -> tuple[list[dict], list[dict]]:
@@ -92,7 +93,7 @@ def build(
     results, inputs = read_results(results_dir, repo_root)
     signer = signing.load_cert(cert, "--cert")
     controls, unmatched = evaluate(cat, results, lang)
-    summary = {s: sum(1 for c in controls if c["status"] == s) for s in ("pass", "fail", "not-run")}
+    summary = {s: sum(1 for c in controls if c["status"] == s) for s in STATUSES}
     evidence = {
         "format": FORMAT,
         "stack": stack,

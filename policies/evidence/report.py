@@ -27,6 +27,7 @@ LABELS = {
         "layer": "Деңгей",
         "pass": "орындалды",
         "fail": "орындалмады",
+        "waived": "ерекшелік ретінде қабылданды",
         "not-run": "тексерілмеді",
         "summary": "Қорытынды",
         "unmatched": "Каталогқа кірмеген нәтижелер",
@@ -48,6 +49,7 @@ LABELS = {
         "layer": "Уровень",
         "pass": "выполнено",
         "fail": "не выполнено",
+        "waived": "принято как исключение",
         "not-run": "не проверено",
         "summary": "Итог",
         "unmatched": "Результаты вне каталога",
@@ -69,6 +71,7 @@ LABELS = {
         "layer": "Layer",
         "pass": "pass",
         "fail": "fail",
+        "waived": "waived",
         "not-run": "not run",
         "summary": "Summary",
         "unmatched": "Results not in the catalogue",
@@ -90,6 +93,7 @@ table { border-collapse: collapse; width: 100%; }
 td, th { border: 1px solid #ccc; padding: 4px 8px; vertical-align: top; text-align: left; }
 tr.status-pass td.st { background: #c8e6c9; }
 tr.status-fail td.st { background: #ef9a9a; }
+tr.status-waived td.st { background: #fff59d; }
 tr.status-not-run td.st { background: #e0e0e0; }
 .small { font-size: 85%; color: #444; }
 </style>
@@ -97,7 +101,7 @@ tr.status-not-run td.st { background: #e0e0e0; }
 <body>
 <h1>{{ L.title }}: {{ ev.stack }}</h1>
 <p>{{ L.generated }}: {{ ev.generated }} &middot; {{ L.digest }}: <code>{{ digest }}</code></p>
-<p>{{ L.summary }}:{% for s in ["pass", "fail", "not-run"] %} {{ L[s] }} {{ ev.summary[s] }}
+<p>{{ L.summary }}:{% for s in ["pass", "fail", "waived", "not-run"] %} {{ L[s] }} {{ ev.summary[s] }}
 {%- if not loop.last %},{% endif %}{% endfor %}</p>
 <table>
 <tr><th>{{ L.control }}</th><th>{{ L.status }}</th><th>{{ L.checks }}</th><th>{{ L.sources }}</th></tr>

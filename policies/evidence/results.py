@@ -4,12 +4,18 @@ Native format (`*.results.json`), what every adapter produces:
 
     {"format": "sovcloud-results/1",
      "results": [{"layer": "audit", "check": "tests/audit/test_ssh.py::test_x",
-                  "status": "pass" | "fail" | "not-run", "evidence": "text",
+                  "status": "pass" | "fail" | "waived" | "not-run", "evidence": "text",
                   "when": "2025-01-01T00:00:00Z", "where": "site-a/node1"}]}
 
 Adapters, chosen by content: pytest JUnit XML (`*.xml`), pytest-json-report JSON (`tests[].nodeid`),
-promtool `test rules` output (`*.txt`/`*.log` with "Unit Testing:"), restore-drill JSON (the shared
-`drills/<site>/latest.json` format).
+the compliance audit's `audit.json` (tests/audit: per node, with waivers), promtool `test rules` output
+(`*.txt`/`*.log` with "Unit Testing:"), restore-drill JSON (the shared `drills/<site>/latest.json`
+format), and the Pulumi engine event log (`*.jsonl`) of `pulumi preview --policy-pack policies/pack
+--event-log FILE` (a hidden flag: set PULUMI_DEBUG_COMMANDS=true), whose policy summaries list the
+policies each resource passed and failed.
+
+Ignored, and listed as such in the inputs: HTML files (reports for people) and the audit's
+`audit-junit.xml` beside its `audit.json` (the same run; the JSON also carries waivers and `n/a`).
 """
 
 from __future__ import annotations
@@ -24,7 +30,7 @@ from pathlib import Path
 
 import yaml
 
-STATUSES = ("pass", "fail", "not-run")
+STATUSES = ("pass", "fail", "waived", "not-run")
 NATIVE_FORMAT = "sovcloud-results/1"
 # Drill JSON without a `checks` list proves this single drill check.
 DEFAULT_DRILL_CHECK = "restore-drill"
@@ -229,6 +235,72 @@ def parse_drill(path: Path, doc: dict) -> list[CheckResult]:
     return out
 
 
+_AUDIT_RESULT = {"pass": "pass", "fail": "fail", "waived": "waived"}
+
+
+def parse_audit_json(path: Path, doc: dict) -> list[CheckResult]:
+    """tests/audit's audit.json: one result per check and node; `n/a` (role-specific checks on other
+    roles) proves nothing for that node and is left out."""
+    out = []
+    for i, r in enumerate(doc["results"]):
+        missing = [k for k in ("nodeid", "node", "result") if k not in r]
+        if missing or r.get("result") not in (*_AUDIT_RESULT, "n/a"):
+            raise ResultsError(f"{path}: results[{i}] needs nodeid, node and result (pass|fail|waived|n/a); "
+                               f"missing {missing or 'nothing'}, result={r.get('result')!r}")
+        if r["result"] == "n/a":
+            continue
+        lines = [*(r.get("evidence") or []), r.get("message") or ""]
+        if r.get("waiver"):
+            w = r["waiver"]
+            state = "EXPIRED waiver" if w.get("expired") else "waived"
+            lines.insert(0, f"{state} by {w['owner']} until {w['expires']}: {w['reason']}")
+        base, _ = _split_param(r["nodeid"])
+        out.append(CheckResult(_layer_of(base), base, _AUDIT_RESULT[r["result"]],
+                               "\n".join(filter(None, lines))[:2000], doc.get("generated") or _mtime(path),
+                               r["node"], path.name))
+    return out
+
+
+def parse_pulumi_events(path: Path, text: str) -> list[CheckResult]:
+    """Engine event log: a policy passes when every resource's summary lists it as passed."""
+    failed: dict[str, list[str]] = {}
+    passed: set[str] = set()
+    stacks: set[str] = set()
+    when = _mtime(path)
+    for n, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            event = json.loads(line)
+        except json.JSONDecodeError as err:
+            raise ResultsError(f"{path}:{n}: not a JSON engine event: {err}") from None
+        if "timestamp" in event:
+            when = datetime.fromtimestamp(event["timestamp"], UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        violation = event.get("policyEvent")
+        if violation:
+            failed.setdefault(violation["policyName"], []).append(
+                f"{violation.get('resourceUrn', 'stack')}: {violation.get('message', '').strip()}")
+        summary = event.get("policyAnalyzeSummaryEvent") or event.get("policyAnalyzeStackSummaryEvent")
+        if summary:
+            passed.update(summary.get("passed") or [])
+            for name in summary.get("failed") or []:
+                failed.setdefault(name, [])
+            # urn:pulumi:<stack>::<project>::...: the stack is "where".
+            stacks.update(u.split(":")[2] for u in [summary.get("resourceUrn", "")] if u.startswith("urn:"))
+    if not passed and not failed:
+        raise ResultsError(f"{path}: no policy summary events: run `pulumi preview --policy-pack policies/pack "
+                           "--event-log FILE` (PULUMI_DEBUG_COMMANDS=true)")
+    where = ",".join(sorted(stacks))
+    out = []
+    for name in sorted(passed | set(failed)):
+        if name in failed:
+            status, evidence = "fail", "; ".join(failed[name]) or "policy reported failed"
+        else:
+            status, evidence = "pass", "pulumi preview --policy-pack: passed on every resource"
+        out.append(CheckResult("pulumi_policy", name, status, evidence[:2000], when, where, path.name))
+    return out
+
+
 def parse_native(path: Path, doc: dict) -> list[CheckResult]:
     out = []
     for i, r in enumerate(doc.get("results") or []):
@@ -251,6 +323,15 @@ def parse_native(path: Path, doc: dict) -> list[CheckResult]:
     return out
 
 
+def _ignored(path: Path) -> str:
+    """Why a file in the results directory is not read as results ("" = read it)."""
+    if path.suffix in (".html", ".htm"):
+        return "a report for people"
+    if path.name == "audit-junit.xml" and (path.parent / "audit.json").exists():
+        return "same audit run as audit.json"
+    return ""
+
+
 def read_results(results_dir: Path, repo_root: Path) -> tuple[list[CheckResult], list[dict]]:
     """All results found in `results_dir` and a list of the inputs used (name, sha256, adapter)."""
     if not results_dir.is_dir():
@@ -259,7 +340,15 @@ def read_results(results_dir: Path, repo_root: Path) -> tuple[list[CheckResult],
     inputs = []
     for path in sorted(p for p in results_dir.rglob("*") if p.is_file()):
         raw = path.read_bytes()
-        if path.suffix == ".xml":
+        ignored = _ignored(path)
+        if ignored:
+            inputs.append({"file": path.relative_to(results_dir).as_posix(),
+                           "sha256": hashlib.sha256(raw).hexdigest(), "adapter": f"ignored: {ignored}",
+                           "results": 0})
+            continue
+        if path.suffix == ".jsonl":
+            adapter, got = "pulumi-events", parse_pulumi_events(path, raw.decode("utf-8", "replace"))
+        elif path.suffix == ".xml":
             adapter, got = "junit", parse_junit(path)
         elif path.suffix == ".json":
             try:
@@ -270,6 +359,8 @@ def read_results(results_dir: Path, repo_root: Path) -> tuple[list[CheckResult],
                 raise ResultsError(f"{path}: expected a JSON object")
             if doc.get("format") == NATIVE_FORMAT:
                 adapter, got = "native", parse_native(path, doc)
+            elif isinstance(doc.get("results"), list) and "expired_waivers" in doc:
+                adapter, got = "audit-json", parse_audit_json(path, doc)
             elif isinstance(doc.get("tests"), list):
                 adapter, got = "pytest-json", parse_pytest_json(path, doc)
             elif "rto_seconds" in doc or "checks" in doc and "site" in doc:
@@ -277,12 +368,12 @@ def read_results(results_dir: Path, repo_root: Path) -> tuple[list[CheckResult],
             else:
                 raise ResultsError(
                     f"{path}: unknown JSON results: use format {NATIVE_FORMAT!r}, a pytest-json-report, "
-                    "or a drill result (site, ok, rto_seconds, rpo_seconds)"
+                    "the audit's audit.json, or a drill result (site, ok, rto_seconds, rpo_seconds)"
                 )
         elif path.suffix in (".txt", ".log", ".out"):
             adapter, got = "promtool", parse_promtool(path, raw.decode("utf-8", "replace"), repo_root)
         else:
-            raise ResultsError(f"{path}: unknown result file type; use .xml, .json or promtool .txt")
+            raise ResultsError(f"{path}: unknown result file type; use .xml, .json, .jsonl or promtool .txt")
         results.extend(got)
         inputs.append(
             {

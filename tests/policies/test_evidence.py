@@ -147,7 +147,7 @@ def _verify(out: Path, pki: signing.PkiPaths) -> int:
 def test_build_then_verify_passes(tmp_path, catalogue_file, pki, capsys):
     out = _build(tmp_path, catalogue_file, pki)
     ev = json.loads((out / "evidence.json").read_text())
-    assert ev["summary"] == {"pass": 27, "fail": 0, "not-run": 0}
+    assert ev["summary"] == {"pass": 27, "fail": 0, "waived": 0, "not-run": 0}
     assert {i["adapter"] for i in ev["inputs"]} == {"junit", "pytest-json", "drill", "native"}
     hst = next(c for c in ev["controls"] if c["id"] == "SC-HST-01")
     assert hst["where"] == ["site-a-node1"] and hst["when"].startswith("2025-01-02T03:04:05")
@@ -249,7 +249,8 @@ def test_skipped_test_leaves_its_control_not_run(tmp_path, catalogue_file, pki):
     bundle.build(out, tmp_path / "b", "lab", "en", pki.key, pki.cert, catalogue_path=catalogue_file)
     ev = json.loads((tmp_path / "b" / "evidence.json").read_text())
     assert {c["id"] for c in ev["controls"] if c["status"] == "not-run"} == owners
-    assert ev["summary"] == {"pass": len(ev["controls"]) - len(owners), "fail": 0, "not-run": len(owners)}
+    assert ev["summary"] == {"pass": len(ev["controls"]) - len(owners), "fail": 0, "waived": 0,
+                             "not-run": len(owners)}
 
 
 @pytest.mark.parametrize(
@@ -362,3 +363,94 @@ def test_promtool_output_adapter_with_real_promtool(tmp_path, pki):
         got, inputs = read_results(results, tmp_path)
         assert [(r.layer, r.check, r.status) for r in got] == [("alert", "SovcloudTargetDown", status)]
         assert inputs[0]["adapter"] == "promtool"
+
+
+def _audit_report(dest: Path) -> Path:
+    """A report directory as tests/audit writes it: audit.json, audit-junit.xml and audit.html."""
+    dest.mkdir(parents=True, exist_ok=True)
+    base = "tests/audit/test_host_controls.py::"
+    rows = [  # (test, node, result, waiver)
+        ("test_SC_HST_05_chrony_running_with_sources", "n1", "pass", None),
+        ("test_SC_HST_05_chrony_running_with_sources", "n2", "pass", None),
+        ("test_SC_HST_07_unattended_upgrades", "n1", "pass", None),
+        ("test_SC_HST_07_unattended_upgrades", "n2", "waived",
+         {"owner": "sec@x", "reason": "container", "expires": "2027-06-30", "expired": False}),
+        ("test_SC_HST_08_modules_blacklisted", "n1", "pass", None),
+        ("test_SC_HST_08_modules_blacklisted", "n2", "fail", None),
+        ("test_SC_HST_08_no_needless_packages", "n1", "pass", None),
+        ("test_SC_HST_08_no_needless_packages", "n2", "n/a", None),
+    ]
+    results = [{"test": t, "nodeid": f"{base}{t}[ansible://{n}]", "node": n, "result": r,
+                "controls": ["SC-HST-0" + t[10]], "evidence": [f"{t} on {n}"], "message": "",
+                "waiver": w} for t, n, r, w in rows]
+    (dest / "audit.json").write_text(json.dumps({"generated": "2025-01-02T03:04:05+00:00", "hosts": ["x"],
+                                                 "summary": {}, "expired_waivers": [], "ok": False,
+                                                 "results": results}))
+    (dest / "audit-junit.xml").write_text(_junit([(base + "test_SC_HST_05_chrony_running_with_sources", "fail")]))
+    (dest / "audit.html").write_text("<html></html>")
+    return dest
+
+
+def test_audit_json_per_node_with_waivers_and_not_applicable(tmp_path, pki):
+    reports = _audit_report(tmp_path / "reports")
+    got, inputs = read_results(reports, tmp_path)
+    assert {i["file"]: i["adapter"] for i in inputs} == {
+        "audit.json": "audit-json", "audit-junit.xml": "ignored: same audit run as audit.json",
+        "audit.html": "ignored: a report for people"}
+    # n/a proves nothing for its node: left out; the junit copy of the same run is not double-counted.
+    assert len(got) == 7 and all(r.layer == "audit" and "[" not in r.check for r in got)
+    waived = next(r for r in got if r.status == "waived")
+    assert waived.where == "n2" and waived.evidence.startswith("waived by sec@x until 2027-06-30: container")
+    ev = bundle.build(reports, tmp_path / "b", "lab", "ru", pki.key, pki.cert)
+    status = {c["id"]: c["status"] for c in ev["controls"]}
+    assert (status["SC-HST-05"], status["SC-HST-07"], status["SC-HST-08"]) == ("pass", "waived", "fail")
+    assert ev["summary"]["waived"] == 1 and ev["summary"]["pass"] == 1 and ev["summary"]["fail"] == 1
+    html = (tmp_path / "b" / "report.html").read_text(encoding="utf-8")
+    assert '<tr id="SC-HST-07" class="status-waived">' in html and "принято как исключение" in html
+    assert _verify(tmp_path / "b", pki) == 0
+
+
+def test_bad_audit_json_entry_is_named(tmp_path):
+    (tmp_path / "audit.json").write_text(json.dumps({"expired_waivers": [], "results": [
+        {"nodeid": "tests/audit/t.py::test_x", "node": "n1", "result": "maybe"}]}))
+    with pytest.raises(ResultsError, match=r"audit.json: results\[0\] needs .*result='maybe'"):
+        read_results(tmp_path, tmp_path)
+
+
+# Captured from a real `pulumi preview --policy-pack policies/pack --event-log` of a program declaring a
+# LoadBalancer Service (trimmed to the policy events).
+_PACK = '"policyPackName":"sovcloud","policyPackVersion":"0.0.1","policyPackVersionTag":"0.0.1"'
+_ALL = ('"data-residency","encryption-at-rest","gateway-only-exposure","ha-rack-spread","pod-resource-limits",'
+        '"tls-min-1-2","transport-encrypted"')
+PULUMI_EVENTS = "\n".join([
+    '{"sequence":0,"timestamp":1795523543,"policyLoadEvent":{}}',
+    '{"sequence":11,"timestamp":1795523544,"policyAnalyzeSummaryEvent":{"resourceUrn":"urn:pulumi:p::policyprobe'
+    f'::pulumi:pulumi:Stack::policyprobe-p",{_PACK},"passed":[{_ALL}]}}}}',
+    '{"sequence":23,"timestamp":1795523546,"policyEvent":{"resourceUrn":"urn:pulumi:p::policyprobe::pulumi-python'
+    ':dynamic:Resource::public-lb","message":"[SC-NET-01] No LoadBalancer/NodePort Service or Ingress\\nService '
+    'portal is of type LoadBalancer\\n","color":"never","policyName":"gateway-only-exposure",'
+    f'{_PACK},"enforcementLevel":"mandatory"}}}}',
+    '{"sequence":24,"timestamp":1795523546,"policyAnalyzeSummaryEvent":{"resourceUrn":"urn:pulumi:p::policyprobe'
+    f'::pulumi-python:dynamic:Resource::public-lb",{_PACK},"passed":["data-residency","encryption-at-rest",'
+    '"ha-rack-spread","pod-resource-limits","tls-min-1-2","transport-encrypted"],'
+    '"failed":["gateway-only-exposure"]}}',
+    f'{{"sequence":32,"timestamp":1795523546,"policyAnalyzeStackSummaryEvent":{{{_PACK}}}}}',
+])
+
+
+def test_pulumi_event_log_gives_one_result_per_policy(tmp_path):
+    (tmp_path / "preview.events.jsonl").write_text(PULUMI_EVENTS + "\n")
+    got, inputs = read_results(tmp_path, tmp_path)
+    assert inputs[0]["adapter"] == "pulumi-events" and len(got) == 7
+    by = {r.check: r for r in got}
+    # A policy failed on one resource fails, whatever other resources passed.
+    assert by["gateway-only-exposure"].status == "fail" and "public-lb: [SC-NET-01]" in by[
+        "gateway-only-exposure"].evidence
+    assert {r.status for n, r in by.items() if n != "gateway-only-exposure"} == {"pass"}
+    assert {(r.layer, r.where, r.when) for r in got} == {("pulumi_policy", "p", "2026-11-24T12:32:26Z")}
+
+
+def test_event_log_without_policy_summaries_is_refused(tmp_path):
+    (tmp_path / "preview.events.jsonl").write_text('{"sequence":0,"timestamp":1,"preludeEvent":{}}\n')
+    with pytest.raises(ResultsError, match="no policy summary events: run `pulumi preview --policy-pack"):
+        read_results(tmp_path, tmp_path)
