@@ -27,6 +27,18 @@ class ProbeTarget(_Strict):
     url: HttpUrl
     expected_status: list[int] = Field(default=[200], min_length=1)
     timeout_seconds: float | None = Field(default=None, gt=0, le=60)
+    # Every site has its own PKI, so trust and identity are per target: ca_file overrides the prober's, and
+    # a client certificate lets the prober read an endpoint that rejects anonymous requests (the Kubernetes
+    # API's /readyz) with an identity that has no other rights.
+    ca_file: Path | None = None
+    client_cert_file: Path | None = None
+    client_key_file: Path | None = None
+
+    @model_validator(mode="after")
+    def _pair(self) -> ProbeTarget:
+        if (self.client_cert_file is None) != (self.client_key_file is None):
+            raise ValueError("client_cert_file/client_key_file: give both (an identity needs its key) or neither")
+        return self
 
 
 class ProberConfig(_Strict):
@@ -37,6 +49,9 @@ class ProberConfig(_Strict):
     concurrency: int = Field(default=50, ge=1, le=5000)
     ca_file: Path | None = None
     verify_tls: bool = True
+    # A URL in the prober's own site on the path every probe takes (its gateway's health endpoint): while it
+    # fails, the prober's site is cut off and its rounds are skipped rather than counted against the others.
+    local_check_url: HttpUrl | None = None
     targets: list[ProbeTarget] = Field(min_length=1)
 
     @model_validator(mode="after")
@@ -51,6 +66,9 @@ class ProberConfig(_Strict):
             seen.add(key)
         if self.timeout_seconds >= self.interval_seconds:
             raise ValueError("timeout_seconds must be below interval_seconds so rounds never overlap")
+        if not self.verify_tls and any(t.client_cert_file for t in self.targets):
+            raise ValueError("verify_tls: false would present client certificates to unverified servers; "
+                             "set verify_tls: true and give ca_file")
         return self
 
 

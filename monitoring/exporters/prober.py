@@ -11,6 +11,7 @@ import ssl
 import sys
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 import httpx
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
@@ -55,56 +56,85 @@ class Prober(Exporter):
             # Zero-initialised series: rate() over a counter that appears at its first failure misses it.
             self.total.labels(*labels)
             self.failures.labels(*labels)
-        self._client: httpx.AsyncClient | None = None
+        self._clients: dict[tuple, httpx.AsyncClient] = {}
+        self.local = (ProbeTarget(site=cfg.source_site, service="gateway", url=cfg.local_check_url)
+                      if cfg.local_check_url else None)
+        self.local_up = Gauge("sovcloud_prober_local_up", "1 if the last check of local_check_url succeeded",
+                              ["source_site"], registry=r).labels(cfg.source_site)
+        self.skipped = Counter("sovcloud_probe_rounds_skipped_total", "Rounds not counted: the own site's "
+                               "local_check_url failed", ["source_site"], registry=r).labels(cfg.source_site)
 
-    def _verify(self) -> ssl.SSLContext | bool:
+    def _tls(self, target: ProbeTarget) -> tuple[Path | None, Path | None, Path | None]:
+        return (target.ca_file or self.cfg.ca_file, target.client_cert_file, target.client_key_file)
+
+    def _verify(self, ca: Path | None, cert: Path | None, key: Path | None) -> ssl.SSLContext | bool:
         if not self.cfg.verify_tls:
             return False
-        ctx = ssl.create_default_context(cafile=str(self.cfg.ca_file) if self.cfg.ca_file else None)
+        ctx = ssl.create_default_context(cafile=str(ca) if ca else None)
         ctx.minimum_version = ssl.TLSVersion.TLSv1_2  # SC-CRY-01: a TLS 1.0/1.1 endpoint counts as down
+        if cert:
+            ctx.load_cert_chain(cert, key)
         return ctx
 
-    def client(self) -> httpx.AsyncClient:
-        if self._client is None:
+    def client(self, target: ProbeTarget) -> httpx.AsyncClient:
+        """One pooled client per trust/identity (usually one per site), shared by that site's targets."""
+        tls = self._tls(target)
+        if tls not in self._clients:
             n = self.cfg.concurrency
-            self._client = httpx.AsyncClient(
-                verify=self._verify(), follow_redirects=False, trust_env=False,
+            self._clients[tls] = httpx.AsyncClient(
+                verify=self._verify(*tls), follow_redirects=False, trust_env=False,
                 timeout=httpx.Timeout(self.cfg.timeout_seconds),
                 limits=httpx.Limits(max_connections=n, max_keepalive_connections=n))
-        return self._client
+        return self._clients[tls]
 
-    async def probe(self, target: ProbeTarget, labels: list[str], sem: asyncio.Semaphore) -> bool:
+    async def get(self, target: ProbeTarget, sem: asyncio.Semaphore) -> tuple[bool, int, float]:
+        """(ok, HTTP status or 0, seconds) of one bounded GET."""
         timeout = target.timeout_seconds or self.cfg.timeout_seconds
         code = 0
         async with sem:
             start = time.monotonic()
             try:
                 # wait_for is the hard bound: it also covers DNS and a server that trickles bytes.
-                resp = await asyncio.wait_for(self.client().get(str(target.url)), timeout=timeout)
+                resp = await asyncio.wait_for(self.client(target).get(str(target.url)), timeout=timeout)
                 code = resp.status_code
                 ok = code in target.expected_status
             except (httpx.HTTPError, TimeoutError, OSError, ssl.SSLError):
                 ok = False
-            elapsed = time.monotonic() - start
-        self.total.labels(*labels).inc()
-        if not ok:
-            self.failures.labels(*labels).inc()
-        self.up.labels(*labels).set(1 if ok else 0)
-        self.status.labels(*labels).set(code)
-        self.duration.labels(*labels).observe(elapsed)
+            return ok, code, time.monotonic() - start
+
+    async def local_ok(self, sem: asyncio.Semaphore) -> bool:
+        if self.local is None:
+            return True
+        ok = (await self.get(self.local, sem))[0]
+        self.local_up.set(1 if ok else 0)
         return ok
 
     async def run_round(self) -> RoundResult:
         start = time.monotonic()
         sem = asyncio.Semaphore(self.cfg.concurrency)
-        results = await asyncio.gather(*(self.probe(t, labels, sem) for t, labels in self.targets))
-        ok = sum(results)
+        # Checked before and after: a round during which the own site was cut off proves nothing about the
+        # others, and counting it would burn a healthy site's budget (with two sites, both would page).
+        if not await self.local_ok(sem):
+            self.skipped.inc()
+            return RoundResult(0, 0, time.monotonic() - start)
+        results = await asyncio.gather(*(self.get(t, sem) for t, _ in self.targets))
+        if not await self.local_ok(sem):
+            self.skipped.inc()
+            return RoundResult(0, 0, time.monotonic() - start)
+        for (_, labels), (ok, code, elapsed) in zip(self.targets, results, strict=True):
+            self.total.labels(*labels).inc()
+            if not ok:
+                self.failures.labels(*labels).inc()
+            self.up.labels(*labels).set(1 if ok else 0)
+            self.status.labels(*labels).set(code)
+            self.duration.labels(*labels).observe(elapsed)
+        ok = sum(r[0] for r in results)
         return RoundResult(ok, len(results) - ok, time.monotonic() - start)
 
     async def refresh(self) -> None:
         await self.run_round()
 
     async def aclose(self) -> None:
-        if self._client is not None:
-            await self._client.aclose()
-            self._client = None
+        clients, self._clients = list(self._clients.values()), {}
+        for c in clients:
+            await c.aclose()

@@ -25,6 +25,9 @@ def test_good_prober_config_parses():
     ({**GOOD, "timeout_seconds": 20, "interval_seconds": 10}, "(top level)", "below interval_seconds"),
     ({**GOOD, "targets": []}, "targets", "at least 1"),
     ({"source_site": "dc-astana"}, "targets", "Field required"),
+    ({**GOOD, "targets": [{**GOOD["targets"][0], "client_cert_file": "/p.crt"}]}, "targets.0", "give both"),
+    ({**GOOD, "verify_tls": False, "targets": [{**GOOD["targets"][0], "client_cert_file": "/p.crt",
+                                                "client_key_file": "/p.key"}]}, "(top level)", "verify_tls"),
 ])
 def test_bad_prober_config_names_field(data, field, hint):
     with pytest.raises(config.ConfigError) as e:

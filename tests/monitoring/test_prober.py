@@ -86,6 +86,30 @@ def test_tls_verified_against_project_ca(http_site, pki):
     assert run_round(untrusted).failed == 1
 
 
+def test_per_target_trust_and_client_identity(http_site, pki, tmp_path):
+    """A site API that requires a client certificate (mutual TLS): only the target carrying the identity
+    and its own site's CA is up, whatever the prober-wide CA says."""
+    ctx, _ = pki.server_context("127.0.0.1", days=30)
+    ctx.verify_mode = ssl.CERT_REQUIRED
+    ctx.load_verify_locations(pki.ca_file)
+    api = http_site({"/readyz": (200, 0)}, tls=ctx)
+    cert, key, _ = pki.issue("sovcloud-prober", days=1)
+    other_ca = tmp_path / "other-ca.pem"
+    other_ca.write_text(ssl.get_server_certificate(("127.0.0.1", api.port)))  # not a CA
+    url = api.base + "/readyz"
+    p = make([{"site": "dc-almaty", "service": "api", "url": url, "ca_file": str(pki.ca_file),
+               "client_cert_file": str(cert), "client_key_file": str(key)},
+              {"site": "dc-shymkent", "service": "api", "url": url, "ca_file": str(pki.ca_file)},
+              {"site": "dc-aktobe", "service": "api", "url": url,
+               "client_cert_file": str(cert), "client_key_file": str(key)}],
+             ca_file=str(other_ca))
+    r = run_round(p)
+    assert (r.ok, r.failed) == (1, 2)
+    assert val(p, "sovcloud_probe_up", "dc-almaty", "api") == 1
+    assert val(p, "sovcloud_probe_up", "dc-shymkent", "api") == 0  # no identity: the handshake is refused
+    assert val(p, "sovcloud_probe_up", "dc-aktobe", "api") == 0  # prober-wide CA does not trust the server
+
+
 def test_tls_below_1_2_counts_as_down(http_site, pki):
     ctx, _ = pki.server_context("127.0.0.1", days=30, max_version=ssl.TLSVersion.TLSv1_1)
     ctx.minimum_version = ssl.TLSVersion.MINIMUM_SUPPORTED
@@ -109,3 +133,19 @@ def test_metrics_endpoint_serves_prometheus_text(http_site):
         server.shutdown()
     assert 'sovcloud_probe_total{service="gateway",source_site="dc-astana",target_site="dc-almaty"} 1.0' in text
     assert 'sovcloud_exporter_refresh_success{exporter="prober"} 1.0' in text
+
+
+def test_rounds_while_the_own_site_is_cut_off_are_not_counted(http_site):
+    """With two sites, counting probes made while the prober's own gateway is down would page for the
+    healthy site: such rounds are skipped (counted in sovcloud_probe_rounds_skipped_total only)."""
+    own_gw = http_site({"/healthz": (200, 0)})
+    p = make([{"site": "dc-almaty", "service": "gateway", "url": "http://127.0.0.1:9/"}],  # nothing listens
+             local_check_url=own_gw.base + "/healthz", timeout_seconds=0.5)
+    assert (run_round(p).ok, run_round(p).failed) == (0, 1)  # own site fine: the failure is evidence
+    own_gw.stop()
+    r = run_round(p)
+    assert (r.ok, r.failed) == (0, 0)
+    assert val(p, "sovcloud_probe_total", "dc-almaty", "gateway") == 2
+    assert val(p, "sovcloud_probe_failures_total", "dc-almaty", "gateway") == 2
+    assert p.registry.get_sample_value("sovcloud_prober_local_up", L) == 0
+    assert p.registry.get_sample_value("sovcloud_probe_rounds_skipped_total", L) == 1
