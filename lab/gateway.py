@@ -14,6 +14,9 @@ from lab.nodes import netns, run_plain
 from lab.podman import podman
 
 PROXY_PORT = 8888
+# nginx answers GET /healthz here, on the site address only: the other sites' availability probers
+# (monitoring/) reach it through the WireGuard transport, the own site's prober checks its way out with it.
+HEALTH_PORT = 8081
 # The stand-in Internet: two web servers; only names in `internet.allow` pass the egress proxy.
 INTERNET_HOSTS = {"repo.internet.lab": 10, "blocked.internet.lab": 11}
 
@@ -148,6 +151,12 @@ server {{
         proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
     }}
 }}
+server {{
+    listen {site.ip(site.gateway)}:{HEALTH_PORT};
+    access_log off;
+    location = /healthz {{ return 200 "ok\\n"; }}
+    location / {{ return 404; }}
+}}
 """
 
 
@@ -174,6 +183,7 @@ _APPLY = r"""
 import json, os, subprocess, sys
 todo = json.load(sys.stdin)
 for path, (content, mode) in todo["files"].items():
+    os.makedirs(os.path.dirname(path), exist_ok=True)
     os.umask(0o077)
     with open(path + ".new", "w") as f:
         f.write(content)
@@ -182,6 +192,8 @@ for path, (content, mode) in todo["files"].items():
 if os.path.exists("/etc/nginx/sites-enabled/default"):
     os.remove("/etc/nginx/sites-enabled/default")
 units = todo["units"]
+if todo["files"]:
+    subprocess.run(["systemctl", "daemon-reload"], check=True)  # unit drop-ins are among the files
 if todo["restart"]:
     subprocess.run(["systemctl", "restart", *todo["restart"]], check=True)
 subprocess.run(["systemctl", "enable", "-q", *units], check=True)
@@ -192,7 +204,11 @@ subprocess.run(["systemctl", "start", *units], check=True)
 _FILES = {"/etc/wireguard/wg0.conf": ("0600", "wg-quick@wg0"), "/etc/nftables.conf": ("0755", "nftables"),
           "/etc/tinyproxy/tinyproxy.conf": ("0644", "tinyproxy"),
           "/etc/tinyproxy/allow.list": ("0644", "tinyproxy"),
-          "/etc/nginx/sites-enabled/sovlab": ("0644", "nginx")}
+          "/etc/nginx/sites-enabled/sovlab": ("0644", "nginx"),
+          "/etc/systemd/system/nginx.service.d/sovlab-after-wg.conf": ("0644", "nginx")}
+# nginx (and so the health endpoint) starts after the tunnel is up and stops before it goes down: a
+# healthy /healthz means gateway AND transport, and no prober counts a round through a half-up gateway.
+_NGINX_AFTER_WG = "[Unit]\nWants=wg-quick@wg0.service\nAfter=wg-quick@wg0.service\n"
 
 
 def configure_gateways(cfg: LabConfig) -> dict[str, list[str]]:
@@ -213,7 +229,8 @@ def configure_gateways(cfg: LabConfig) -> dict[str, list[str]]:
                 "/etc/nftables.conf": _nft_conf(cfg, site, ifs),
                 "/etc/tinyproxy/tinyproxy.conf": _tinyproxy_conf(cfg, site),
                 "/etc/tinyproxy/allow.list": _allow_list(cfg),
-                "/etc/nginx/sites-enabled/sovlab": _nginx_conf(cfg, site)}
+                "/etc/nginx/sites-enabled/sovlab": _nginx_conf(cfg, site),
+                "/etc/systemd/system/nginx.service.d/sovlab-after-wg.conf": _NGINX_AFTER_WG}
         changed = {p: (text, _FILES[p][0]) for p, text in want.items() if st["files"].get(p) != text}
         restart = sorted({_FILES[p][1] for p in changed})
         units = sorted({svc for _, svc in _FILES.values()})
