@@ -7,107 +7,49 @@ Prometheus' /api/v1/alerts; restarting it must resolve them. Everything is stopp
 
 from __future__ import annotations
 
-import json
-import os
-import signal
-import subprocess
-import sys
 import time
-import urllib.request
-from pathlib import Path
 
 import pytest
-import yaml
 
-from monitoring import rulegen
-from tests.conftest import require_tool
 from tests.monitoring.conftest import free_port
+from tests.monitoring.prom import alerts, firing, query, start_exporter, start_prometheus, stop, wait_until
 
 pytestmark = pytest.mark.tools
 SCALE = 60  # 1h -> 60s, 5m -> 5s, SiteDown for 2m -> 2s
-ROOT = Path(__file__).resolve().parents[2]
-
-
-def get_json(url: str) -> dict:
-    return json.loads(urllib.request.urlopen(url, timeout=3).read())  # noqa: S310 - loopback
-
-
-def wait_until(pred, deadline_s: float, what: str):
-    end = time.monotonic() + deadline_s
-    last = None
-    while time.monotonic() < end:
-        try:
-            last = pred()
-            if last:
-                return last
-        except OSError as err:
-            last = err
-        time.sleep(0.5)
-    raise AssertionError(f"{what} not within {deadline_s}s (last: {last})")
-
-
-def firing(prom: str) -> set[str]:
-    alerts = get_json(f"{prom}/api/v1/alerts")["data"]["alerts"]
-    return {a["labels"]["alertname"] for a in alerts
-            if a["state"] == "firing" and a["labels"].get("target_site") == "dc-almaty"}
-
-
-def start(cmd: list[str], log: Path) -> subprocess.Popen:
-    return subprocess.Popen(cmd, stdout=log.open("ab"), stderr=subprocess.STDOUT, start_new_session=True,
-                            cwd=ROOT)
-
-
-def stop(proc: subprocess.Popen) -> None:
-    if proc.poll() is None:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
 
 
 @pytest.mark.timeout(150)
 def test_site_down_fires_and_resolves(tmp_path, http_site):
-    prometheus = require_tool("prometheus")
     gateway = http_site({"/healthz": (200, 0)})
     prober_port, prom_port = free_port(), free_port()
-    (tmp_path / "prober.yaml").write_text(yaml.safe_dump({
-        "source_site": "dc-astana", "interval_seconds": 0.5, "timeout_seconds": 0.3,
-        "targets": [{"site": "dc-almaty", "service": "gateway", "url": f"{gateway.base}/healthz"}]}))
-    rulegen.write(tmp_path, scale=SCALE)
-    (tmp_path / "prometheus.yml").write_text(yaml.safe_dump(rulegen.prometheus_config(
-        [{"name": "dc-astana", "exporters": {"prober": f"127.0.0.1:{prober_port}"}}],
-        scrape_interval="1s", evaluation_interval="1s")))
     procs = []
     try:
-        procs.append(start([sys.executable, "-m", "monitoring.exporters", "prober", "--config",
-                            str(tmp_path / "prober.yaml"), "--listen", f"127.0.0.1:{prober_port}"],
-                           tmp_path / "prober.log"))
-        procs.append(start([prometheus, f"--config.file={tmp_path / 'prometheus.yml'}",
-                            f"--storage.tsdb.path={tmp_path / 'data'}",
-                            f"--web.listen-address=127.0.0.1:{prom_port}"], tmp_path / "prometheus.log"))
+        procs.append(start_exporter("prober", {
+            "source_site": "dc-astana", "interval_seconds": 0.5, "timeout_seconds": 0.3,
+            "targets": [{"site": "dc-almaty", "service": "gateway", "url": f"{gateway.base}/healthz"}]},
+            f"127.0.0.1:{prober_port}", tmp_path))
+        sites = [{"name": "dc-astana", "exporters": {"prober": f"127.0.0.1:{prober_port}"}}]
+        procs.append(start_prometheus(sites, f"127.0.0.1:{prom_port}", tmp_path, SCALE))
         prom = f"http://127.0.0.1:{prom_port}"
-        up = f'{prom}/api/v1/query?query=sovcloud_probe_up{{target_site="dc-almaty"}}'
-        wait_until(lambda: [r["value"][1] for r in get_json(up)["data"]["result"]] == ["1"], 30,
-                   "Prometheus sees the gateway up")
+        almaty = lambda: firing(prom, target_site="dc-almaty")  # noqa: E731
+        wait_until(lambda: [r["value"][1] for r in query(prom, 'sovcloud_probe_up{target_site="dc-almaty"}')]
+                   == ["1"], 30, "Prometheus sees the gateway up")
         time.sleep(3)
-        assert firing(prom) == set(), "nothing may fire while the site answers"
+        assert almaty() == set(), "nothing may fire while the site answers"
 
         gateway.stop()
         t0 = time.monotonic()
-        got = wait_until(lambda: {"SiteDown", "SLOErrorBudgetBurnFast"} <= firing(prom) and firing(prom), 40,
+        got = wait_until(lambda: {"SiteDown", "SLOErrorBudgetBurnFast"} <= almaty() and almaty(), 40,
                          "SiteDown and the fast burn-rate alert firing")
         fired_after = time.monotonic() - t0
-        alerts = get_json(f"{prom}/api/v1/alerts")["data"]["alerts"]
-        site_down = next(a for a in alerts if a["labels"]["alertname"] == "SiteDown")
+        site_down = next(iter(alerts(prom, alertname="SiteDown")))
         assert site_down["labels"]["severity"] == "critical"
         assert site_down["labels"]["controls"] == "SC-AVL-01,SC-MON-01"
         assert "dc-almaty" in site_down["annotations"]["summary"]
 
         gateway.start()
         t1 = time.monotonic()
-        wait_until(lambda: not ({"SiteDown", "SLOErrorBudgetBurnFast"} & firing(prom)), 40,
+        wait_until(lambda: not ({"SiteDown", "SLOErrorBudgetBurnFast"} & almaty()), 40,
                    "SiteDown and the fast burn alert resolving")
         print(f"fired {sorted(got)} after {fired_after:.1f}s; resolved after {time.monotonic() - t1:.1f}s")
     finally:
