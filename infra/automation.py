@@ -29,8 +29,10 @@ def _options(backend: Path, passphrase: str, **kwargs: Any) -> auto.LocalWorkspa
 
 
 def stack(name: str, cloud: dict[str, Any], work_dir: Path, backend: Path = STATE,
-          passphrase: str = LAB_PASSPHRASE, kubeconfigs: dict[str, str] | None = None) -> auto.Stack:
-    """Select or create stack `name` of the sovcloud program, configured with `cloud` (the stack model)."""
+          passphrase: str = LAB_PASSPHRASE, kubeconfigs: dict[str, str] | None = None,
+          hosts: dict[str, Any] | None = None) -> auto.Stack:
+    """Select or create stack `name` of the sovcloud program, configured with `cloud` (the stack model),
+    optionally `kubeconfigs` of existing clusters or `hosts` (`sovcloud:hosts`: run the host-level steps)."""
     work_dir.mkdir(parents=True, exist_ok=True)
     project = auto.ProjectSettings(name="sovcloud", runtime="python", main=str(REPO / "infra"),
                                    backend=auto.ProjectBackend(f"file://{backend}"))
@@ -41,6 +43,8 @@ def stack(name: str, cloud: dict[str, Any], work_dir: Path, backend: Path = STAT
         st.set_config("sovcloud:kubeconfigs", auto.ConfigValue(json.dumps(kubeconfigs), secret=True))
     elif "sovcloud:kubeconfigs" in st.get_all_config():
         st.remove_config("sovcloud:kubeconfigs")
+    if hosts:
+        st.set_config("sovcloud:hosts", auto.ConfigValue(json.dumps(hosts)))
     return st
 
 
@@ -61,3 +65,4 @@ def changed_resources(events: list[auto.EngineEvent]) -> dict[str, str]:
 def committed_stack(name: str, backend: Path = STATE, passphrase: str = LAB_PASSPHRASE) -> auto.Stack:
     """Stack `name` exactly as committed (Pulumi.<name>.yaml in the repo), as `pulumi up --stack` runs it."""
     return auto.create_or_select_stack(name, work_dir=str(REPO), opts=_options(backend, passphrase))
+

@@ -1,24 +1,30 @@
 """The sovereign cloud's building blocks as Pulumi ComponentResources.
 
-Pki -> Site -> KubernetesCluster / InternetAccessGateway / TransportNetwork -> Tenant. Host-level work
-(hardening, control-plane bootstrap) is done by Ansible (playbooks/); these components produce everything
-it needs (certificates, keys, inventory) and, where a cluster is reachable, the in-cluster platform.
+Pki -> Site -> KubernetesCluster / InternetAccessGateway / TransportNetwork -> SiteHosts -> Tenant.
+Host-level work (hardening, control-plane bootstrap) is Ansible (playbooks/); the components produce what
+it needs (certificates, keys, inventory), `SiteHosts` runs it inside the graph when the stack says how to
+reach the nodes, and `Tenant` applies the in-cluster platform once its clusters are up.
 """
 
 from __future__ import annotations
 
 import json
 import subprocess
+from pathlib import Path
 from typing import Any
 
 import pulumi
 import yaml
 
 from infra import config as cfg
-from infra.providers import Certificate, KubeObject, SecretKey, WireGuardKey
+from infra.providers import Certificate, KubeObject, Playbook, SecretKey, SigningKey, WireGuardKey
 from toolchain import REPO
 
 PKG = "sovcloud"
+API_PORT = 6443
+PLAYBOOKS = REPO / "playbooks"
+# The inventory groups playbooks/site.yml and cluster.yml target, per node role.
+ROLE_GROUPS = {"control_plane": cfg.Role.CONTROL_PLANE, "worker": cfg.Role.WORKER, "gateway": cfg.Role.GATEWAY}
 
 
 def _child(parent: pulumi.Resource) -> pulumi.ResourceOptions:
@@ -41,8 +47,15 @@ class Pki(pulumi.ComponentResource):
         }
         self.register_outputs({"root_cert_pem": self.root.cert_pem})
 
-    def issue(self, name: str, site: str, common_name: str, parent: pulumi.Resource, **kwargs) -> Certificate:
-        return Certificate(name, kind="leaf", common_name=common_name, issuer=self.site_cas[site],
+    def intermediate(self, name: str, common_name: str, parent: pulumi.Resource) -> Certificate:
+        """A CA under the root for one purpose (e.g. a cluster's etcd), trusted only by its own servers."""
+        return Certificate(name, kind="intermediate", common_name=common_name, validity_days=1825,
+                           issuer=self.root, opts=_child(parent))
+
+    def issue(self, name: str, site: str, common_name: str, parent: pulumi.Resource,
+              issuer: Certificate | None = None, **kwargs) -> Certificate:
+        """A leaf certificate from the site's CA (or `issuer`), re-issued before it expires."""
+        return Certificate(name, kind="leaf", common_name=common_name, issuer=issuer or self.site_cas[site],
                            validity_days=self.cloud.cert_validity_days,
                            rotate_before_days=self.cloud.cert_rotate_before_days,
                            opts=_child(parent), **kwargs)
@@ -62,15 +75,15 @@ class Site(pulumi.ComponentResource):
                          {"country": site.country, "tier": site.tier, "city": site.city, "racks": site.racks,
                           "power": site.power.value, "cooling": site.cooling.value}, opts)
         self.config = site
+        self.group = site.name.replace("-", "_")  # Ansible group names are identifiers
+        # The site's group holds its hosts; role groups span sites (Ansible groups are global, so a role
+        # group nested under a site group would pull every site's members into it).
         self.inventory = {
             "hosts": {n.name: {"ansible_host": node_address(site, n), "rack": n.rack, "role": n.role.value,
                                "site": site.name} for n in site.nodes},
-            "children": {
-                group: {"hosts": {n.name: {} for n in site.nodes_with(role)}}
-                for group, role in (("control_plane", cfg.Role.CONTROL_PLANE), ("worker", cfg.Role.WORKER),
-                                    ("gateway", cfg.Role.GATEWAY))
-            },
+            "vars": {"site_subnet": str(site.subnet)},
         }
+        self.role_groups = {group: [n.name for n in site.nodes_with(role)] for group, role in ROLE_GROUPS.items()}
         self.register_outputs({"tier": site.tier, "city": site.city, "racks": site.racks,
                                "power": site.power.value, "cooling": site.cooling.value})
 
@@ -89,27 +102,82 @@ class KubernetesCluster(pulumi.ComponentResource):
         gateway = s.nodes_with(cfg.Role.GATEWAY)
         # The API is published on the site's gateway (load balancer over the control-plane nodes).
         lb_ip = node_address(s, gateway[0]) if gateway else node_address(s, cps[0])
-        self.endpoint = f"https://{lb_ip}:6443"
+        self.endpoint = f"https://{lb_ip}:{API_PORT}"
+        self.site_name = s.name
         first_service_ip = str(cluster.service_cidr.network_address + 1)
+        # Separate CAs per cluster and purpose: an etcd certificate must not authenticate to the apiserver
+        # (and the reverse) just because both chain to the same root; components trust only their own CA.
+        self.etcd_ca = pki.intermediate(f"{cluster.name}-etcd-ca", f"{cluster.name} etcd CA", self)
+        self.kube_ca = pki.intermediate(f"{cluster.name}-kubernetes-ca", f"{cluster.name} kubernetes CA", self)
+
+        def leaf(name: str, cn: str, issuer: Certificate, **kwargs) -> Certificate:
+            return pki.issue(f"{cluster.name}-{name}", s.name, cn, self, issuer=issuer, **kwargs)
+
+        # etcd members authenticate each other with client auth, so one certificate per member does both.
         self.etcd_members = {
-            n.name: pki.issue(f"{cluster.name}-etcd-{n.name}", s.name, n.name, self, client=True,
-                              dns_names=[n.name], ip_addresses=[node_address(s, n), "127.0.0.1"])
+            n.name: leaf(f"etcd-{n.name}", n.name, self.etcd_ca, client=True, dns_names=[n.name, "localhost"],
+                         ip_addresses=[node_address(s, n), "127.0.0.1"])
             for n in cps
         }
-        self.apiserver = pki.issue(
-            f"{cluster.name}-apiserver", s.name, "kube-apiserver", self,
-            dns_names=["kubernetes", "kubernetes.default", "kubernetes.default.svc", *(n.name for n in cps)],
-            ip_addresses=[lb_ip, first_service_ip, *(node_address(s, n) for n in cps)])
-        self.admin = pki.issue(f"{cluster.name}-admin", s.name, "sovcloud-admin", self,
-                               organization="system:masters", server=False, client=True)
+        self.apiserver = leaf(
+            "apiserver", "kube-apiserver", self.kube_ca,
+            dns_names=["localhost", "kubernetes", "kubernetes.default", "kubernetes.default.svc",
+                       "kubernetes.default.svc.cluster.local", *(n.name for n in cps)],
+            ip_addresses=[lb_ip, first_service_ip, "127.0.0.1", *(node_address(s, n) for n in cps)])
+        client = {"server": False, "client": True}
+        self.clients = {
+            "apiserver-etcd-client": leaf("apiserver-etcd-client", "kube-apiserver-etcd-client", self.etcd_ca,
+                                          **client),
+            "apiserver-kubelet-client": leaf("apiserver-kubelet-client", "kube-apiserver-kubelet-client",
+                                             self.kube_ca, organization="kubeadm:cluster-admins", **client),
+            "admin": leaf("admin", "kubernetes-admin", self.kube_ca, organization="system:masters", **client),
+            "controller-manager": leaf("controller-manager", "system:kube-controller-manager", self.kube_ca,
+                                       **client),
+            "scheduler": leaf("scheduler", "system:kube-scheduler", self.kube_ca, **client),
+        }
+        self.admin = self.clients["admin"]
+        self.service_account_key = SigningKey(f"{cluster.name}-service-account", "service-account tokens",
+                                              opts=_child(self))
+        # SC-DATA-02: losing this key loses every secret of the cluster; it lives only in encrypted state.
         self.encryption_key = SecretKey(f"{cluster.name}-secrets-encryption", "kube-apiserver aescbc",
                                         opts=_child(self))
+        # Host clients get the chain up to the root: OpenSSL-based clients (Python's kubernetes client, the
+        # dynamic providers) do not take an intermediate alone as a trust anchor; Go clients do.
         self.kubeconfig = pulumi.Output.secret(pulumi.Output.all(
-            pki.site_cas[s.name].cert_pem, pki.root.cert_pem, self.admin.cert_pem, self.admin.key_pem,
+            self.kube_ca.cert_pem, pki.root.cert_pem, self.admin.cert_pem, self.admin.key_pem,
         ).apply(lambda a: _kubeconfig(cluster.name, self.endpoint, a[0] + a[1], a[2], a[3])))
+        self.host_files = self._host_files(pki, cps)
         self.register_outputs({"endpoint": self.endpoint, "kubeconfig": self.kubeconfig,
                                "control_plane": [n.name for n in cps],
                                "racks": sorted({n.rack for n in cps})})
+
+
+    def _host_files(self, pki: Pki, cps: list[cfg.Node]) -> pulumi.Output[dict[str, str]]:
+        """What playbooks/cluster.yml installs, as files under <state_dir>/<site>/ (pki/, kubeconfig/)."""
+        pairs: dict[str, Certificate] = {**{f"etcd-{n}": c for n, c in self.etcd_members.items()},
+                                         **{f"apiserver-{n.name}": self.apiserver for n in cps}, **self.clients}
+        local = f"https://127.0.0.1:{API_PORT}"
+        parts = {"root-ca.crt": pki.root.cert_pem, "etcd-ca.crt": self.etcd_ca.cert_pem,
+                 "kubernetes-ca.crt": self.kube_ca.cert_pem, "kubernetes-ca.key": self.kube_ca.key_pem,
+                 "sa.key": self.service_account_key.private_key_pem,
+                 "sa.pub": self.service_account_key.public_key_pem, "encryption-key": self.encryption_key.value}
+        for name, cert in pairs.items():
+            parts[f"{name}.crt"], parts[f"{name}.key"] = cert.cert_pem, cert.key_pem
+        site = self.site_name
+
+        def layout(values: dict[str, str]) -> dict[str, str]:
+            files = {f"{site}/pki/{name}": v + ("\n" if name == "encryption-key" else "")
+                     for name, v in values.items()}
+            files[f"{site}/kubeconfig/admin.conf"] = _kubeconfig(
+                self.config.name, self.endpoint, values["kubernetes-ca.crt"] + values["root-ca.crt"],
+                values["admin.crt"], values["admin.key"])
+            for component in ("controller-manager", "scheduler"):
+                files[f"{site}/kubeconfig/{component}.conf"] = _kubeconfig(
+                    self.config.name, local, values["kubernetes-ca.crt"], values[f"{component}.crt"],
+                    values[f"{component}.key"], user=f"system:kube-{component}")
+            return files
+
+        return pulumi.Output.secret(pulumi.Output.all(**parts).apply(layout))
 
 
 def _b64(text: str) -> str:
@@ -118,13 +186,13 @@ def _b64(text: str) -> str:
     return base64.b64encode(text.encode()).decode()
 
 
-def _kubeconfig(name: str, server: str, ca: str, cert: str, key: str) -> str:
+def _kubeconfig(name: str, server: str, ca: str, cert: str, key: str, user: str | None = None) -> str:
+    user = user or f"{name}-admin"
     return yaml.safe_dump({
         "apiVersion": "v1", "kind": "Config", "current-context": name,
         "clusters": [{"name": name, "cluster": {"server": server, "certificate-authority-data": _b64(ca)}}],
-        "users": [{"name": f"{name}-admin", "user": {"client-certificate-data": _b64(cert),
-                                                   "client-key-data": _b64(key)}}],
-        "contexts": [{"name": name, "context": {"cluster": name, "user": f"{name}-admin"}}],
+        "users": [{"name": user, "user": {"client-certificate-data": _b64(cert), "client-key-data": _b64(key)}}],
+        "contexts": [{"name": name, "context": {"cluster": name, "user": user}}],
     })
 
 
@@ -176,6 +244,50 @@ class TransportNetwork(pulumi.ComponentResource):
         self.register_outputs({"links": [
             {"a": x["a"], "b": x["b"], "tunnel": x["tunnel"], "subnet": x["subnet"],
              "public_keys": {e: v["key"].public_key for e, v in x["ends"].items()}} for x in self.links]})
+
+
+def ansible_inventory(sites: dict[str, Site], hosts: cfg.Hosts | None = None) -> dict[str, Any]:
+    """One inventory for the whole stack: a group per site (underscored name, with its hosts) and one per
+    role, plus the connection settings of `sovcloud:hosts` when the stack runs the host-level steps itself."""
+    children: dict[str, Any] = {s.group: s.inventory for s in sites.values()}
+    for group in ROLE_GROUPS:
+        children[group] = {"hosts": {h: {} for s in sites.values() for h in s.role_groups[group]}}
+    inventory: dict[str, Any] = {"all": {"children": children}}
+    if hosts:
+        inventory["all"]["vars"] = {
+            "ansible_user": hosts.ssh_user,
+            "ansible_ssh_private_key_file": str(Path(hosts.ssh_private_key_file).expanduser()),
+            "ansible_ssh_common_args": hosts.ssh_common_args,
+            "ansible_python_interpreter": "/usr/bin/python3",
+        }
+    return inventory
+
+
+class SiteHosts(pulumi.ComponentResource):
+    """The host-level steps on one site's nodes, in order: node hardening (playbooks/site.yml), then the
+    cluster's control plane (playbooks/cluster.yml: etcd, kube-apiserver and friends, the API LB) installed
+    from the cluster's Pulumi-issued PKI. Its resources end when the site's API serves."""
+
+    def __init__(self, site: Site, cluster: KubernetesCluster | None, hosts: cfg.Hosts,
+                 inventory: dict[str, Any], opts: pulumi.ResourceOptions | None = None):
+        super().__init__(f"{PKG}:index:SiteHosts", site.config.name,
+                         {"hardened": hosts.harden, "control_plane": cluster is not None}, opts)
+        state_dir = str(Path(hosts.state_dir).expanduser())
+        extra = {k: str(Path(v).expanduser()) if isinstance(v, str) and v.startswith("~") else v
+                 for k, v in hosts.extra_vars.items()}
+        common = {"inventory": inventory, "limit": site.group, "files_dir": state_dir, "timeout_s": hosts.timeout_s}
+        self.steps: list[Playbook] = []
+        if hosts.harden:
+            self.steps.append(Playbook(f"{site.config.name}-hardening", str(PLAYBOOKS / "site.yml"),
+                                       extra_vars=extra, opts=_child(self), **common))
+        if cluster is not None:
+            self.steps.append(Playbook(
+                f"{cluster.config.name}-control-plane", str(PLAYBOOKS / "cluster.yml"),
+                extra_vars={**extra, "cluster_state_dir": state_dir, "cluster_api_port": API_PORT,
+                            "cluster_service_cidr": str(cluster.config.service_cidr)},
+                files=cluster.host_files, opts=pulumi.ResourceOptions(parent=self, depends_on=self.steps[:]),
+                **common))
+        self.register_outputs({"steps": [p.recap for p in self.steps]})
 
 
 def render_tenant_chart(tenant: cfg.Tenant, domain: str) -> list[dict[str, Any]]:

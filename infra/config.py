@@ -10,9 +10,10 @@ import ipaddress
 import re
 from collections import Counter
 from enum import StrEnum
+from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 DNS_LABEL = r"^[a-z]([-a-z0-9]*[a-z0-9])?$"
 Name = Annotated[str, Field(pattern=DNS_LABEL, max_length=40)]
@@ -214,6 +215,40 @@ def _overlapping_networks(cloud: Cloud) -> list[tuple[str, str]]:
     return problems
 
 
+class Hosts(_Strict):
+    """`sovcloud:hosts`: how `pulumi up` reaches the nodes to run the host-level steps (Ansible) itself.
+
+    Without it the stack only describes the cloud and applies the in-cluster platform to the clusters named
+    in `sovcloud:kubeconfigs`/`kubeconfigFiles`; with it one `pulumi up` runs PKI -> node hardening ->
+    control plane -> in-cluster platform on the nodes, in that order.
+    """
+
+    ssh_user: str = Field(min_length=1)
+    ssh_private_key_file: str
+    ssh_common_args: str = ""
+    # Controller-side directory the playbooks install PKI and kubeconfigs from (<state_dir>/<site>/...).
+    state_dir: str
+    harden: bool = True
+    # Environment-specific variables for the playbooks (binary and package locations on the controller).
+    extra_vars: dict[str, Any] = Field(default_factory=dict)
+    timeout_s: int = Field(default=1800, ge=60)
+
+    @field_validator("ssh_private_key_file")
+    @classmethod
+    def _key_exists(cls, v: str) -> str:
+        if not Path(v).expanduser().is_file():
+            raise ValueError(f"{v} does not exist; point it at the SSH key that logs in to the nodes "
+                             "(the lab's is made by `make lab`)")
+        return v
+
+    @field_validator("state_dir")
+    @classmethod
+    def _absolute(cls, v: str) -> str:
+        if not Path(v).expanduser().is_absolute():
+            raise ValueError(f"{v!r} must be an absolute path (or start with ~)")
+        return v
+
+
 class _FieldError(ValueError):
     """Raised inside a nested model to report a path relative to that model."""
 
@@ -231,8 +266,17 @@ def _path(loc: tuple[Any, ...]) -> str:
 
 def parse(data: Any) -> Cloud:
     """Validate `data` (the `sovcloud:cloud` stack config value) or raise ConfigError."""
+    return _validate(Cloud, data, "")
+
+
+def parse_hosts(data: Any) -> Hosts:
+    """Validate the `sovcloud:hosts` stack config value or raise ConfigError (fields as sovcloud:hosts.x)."""
+    return _validate(Hosts, data, "sovcloud:hosts")
+
+
+def _validate(model: type[BaseModel], data: Any, prefix: str):
     try:
-        return Cloud.model_validate(data)
+        return model.model_validate(data)
     except ValidationError as exc:
         problems = []
         for err in exc.errors():
@@ -245,4 +289,6 @@ def parse(data: Any) -> Cloud:
             else:
                 message = re.sub(r"^Value error, ", "", err["msg"])
                 problems.append((where or "(top level)", message))
+        if prefix:
+            problems = [(f"{prefix}.{f}" if f != "(top level)" else prefix, m) for f, m in problems]
         raise ConfigError(problems) from None

@@ -9,7 +9,16 @@ import pulumi
 import yaml
 
 from infra import config as cfg
-from infra.components import InternetAccessGateway, KubernetesCluster, Pki, Site, Tenant, TransportNetwork
+from infra.components import (
+    InternetAccessGateway,
+    KubernetesCluster,
+    Pki,
+    Site,
+    SiteHosts,
+    Tenant,
+    TransportNetwork,
+    ansible_inventory,
+)
 from toolchain import REPO
 
 
@@ -27,6 +36,12 @@ def load_cloud(stack_config: pulumi.Config) -> cfg.Cloud:
                                     "such as infra/stacks/lab.yaml")])
         data = yaml.safe_load(file.read_text())
     return cfg.parse(data)
+
+
+def load_hosts(stack_config: pulumi.Config) -> cfg.Hosts | None:
+    """`sovcloud:hosts`: set when `pulumi up` runs the host-level steps (Ansible) on the nodes itself."""
+    data = stack_config.get_object("hosts")
+    return None if data is None else cfg.parse_hosts(data)
 
 
 def load_kubeconfigs(stack_config: pulumi.Config) -> dict[str, str]:
@@ -55,24 +70,35 @@ def compliance_summary(cloud: cfg.Cloud) -> dict[str, str]:
     return {control: "pass" if passed else "fail" for control, passed in sorted(ok.items())}
 
 
-def build(cloud: cfg.Cloud, kubeconfigs: dict[str, pulumi.Input[str]] | None = None) -> dict[str, Any]:
-    """Declare every resource of the stack; `kubeconfigs` (cluster -> kubeconfig) enables in-cluster objects."""
+def build(cloud: cfg.Cloud, kubeconfigs: dict[str, pulumi.Input[str]] | None = None,
+          hosts: cfg.Hosts | None = None) -> dict[str, Any]:
+    """Declare every resource of the stack. With `hosts` the stack hardens the nodes and bootstraps the
+    clusters itself and applies the in-cluster platform to all of them; otherwise `kubeconfigs` (cluster ->
+    kubeconfig) names the existing clusters that get it."""
     pki = Pki("pki", cloud)
     sites = {s.name: Site(s, opts=pulumi.ResourceOptions(depends_on=[pki])) for s in cloud.sites}
     clusters = {c.name: KubernetesCluster(c, sites[c.site], pki) for c in cloud.clusters}
     gateway = InternetAccessGateway("gateway", cloud.gateway, sites, pki)
     transport = TransportNetwork("transport", cloud.transport, sites)
+    inventory = ansible_inventory(sites, hosts)
+    site_hosts: dict[str, SiteHosts] = {}
+    if hosts:
+        for name, site in sites.items():
+            cluster = next((clusters[c.name] for c in cloud.clusters if c.site == name), None)
+            site_hosts[name] = SiteHosts(site, cluster, hosts, inventory)
+        kubeconfigs = {name: c.kubeconfig for name, c in clusters.items()}
     kubeconfigs = kubeconfigs or {}
     tenants = {}
     for t in cloud.tenants:
         reachable = {c.name: kubeconfigs[c.name] for c in cloud.clusters
                      if c.site in t.sites and c.name in kubeconfigs}
-        tenants[t.name] = Tenant(t, cloud.domain, reachable,
-                                 opts=pulumi.ResourceOptions(depends_on=list(clusters.values())))
+        # In-cluster objects wait for the clusters, and for the control planes when this stack runs them.
+        after = [*clusters.values(), *(site_hosts[s] for s in t.sites if s in site_hosts)]
+        tenants[t.name] = Tenant(t, cloud.domain, reachable, opts=pulumi.ResourceOptions(depends_on=after))
 
     pulumi.export("endpoints", {name: c.endpoint for name, c in clusters.items()})
     pulumi.export("kubeconfigs", pulumi.Output.secret({name: c.kubeconfig for name, c in clusters.items()}))
-    pulumi.export("inventory", {"all": {"children": {name: s.inventory for name, s in sites.items()}}})
+    pulumi.export("inventory", inventory)
     pulumi.export("root_ca", pki.root.cert_pem)
     pulumi.export("gateway", {"egress_allow_list": gateway.egress_allow_list,
                               "published": {s.name: s.hostname for s in cloud.gateway.published_services}})
@@ -81,4 +107,4 @@ def build(cloud: cfg.Cloud, kubeconfigs: dict[str, pulumi.Input[str]] | None = N
                                                      if m["kind"] == "Namespace"] for name, t in tenants.items()})
     pulumi.export("compliance", compliance_summary(cloud))
     return {"pki": pki, "sites": sites, "clusters": clusters, "gateway": gateway, "transport": transport,
-            "tenants": tenants}
+            "hosts": site_hosts, "tenants": tenants}

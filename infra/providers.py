@@ -2,7 +2,8 @@
 
 The pulumi-tls/random/kubernetes provider plugins cannot be built from the Go module proxy this project
 is restricted to, so keys, certificates and in-cluster objects are dynamic resources. Private material is
-always returned as a Pulumi secret (encrypted in state, masked in logs).
+always returned as a Pulumi secret (encrypted in state, masked in logs). Host-level steps (node hardening,
+control-plane bootstrap) are `Playbook` resources: `ansible-playbook` runs inside the graph, in order.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from typing import Any
 import pulumi
 from pulumi.dynamic import CheckFailure, CheckResult, CreateResult, DiffResult, Resource, ResourceProvider
 
-_SECRET_OUTS = ["key_pem", "private_key", "value"]
+_SECRET_OUTS = ["key_pem", "private_key", "private_key_pem", "value"]
 
 
 class _ReplaceOnChange(ResourceProvider):
@@ -130,6 +131,168 @@ class SecretKey(Resource):
         super().__init__(SecretKeyProvider(), name, {"purpose": purpose, "bytes": nbytes, "value": None}, opts)
 
 
+class SigningKeyProvider(_ReplaceOnChange):
+    def create(self, props: dict[str, Any]) -> CreateResult:
+        from cryptography.hazmat.primitives import serialization
+        from cryptography.hazmat.primitives.asymmetric import ec
+
+        key = ec.generate_private_key(ec.SECP256R1())
+        private = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                    serialization.NoEncryption()).decode()
+        public = key.public_key().public_bytes(serialization.Encoding.PEM,
+                                               serialization.PublicFormat.SubjectPublicKeyInfo).decode()
+        return CreateResult(id_=f"ecdsa-{os.urandom(4).hex()}",
+                            outs={**props, "private_key_pem": private, "public_key_pem": public})
+
+
+class SigningKey(Resource):
+    """An ECDSA P-256 key pair, e.g. the service-account token signing key of a cluster."""
+
+    private_key_pem: pulumi.Output[str]
+    public_key_pem: pulumi.Output[str]
+
+    def __init__(self, name: str, purpose: str, opts: pulumi.ResourceOptions | None = None):
+        opts = pulumi.ResourceOptions.merge(opts, pulumi.ResourceOptions(additional_secret_outputs=_SECRET_OUTS))
+        super().__init__(SigningKeyProvider(), name,
+                         {"purpose": purpose, "private_key_pem": None, "public_key_pem": None}, opts)
+
+
+class PlaybookProvider(ResourceProvider):
+    """`ansible-playbook` as a resource: host-level steps ordered by the graph like any other resource.
+
+    Playbooks are idempotent, so create and update are the same run. Any input change runs it again: the
+    content fingerprint of the playbook and its roles, the inventory, the vars and the controller-side files
+    it installs (a rotated certificate reaches the nodes on the next `pulumi up`). Delete leaves the hosts as
+    they are: nobody wants a node un-hardened; nodes go away with their machines.
+    """
+
+    def check(self, _olds: dict[str, Any], news: dict[str, Any]) -> CheckResult:
+        from pathlib import Path
+
+        failures = []
+        if not Path(news.get("playbook") or "").is_file():
+            failures.append(CheckFailure("playbook", f"{news.get('playbook')} is not a playbook file"))
+        if not Path(news.get("files_dir") or "/").is_absolute():
+            failures.append(CheckFailure("files_dir", "must be an absolute directory on the controller"))
+        return CheckResult(news, failures)
+
+    def diff(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> DiffResult:
+        inputs = ("playbook", "fingerprint", "inventory", "limit", "extra_vars", "files", "files_dir")
+        changed = [k for k in inputs if olds.get(k) != news.get(k)]
+        return DiffResult(changes=bool(changed), replaces=[], delete_before_replace=False)
+
+    def _run(self, props: dict[str, Any]) -> dict[str, Any]:
+        import json
+        import re
+        import shutil
+        import subprocess
+        import sys
+        import tempfile
+        import time
+        from pathlib import Path
+
+        files_dir = Path(props["files_dir"])
+        for rel, content in sorted((props.get("files") or {}).items()):
+            path = files_dir / rel
+            path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+            # Write only what changed: the playbook's copy tasks then report changed=0 on a converged host.
+            if not path.exists() or path.read_text() != content:
+                path.touch(mode=0o600)
+                path.write_text(content)
+        venv_bin = Path(sys.executable).parent / "ansible-playbook"
+        binary = str(venv_bin) if venv_bin.exists() else shutil.which("ansible-playbook") or "ansible-playbook"
+        from toolchain import REPO
+
+        playbook = Path(props["playbook"])
+        with tempfile.TemporaryDirectory(prefix="sovcloud-playbook-") as tmp:
+            inventory, extra = Path(tmp) / "inventory.json", Path(tmp) / "vars.json"
+            inventory.write_text(json.dumps(props["inventory"]))
+            extra.write_text(json.dumps(_integral(props.get("extra_vars") or {})))
+            cmd = [binary, "-i", str(inventory), "-e", f"@{extra}", str(playbook)]
+            if props.get("limit"):
+                cmd += ["--limit", props["limit"]]
+            env = {**os.environ, "ANSIBLE_CONFIG": str(REPO / "ansible.cfg"), "ANSIBLE_NOCOLOR": "1",
+                   "ANSIBLE_ROLES_PATH": str(playbook.parent / "roles")}
+            t0 = time.monotonic()
+            r = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True,
+                               timeout=int(props.get("timeout_s") or 1800))
+        recap = {host: {k: int(v) for k, v in re.findall(r"(\w+)=(\d+)", rest)}
+                 for host, rest in re.findall(r"^(\S+)\s+:\s+(ok=.*)$", r.stdout, re.M)}
+        if r.returncode != 0:
+            failed = [line for line in r.stdout.splitlines() if line.startswith(("fatal:", "failed:", "ERROR"))]
+            tail = "\n".join(failed[-10:] or r.stdout.splitlines()[-30:])
+            raise RuntimeError(f"ansible-playbook {playbook.name} --limit {props.get('limit')} "
+                               f"failed (rc={r.returncode}):\n{tail}\n{r.stderr.strip()[-2000:]}")
+        return {**props, "recap": recap, "seconds": round(time.monotonic() - t0, 1)}
+
+    def create(self, props: dict[str, Any]) -> CreateResult:
+        return CreateResult(id_=f"{props['name']}-{os.urandom(4).hex()}", outs=self._run(props))
+
+    def update(self, _id: str, _olds: dict[str, Any], news: dict[str, Any]):
+        from pulumi.dynamic import UpdateResult
+
+        return UpdateResult(outs=self._run(news))
+
+
+def _integral(value: Any) -> Any:
+    """Pulumi carries every number as a double: 6443 arrives as 6443.0, which `--secure-port` rejects."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, dict):
+        return {k: _integral(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_integral(v) for v in value]
+    return value
+
+
+def playbook_fingerprint(playbook: str) -> str:
+    """sha256 over the playbook and every file of the roles it names (and their role dependencies)."""
+    import hashlib
+    from pathlib import Path
+
+    import yaml
+
+    path = Path(playbook)
+    roles_dir = path.parent / "roles"
+    pending = [r["role"] if isinstance(r, dict) else r
+               for play in yaml.safe_load(path.read_text()) for r in play.get("roles", [])]
+    seen: set[str] = set()
+    digest = hashlib.sha256(path.read_bytes())
+    while pending:
+        role = pending.pop()
+        if role in seen:
+            continue
+        seen.add(role)
+        meta = roles_dir / role / "meta" / "main.yml"
+        if meta.exists():
+            deps = (yaml.safe_load(meta.read_text()) or {}).get("dependencies") or []
+            pending += [d["role"] if isinstance(d, dict) else d for d in deps]
+    for role in sorted(seen):
+        for f in sorted(p for p in (roles_dir / role).rglob("*") if p.is_file()):
+            digest.update(str(f.relative_to(roles_dir)).encode() + b"\0" + f.read_bytes())
+    return digest.hexdigest()
+
+
+class Playbook(Resource):
+    """One `ansible-playbook` run over `inventory` (limited to `limit`), after the resources it depends on.
+
+    `files` (path relative to `files_dir` -> content, e.g. the cluster's PKI) are written on the controller
+    with mode 0600 before the run, for the playbook to install; they and `extra_vars` are Pulumi secrets.
+    """
+
+    recap: pulumi.Output[dict]
+    seconds: pulumi.Output[float]
+
+    def __init__(self, name: str, playbook: str, inventory: pulumi.Input[dict], *, limit: str | None = None,
+                 extra_vars: pulumi.Input[dict] | None = None, files: pulumi.Input[dict] | None = None,
+                 files_dir: str, timeout_s: int = 1800, opts: pulumi.ResourceOptions | None = None):
+        super().__init__(PlaybookProvider(), name, {
+            "name": name, "playbook": playbook, "fingerprint": playbook_fingerprint(playbook),
+            "inventory": inventory, "limit": limit, "extra_vars": pulumi.Output.secret(extra_vars or {}),
+            "files": pulumi.Output.secret(files or {}), "files_dir": files_dir, "timeout_s": timeout_s,
+            "recap": None, "seconds": None}, opts)
+
+
 class KubeObjectProvider(ResourceProvider):
     """Server-side apply of one Kubernetes object (field manager `sovcloud`)."""
 
@@ -140,13 +303,28 @@ class KubeObjectProvider(ResourceProvider):
         client = config.new_client_from_config_dict(yaml.safe_load(kubeconfig))
         return dynamic.DynamicClient(client).resources.get(api_version=manifest["apiVersion"], kind=manifest["kind"])
 
-    def _apply(self, props: dict[str, Any]) -> dict[str, Any]:
+    def _apply(self, props: dict[str, Any], retry_s: float = 90) -> dict[str, Any]:
+        import time
+
+        import urllib3
+        from kubernetes.client.exceptions import ApiException
+
         manifest = props["manifest"]
-        api = self._api(props["kubeconfig"], manifest)
         meta = manifest["metadata"]
-        obj = api.server_side_apply(body=manifest, name=meta["name"], namespace=meta.get("namespace"),
-                                    field_manager="sovcloud", force_conflicts=True)
-        return {**props, "uid": obj.metadata.uid}
+        deadline = time.monotonic() + retry_s
+        while True:
+            # A control plane the same `pulumi up` just started may refuse or answer 5xx for a few seconds
+            # until its load balancer sees a ready apiserver; anything else is an error at once.
+            try:
+                obj = self._api(props["kubeconfig"], manifest).server_side_apply(
+                    body=manifest, name=meta["name"], namespace=meta.get("namespace"),
+                    field_manager="sovcloud", force_conflicts=True)
+                return {**props, "uid": obj.metadata.uid}
+            except (urllib3.exceptions.HTTPError, ApiException) as exc:
+                transient = not isinstance(exc, ApiException) or exc.status >= 500
+                if not transient or time.monotonic() > deadline:
+                    raise
+                time.sleep(3)
 
     def create(self, props: dict[str, Any]) -> CreateResult:
         outs = self._apply(props)

@@ -10,7 +10,6 @@ import sys
 from lab import api
 from lab.config import LabConfigError, load
 from lab.deploy import deploy
-from lab.inventory import DEFAULT_INSTANCE
 from lab.nodes import ssh_args
 from lab.podman import PodmanError
 
@@ -28,7 +27,7 @@ def main(argv: list[str] | None = None) -> int:
     sub = p.add_subparsers(dest="cmd", required=True)
     upp = sub.add_parser("up", help="create or converge the lab, then deploy the reference cloud on it")
     upp.add_argument("--infrastructure-only", action="store_true",
-                     help="only the lab's hardware and control planes, no `pulumi up` / first backup")
+                     help="only the lab's hardware, no `pulumi up` (hardening, control planes, tenants, backup)")
     st = sub.add_parser("status", help="table of nodes and their health")
     st.add_argument("--json", action="store_true")
     dn = sub.add_parser("down", help="remove everything `up` created")
@@ -40,12 +39,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         cfg = load(a.config)
         if a.cmd == "up":
-            lab = api.up(cfg)
-            print(json.dumps(lab, indent=2))
-            # The committed lab stack (Pulumi.lab.yaml) targets the default lab instance's clusters.
-            if not a.infrastructure_only and cfg.name == DEFAULT_INSTANCE:
-                print(json.dumps(deploy(cfg, lab["kubeconfigs"]), indent=2))
-            rows = api.status(cfg)
+            print(json.dumps(api.up(cfg), indent=2))
+            if not a.infrastructure_only:
+                print(json.dumps(deploy(cfg), indent=2))
+            rows = api.status(cfg) if not a.infrastructure_only else api.hardware_status(cfg)
             print(_table(rows))
             return 0 if all(r["healthy"] for r in rows) else 1
         elif a.cmd == "status":

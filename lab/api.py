@@ -29,21 +29,8 @@ def _preflight() -> None:
 
 
 def up(config: LabConfig | str | Path | None = None) -> dict:
-    """The lab's hardware (provision) plus each site's Kubernetes control plane."""
-    cfg = _config(config)
-    lab = provision(cfg)
-    # Each site's HA Kubernetes control plane (lab/cluster.py, playbooks/cluster.yml); idempotent.
-    progress("kubernetes control planes")
-    t = time.monotonic()
-    lab["kubeconfigs"] = cluster.bootstrap(cfg)
-    lab["timings"]["kubernetes"] = round(time.monotonic() - t, 1)
-    lab["seconds"] = round(lab["seconds"] + lab["timings"]["kubernetes"], 1)
-    progress(f"lab up in {lab['seconds']}s")
-    return lab
-
-
-def provision(config: LabConfig | str | Path | None = None) -> dict:
-    """Sites, nodes, S3, transport and Internet gateway: the "hardware" only (idempotent)."""
+    """The lab's hardware: sites, nodes, S3, transport and Internet gateway (idempotent). Everything on top
+    (hardening, control planes, tenants) is the lab stack's `pulumi up`: lab.deploy.deploy(config)."""
     cfg = _config(config)
     _preflight()
     t0 = time.monotonic()
@@ -166,6 +153,10 @@ def down(config: LabConfig | str | Path | None = None, standalone: bool = False)
     if networks:
         podman("network", "rm", *networks)
     state = inventory.state_dir(cfg)
+    if containers:
+        from lab.deploy import forget
+
+        forget(cfg)  # the deployment's stack state describes machines that are gone now
     if state.exists():
         shutil.rmtree(state)
     return {"containers": len(containers), "networks": networks}

@@ -1,6 +1,10 @@
-"""The reference deployment on the lab's "hardware" (after `lab.api.up`): `pulumi up` of the committed lab
-stack (PKI, sites, clusters, gateway, transport, tenants applied to both clusters), then the first backup
-of every tenant namespace to the sites' S3, then endpoints and a health summary.
+"""The reference deployment on the lab's "hardware" (after `lab.api.up`): one `pulumi up` of the lab stack
+(PKI -> node hardening -> each site's control plane -> tenants on both clusters), then the first backup of
+every tenant namespace to the sites' S3, then endpoints and a health summary.
+
+The default instance deploys the committed stack (Pulumi.lab.yaml, `pulumi up --stack lab` does the same);
+another instance (other name and subnets, e.g. a test's) gets its own stack `lab-<name>` whose cloud is
+infra/stacks/lab.yaml moved onto that instance's subnets.
 """
 
 from __future__ import annotations
@@ -9,10 +13,17 @@ import json
 import time
 from pathlib import Path
 
+import yaml
+
 from lab import cluster, inventory
 from lab.config import LabConfig
+from lab.inventory import DEFAULT_INSTANCE
 from lab.podman import progress
 from lab.s3 import endpoint
+from lab.sshkey import ensure_key
+from toolchain import REPO
+
+LAB_STACK = "lab"
 
 
 def _dr_config(cfg: LabConfig, state_dir: Path) -> Path:
@@ -37,27 +48,58 @@ def _dr_config(cfg: LabConfig, state_dir: Path) -> Path:
     return path
 
 
-def deploy(cfg: LabConfig, kubeconfigs: dict[str, str]) -> dict:
+def lab_stack(cfg: LabConfig):
+    """The Pulumi stack that deploys the reference cloud onto lab instance `cfg`."""
+    from infra.automation import committed_stack, stack
+
+    committed = yaml.safe_load((REPO / f"Pulumi.{LAB_STACK}.yaml").read_text())["config"]
+    if cfg.name == DEFAULT_INSTANCE:
+        return committed_stack(LAB_STACK)
+    cloud = yaml.safe_load((REPO / committed["sovcloud:cloudFile"]).read_text())
+    for site in cloud["sites"]:
+        site["subnet"] = str(cfg.site(site["name"]).subnet)
+    cloud["transport"]["address_plan"] = str(cfg.transport.tunnel_subnet)
+    hosts = {**committed["sovcloud:hosts"], "state_dir": str(inventory.state_dir(cfg))}
+    state = inventory.state_dir(cfg)
+    return stack(f"{LAB_STACK}-{cfg.name}", cloud, work_dir=state / "pulumi-workspace", hosts=hosts)
+
+
+def forget(cfg: LabConfig) -> None:
+    """After `lab down`: the stack's record of hosts that no longer exist goes too (its config stays), so
+    the next `lab up` provisions the new machines instead of trusting that record."""
+    st = lab_stack(cfg)
+    st.workspace.remove_stack(st.name, force=True, preserve_config=True)
+
+
+def deploy(cfg: LabConfig) -> dict:
     from dr import jobs, k8s
     from dr.config import load_config
-    from infra.automation import committed_stack
 
     t0 = time.monotonic()
-    progress("pulumi up --stack lab (PKI, sites, clusters, gateway, transport, tenants)")
-    stack = committed_stack("lab")
-    up = stack.up(on_output=lambda line: None)
+    state = inventory.state_dir(cfg)
+    ensure_key()
+    cluster.ensure_haproxy_debs(state)  # the stack's hosts.extra_vars point the LB role at them
+    progress("pulumi up --stack lab (PKI, node hardening, control planes, gateway, transport, tenants)")
+    up = lab_stack(cfg).up(on_output=lambda line: None)
     if up.summary.result != "succeeded":
         raise RuntimeError(f"pulumi up of the lab stack: {up.summary.result}")
+    kubeconfigs = {}
+    for site in cfg.sites:
+        cluster.wait_ready(site, state)
+        kubeconfigs[site.name] = str(cluster.site_dir(site, state) / "kubeconfig" / "admin.conf")
+    t_up = round(time.monotonic() - t0, 1)
     namespaces = [ns for names in up.outputs["tenants"].value.values() for ns in names]
 
     progress(f"first backup of {namespaces} to every site's S3")
-    dr_cfg = load_config(_dr_config(cfg, inventory.state_dir(cfg)))
+    dr_cfg = load_config(_dr_config(cfg, state))
     primary = dr_cfg.primary
     backups = {}
     for ns in namespaces:
         report = jobs.backup_k8s(dr_cfg, k8s.api_client(kubeconfigs[primary]), ns, primary)
         backups[ns] = {"good": report.good, "sites": report.to_dict().get("verified_sites")}
-    return {"pulumi": {"changes": up.summary.resource_changes, "endpoints": up.outputs["endpoints"].value},
+    return {"pulumi": {"changes": up.summary.resource_changes, "endpoints": up.outputs["endpoints"].value,
+                       "seconds": t_up},
+            "kubeconfigs": kubeconfigs,
             "kubernetes": {e["site"]: {"api": e["api"], "ready": e["ready"], "kubeconfig": e["kubeconfig"]}
                            for e in cluster.endpoints(cfg)},
             "s3": {s.name: endpoint(s) for s in cfg.sites},

@@ -34,7 +34,10 @@ def pytest_collection_modifyitems(session, config, items):
 
 @pytest.fixture(scope="session")
 def lab_deployment():
-    """The default lab brought up and deployed once per session, exactly as `make lab` does."""
+    """The default lab brought up and deployed once per session, exactly as `make lab` does.
+
+    Keys: config (LabConfig), infra (lab.api.up), deploy (lab.deploy.deploy), kubeconfigs ({site: admin.conf}).
+    """
     from lab import api, cluster
     from lab.config import load
     from lab.deploy import deploy
@@ -45,11 +48,12 @@ def lab_deployment():
         unhealthy = [r["node"] for r in api.status(cfg) if not r["healthy"]]
         if unhealthy:
             pytest.fail(f"SOVCLOUD_LAB_KEEP=1 but the lab is not healthy ({unhealthy}): run `make lab`")
-        yield {"config": cfg, "infra": {"kubeconfigs": {e["site"]: e["kubeconfig"] for e in cluster.endpoints(cfg)}},
-               "deploy": None}
+        yield {"config": cfg, "infra": None, "deploy": None,
+               "kubeconfigs": {e["site"]: e["kubeconfig"] for e in cluster.endpoints(cfg)}}
         return
     infra = api.up(cfg)
-    yield {"config": cfg, "infra": infra, "deploy": deploy(cfg, infra["kubeconfigs"])}
+    deployment = deploy(cfg)
+    yield {"config": cfg, "infra": infra, "deploy": deployment, "kubeconfigs": deployment["kubeconfigs"]}
     # A test run leaves nothing behind: no container, network or process of the lab.
     api.down(cfg)
 

@@ -31,7 +31,7 @@ DIGEST = "sha256:" + "0" * 64
 @pytest.fixture(scope="module")
 def kubeconfig(lab_deployment) -> Path:
     """The lab's primary cluster (SOVCLOUD_KUBECONFIG overrides it, e.g. for another cluster)."""
-    path = Path(os.environ.get("SOVCLOUD_KUBECONFIG") or lab_deployment["infra"]["kubeconfigs"]["dc-astana"])
+    path = Path(os.environ.get("SOVCLOUD_KUBECONFIG") or lab_deployment["kubeconfigs"]["dc-astana"])
     if not path.is_file():
         pytest.fail(f"{path}: no such kubeconfig; bring the lab up (`make lab`) or set SOVCLOUD_KUBECONFIG")
     return path

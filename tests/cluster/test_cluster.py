@@ -1,7 +1,7 @@
-"""Each lab site's HA control plane, bootstrapped by playbooks/cluster.yml (needs the podman lab)."""
+"""Each lab site's HA control plane, installed by the lab stack's `pulumi up` (SiteHosts runs
+playbooks/cluster.yml with the Pulumi-issued PKI; needs the podman lab)."""
 
 import json
-import re
 import subprocess
 import time
 import uuid
@@ -10,8 +10,9 @@ from pathlib import Path
 import httpx
 import pytest
 
+from infra.automation import changed_resources
 from lab import cluster, gateway, inventory
-from lab.config import load
+from lab.deploy import lab_stack
 from lab.nodes import start_node, wait_booted, wait_ssh
 from lab.podman import podman
 from tests.conftest import require_tool
@@ -20,14 +21,13 @@ pytestmark = pytest.mark.lab
 
 
 @pytest.fixture(scope="module")
-def cfg():
-    return load()
+def cfg(lab_deployment):
+    return lab_deployment["config"]
 
 
 @pytest.fixture(scope="module")
-def kubeconfigs(cfg):
-    """Bootstrap is idempotent: on a lab that already has the clusters it only converges them."""
-    return cluster.bootstrap(cfg)
+def kubeconfigs(lab_deployment):
+    return lab_deployment["kubeconfigs"]
 
 
 def kubectl(kubeconfig: str, *args: str, timeout: float = 30) -> subprocess.CompletedProcess[str]:
@@ -177,11 +177,21 @@ def test_survives_loss_of_one_control_plane_node(cfg, kubeconfigs):
     print(f"{victim.name} rejoined etcd and the LB {time.monotonic() - t0:.1f}s after podman start")
 
 
-def test_second_playbook_run_changes_nothing(cfg, kubeconfigs):
-    """Idempotence: after bootstrap, running playbooks/cluster.yml again reports changed=0 on every host."""
-    r = cluster.run_playbook(cfg)
-    assert r.returncode == 0, r.stdout[-3000:]
-    recap = re.findall(r"^(\S+)\s+: ok=\d+\s+changed=(\d+)", r.stdout, re.M)
+@pytest.mark.tools
+def test_control_plane_playbook_rerun_from_pulumi_changes_nothing(cfg, kubeconfigs):
+    """Idempotence of the host-level steps: `pulumi up --replace` of each site's control-plane Playbook
+    resource runs playbooks/cluster.yml again, and every host reports changed=0; nothing else changes."""
+    st = lab_stack(cfg)
+    urns = [r["urn"] for r in st.export_stack().deployment["resources"] if r["urn"].endswith("-control-plane")]
+    assert len(urns) == len(cfg.sites), urns
+    events: list = []
+    up = st.up(replace=urns, on_event=events.append)
+    assert up.summary.result == "succeeded"
+    touched = {u: op for u, op in changed_resources(events).items() if "::pulumi:providers:" not in u}
+    assert {u for u, op in touched.items() if op not in ("same",)} <= {*urns}, touched
+    recaps = {r["urn"]: r["outputs"]["recap"] for r in st.export_stack().deployment["resources"]
+              if r["urn"] in urns}
     hosts = {n.name for s in cfg.sites for n in s.nodes if n.role in ("control-plane", "gateway")}
-    assert {h for h, _ in recap} == hosts, r.stdout[-2000:]
-    assert all(c == "0" for _, c in recap), recap
+    assert {h for recap in recaps.values() for h in recap} == hosts, recaps
+    assert all(stats["changed"] == 0 and stats["failed"] == 0 for recap in recaps.values()
+               for stats in recap.values()), recaps

@@ -26,9 +26,11 @@ class Mocks(pulumi.runtime.Mocks):
         if args.typ == "pulumi-python:dynamic:Resource":
             generated = {"Certificate": ("cert_pem", "key_pem", "not_after"),
                          "WireGuardKey": ("private_key", "public_key"), "SecretKey": ("value",),
-                         "KubeObject": ("uid",)}
+                         "SigningKey": ("private_key_pem", "public_key_pem"), "KubeObject": ("uid",),
+                         "Playbook": ("recap", "seconds")}
             kind = ("Certificate" if "common_name" in outputs else "WireGuardKey" if "endpoint" in outputs
-                    else "SecretKey" if "purpose" in outputs else "KubeObject")
+                    else "SecretKey" if "bytes" in outputs else "SigningKey" if "purpose" in outputs
+                    else "Playbook" if "playbook" in outputs else "KubeObject")
             for key in generated[kind]:
                 outputs[key] = f"mock-{key}-{args.name}"
         return f"{args.name}-id", outputs

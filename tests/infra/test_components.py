@@ -6,6 +6,7 @@ import pulumi
 import pytest
 
 from infra import components
+from infra import config as cfg
 from infra.program import build, compliance_summary
 
 
@@ -58,8 +59,8 @@ def test_kubeconfig_and_keys_are_secrets(lab_cloud, checks):
 def test_site_inventory_groups_nodes_by_role(lab_cloud, checks):
     site = components.Site(lab_cloud.sites[1])
     inv = site.inventory
-    assert set(inv["children"]["control_plane"]["hosts"]) == {"almaty-cp1", "almaty-cp2", "almaty-cp3"}
-    assert set(inv["children"]["gateway"]["hosts"]) == {"almaty-gw"}
+    assert site.role_groups["control_plane"] == ["almaty-cp1", "almaty-cp2", "almaty-cp3"]
+    assert site.role_groups["gateway"] == ["almaty-gw"]
     assert inv["hosts"]["almaty-cp2"] == {"ansible_host": "10.210.2.11", "rack": "r2", "role": "control-plane",
                                           "site": "dc-almaty"}
 
@@ -137,3 +138,62 @@ def test_stack_outputs_and_compliance_summary(lab_cloud, checks):
         assert "current-context: almaty" in kubeconfig
 
     return res["clusters"]["almaty"].kubeconfig
+
+
+def _hosts(tmp_path) -> cfg.Hosts:
+    key = tmp_path / "id"
+    key.write_text("key")
+    return cfg.parse_hosts({"ssh_user": "sovadmin", "ssh_private_key_file": str(key),
+                            "state_dir": str(tmp_path / "state"), "extra_vars": {"cluster_bin_dir": "~/bin"}})
+
+
+@pulumi.runtime.test
+def test_cluster_host_files_are_what_the_control_plane_playbook_installs(lab_cloud, checks):
+    pki = components.Pki("pki", lab_cloud)
+    cluster = components.KubernetesCluster(lab_cloud.clusters[0], components.Site(lab_cloud.site("dc-astana")), pki)
+
+    @checks.on(cluster.host_files, pulumi.Output.is_secret(cluster.host_files),
+               cluster.etcd_members["astana-cp1"].issuer_cert_pem,
+               cluster.clients["apiserver-etcd-client"].issuer_cert_pem, cluster.admin.issuer_cert_pem)
+    def _(files, secret, member_issuer, etcd_client_issuer, admin_issuer):
+        assert secret
+        pki_files = {f.split("/", 2)[2] for f in files if f.startswith("dc-astana/pki/")}
+        # playbooks/roles/etcd and kube_control_plane copy exactly these names.
+        assert {"etcd-ca.crt", "kubernetes-ca.crt", "kubernetes-ca.key", "sa.key", "sa.pub", "encryption-key",
+                "etcd-astana-cp2.key", "apiserver-astana-cp3.crt", "apiserver-etcd-client.key",
+                "apiserver-kubelet-client.crt", "admin.crt"} <= pki_files
+        assert {"dc-astana/kubeconfig/admin.conf", "dc-astana/kubeconfig/controller-manager.conf",
+                "dc-astana/kubeconfig/scheduler.conf"} <= set(files)
+        assert "server: https://127.0.0.1:6443" in files["dc-astana/kubeconfig/scheduler.conf"]
+        assert "server: https://10.210.1.15:6443" in files["dc-astana/kubeconfig/admin.conf"]
+        # Separate CAs: etcd trusts only the etcd CA, the apiserver only the kubernetes CA.
+        assert member_issuer == etcd_client_issuer == "mock-cert_pem-astana-etcd-ca"
+        assert admin_issuer == "mock-cert_pem-astana-kubernetes-ca"
+
+    return cluster.host_files
+
+
+@pytest.mark.tools
+@pulumi.runtime.test
+def test_site_hosts_harden_before_the_control_plane_and_tenants_wait_for_both(lab_cloud, checks, tmp_path):
+    res = build(lab_cloud, hosts=_hosts(tmp_path))
+    astana = res["hosts"]["dc-astana"]
+    hardening, control_plane = astana.steps
+    assert hardening._name == "dc-astana-hardening" and control_plane._name == "astana-control-plane"
+
+    @checks.on(hardening.playbook, hardening.limit, control_plane.playbook, control_plane.extra_vars,
+               control_plane.inventory, res["tenants"]["egov"].objects[0].kubeconfig)
+    def _(harden_book, limit, cp_book, cp_vars, inventory, tenant_kubeconfig):
+        assert harden_book.endswith("playbooks/site.yml") and cp_book.endswith("playbooks/cluster.yml")
+        assert limit == "dc_astana"
+        assert cp_vars["cluster_state_dir"] == str(tmp_path / "state")
+        assert cp_vars["cluster_service_cidr"] == "10.96.0.0/16"
+        assert not cp_vars["cluster_bin_dir"].startswith("~")  # expanded on the controller
+        assert inventory["all"]["vars"]["ansible_user"] == "sovadmin"
+        groups = inventory["all"]["children"]
+        assert groups["dc_astana"]["hosts"]["astana-cp1"]["ansible_host"] == "10.210.1.10"
+        assert set(groups["control_plane"]["hosts"]) == {f"{s}-cp{i}" for s in ("astana", "almaty") for i in (1, 2, 3)}
+        assert "current-context: almaty" in tenant_kubeconfig  # the stack's own clusters, no kubeconfig files
+
+    return control_plane.urn
+

@@ -135,3 +135,18 @@ def test_random_single_mistake_is_caught(data, mistake):
     with pytest.raises(cfg.ConfigError) as exc:
         cfg.parse(data)
     assert exc.value.problems and all(field for field, _ in exc.value.problems)
+
+
+def test_hosts_config_names_the_field_and_the_fix(tmp_path):
+    key = tmp_path / "id_ed25519"
+    with pytest.raises(cfg.ConfigError) as exc:
+        cfg.parse_hosts({"ssh_user": "sovadmin", "ssh_private_key_file": str(key), "state_dir": "state",
+                         "forks": 5})
+    problems = dict(exc.value.problems)
+    assert set(problems) == {"sovcloud:hosts.ssh_private_key_file", "sovcloud:hosts.state_dir",
+                             "sovcloud:hosts.forks"}, problems  # every problem at once
+    assert "does not exist" in problems["sovcloud:hosts.ssh_private_key_file"] and "make lab" in str(exc.value)
+    assert problems["sovcloud:hosts.state_dir"] == "'state' must be an absolute path (or start with ~)"
+    key.write_text("k")
+    ok = cfg.parse_hosts({"ssh_user": "sovadmin", "ssh_private_key_file": str(key), "state_dir": "~/lab"})
+    assert ok.harden and ok.timeout_s == 1800

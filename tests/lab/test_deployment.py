@@ -19,7 +19,7 @@ def kubectl(kubeconfig: str, *args: str) -> str:
 
 
 def test_both_sites_serve_kubernetes_with_the_tenant_platform(lab_deployment):
-    for site, kubeconfig in lab_deployment["infra"]["kubeconfigs"].items():
+    for site, kubeconfig in lab_deployment["kubeconfigs"].items():
         namespaces = kubectl(kubeconfig, "get", "ns", "-o", "name").split()
         assert "namespace/egov-prod" in namespaces, site
         labels = json.loads(kubectl(kubeconfig, "get", "ns", "egov-prod", "-o", "json"))["metadata"]["labels"]

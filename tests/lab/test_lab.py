@@ -1,6 +1,6 @@
 """The podman lab, for real: nodes, ssh, S3, WireGuard transport, Internet gateway, teardown.
 
-All tests share one lab (api.provision is idempotent, so each test may ask for it); teardown runs last.
+All tests share one lab (api.up is idempotent, so each test may ask for it); teardown runs last.
 It is a separate instance (`sovlabt`, 10.219.x) of the shipped topology, so these tests never disturb the
 default `sovlab` lab that other areas' tests and playbooks use at the same time.
 """
@@ -52,7 +52,7 @@ def config_file(tmp_path_factory):
 def lab():
     for tool in ("podman", "iptables", "ssh", "nsenter"):
         require_tool(tool)
-    return api.provision(CFG)  # the hardware layer; the control planes on top are tested in their own area
+    return api.up(CFG)  # the hardware layer; the control planes on top are tested in their own area
 
 
 def _ids() -> dict[str, str]:
@@ -265,7 +265,7 @@ def test_standalone_node_for_playbook_tests(lab):
 
 def test_up_is_idempotent(lab):
     before = _ids()
-    again = api.provision(CFG)
+    again = api.up(CFG)
     assert _ids() == before  # nothing recreated
     assert again["gateway_restarts"] == {}  # gateway config unchanged, no service bounced
     assert again["systemd"] == lab["systemd"]

@@ -1,0 +1,84 @@
+"""The Playbook dynamic provider for real: ansible-playbook against this machine (connection local)."""
+
+import stat
+import sys
+
+import pytest
+
+from infra.providers import PlaybookProvider, playbook_fingerprint
+
+
+@pytest.fixture
+def book(tmp_path):
+    """playbooks/demo.yml with a role that installs a controller-side file, like cluster.yml installs PKI."""
+    root = tmp_path / "playbooks"
+    (root / "roles" / "demo" / "tasks").mkdir(parents=True)
+    (root / "roles" / "other" / "tasks").mkdir(parents=True)
+    (root / "roles" / "demo" / "tasks" / "main.yml").write_text(
+        "- name: Install the secret\n"
+        "  ansible.builtin.copy:\n"
+        "    src: \"{{ files_dir }}/site/pki/secret.key\"\n"
+        "    dest: \"{{ dest }}\"\n"
+        "    mode: \"0600\"\n"
+        "- name: Ports are integers\n"
+        "  ansible.builtin.assert:\n"
+        "    that: port | string == '6443'\n"
+        "- name: Fail when told to\n"
+        "  ansible.builtin.fail:\n"
+        "    msg: \"told to fail: {{ reason }}\"\n"
+        "  when: reason is defined\n")
+    (root / "roles" / "other" / "tasks" / "main.yml").write_text("- ansible.builtin.ping:\n")
+    (root / "demo.yml").write_text("- hosts: nodes\n  gather_facts: false\n  roles: [demo]\n")
+    return root / "demo.yml"
+
+
+def props(tmp_path, book, **extra_vars) -> dict:
+    files_dir = tmp_path / "state"
+    return {
+        "name": "demo", "playbook": str(book), "fingerprint": playbook_fingerprint(str(book)),
+        "inventory": {"all": {"children": {"nodes": {"hosts": {"localhost": {
+            "ansible_connection": "local", "ansible_python_interpreter": sys.executable}}}}}},
+        "limit": "nodes", "files_dir": str(files_dir), "timeout_s": 120,
+        # Numbers arrive from the engine as doubles; the provider hands integral ones to Ansible as ints.
+        "extra_vars": {"files_dir": str(files_dir), "dest": str(tmp_path / "installed.key"), "port": 6443.0,
+                       **extra_vars},
+        "files": {"site/pki/secret.key": "s3cret\n"},
+    }
+
+
+@pytest.mark.tools
+def test_run_writes_files_privately_installs_them_and_is_idempotent(tmp_path, book):
+    provider = PlaybookProvider()
+    first = provider.create(props(tmp_path, book)).outs
+    assert first["recap"]["localhost"]["changed"] == 1 and first["recap"]["localhost"]["failed"] == 0
+    written = tmp_path / "state" / "site" / "pki" / "secret.key"
+    assert stat.S_IMODE(written.stat().st_mode) == 0o600
+    assert (tmp_path / "installed.key").read_text() == "s3cret\n"
+    second = provider.update("id", first, props(tmp_path, book)).outs
+    assert second["recap"]["localhost"]["changed"] == 0
+
+
+@pytest.mark.tools
+def test_a_failed_task_fails_the_resource_with_its_message(tmp_path, book):
+    with pytest.raises(RuntimeError, match="told to fail: disk full") as exc:
+        PlaybookProvider().create(props(tmp_path, book, reason="disk full"))
+    assert "demo.yml --limit nodes" in str(exc.value)
+
+
+def test_fingerprint_follows_the_playbook_and_its_roles_only(tmp_path, book):
+    before = playbook_fingerprint(str(book))
+    (book.parent / "roles" / "other" / "tasks" / "main.yml").write_text("- ansible.builtin.debug:\n")
+    assert playbook_fingerprint(str(book)) == before  # a role the playbook does not use
+    (book.parent / "roles" / "demo" / "defaults").mkdir()
+    (book.parent / "roles" / "demo" / "defaults" / "main.yml").write_text("dest: /tmp/x\n")
+    assert playbook_fingerprint(str(book)) != before
+
+
+def test_diff_reruns_on_any_input_and_check_names_bad_fields(tmp_path, book):
+    provider = PlaybookProvider()
+    old = props(tmp_path, book)
+    assert not provider.diff("id", old, props(tmp_path, book)).changes
+    rotated = {**old, "files": {"site/pki/secret.key": "rotated\n"}}
+    assert provider.diff("id", old, rotated).changes  # a re-issued certificate reaches the nodes
+    failures = provider.check({}, {**old, "playbook": str(tmp_path / "missing.yml"), "files_dir": "rel"}).failures
+    assert {f.property for f in failures} == {"playbook", "files_dir"}
