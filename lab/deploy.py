@@ -18,12 +18,13 @@ import yaml
 from lab import cluster, inventory
 from lab.config import LabConfig
 from lab.inventory import DEFAULT_INSTANCE
-from lab.podman import progress
+from lab.podman import podman, progress
 from lab.s3 import endpoint
 from lab.sshkey import ensure_key
 from toolchain import REPO
 
 LAB_STACK = "lab"
+DEPLOYED_MARKER = "deployed"  # in the instance's state dir, touched after each successful `pulumi up`
 
 
 def _dr_config(cfg: LabConfig, state_dir: Path) -> Path:
@@ -71,6 +72,18 @@ def forget(cfg: LabConfig) -> None:
     st.workspace.remove_stack(st.name, force=True, preserve_config=True)
 
 
+def _machines_newer_than_deployment(cfg: LabConfig) -> bool:
+    """The stack records which host steps ran (hardening, control plane); that record is only true for the
+    machines it ran on. A node created after the last successful deployment (a fresh lab after `lab down`,
+    or a node container removed by hand) makes it stale."""
+    marker = inventory.state_dir(cfg) / DEPLOYED_MARKER
+    if not marker.exists():
+        return True
+    names = [cfg.container(n.name) for s in cfg.sites for n in s.nodes]
+    created = [int(t) for t in podman("inspect", "-f", "{{.Created.Unix}}", *names).split()]
+    return max(created) >= int(marker.stat().st_mtime)
+
+
 def deploy(cfg: LabConfig) -> dict:
     from dr import jobs, k8s
     from dr.config import load_config
@@ -79,10 +92,14 @@ def deploy(cfg: LabConfig) -> dict:
     state = inventory.state_dir(cfg)
     ensure_key()
     cluster.ensure_haproxy_debs(state)  # the stack's hosts.extra_vars point the LB role at them
+    if _machines_newer_than_deployment(cfg):
+        progress("nodes are newer than the lab stack's last deployment: forgetting its record of them")
+        forget(cfg)
     progress("pulumi up --stack lab (PKI, node hardening, control planes, gateway, transport, tenants)")
     up = lab_stack(cfg).up(on_output=lambda line: None)
     if up.summary.result != "succeeded":
         raise RuntimeError(f"pulumi up of the lab stack: {up.summary.result}")
+    (state / DEPLOYED_MARKER).touch()
     kubeconfigs = {}
     for site in cfg.sites:
         cluster.wait_ready(site, state)
