@@ -59,7 +59,7 @@ def test_failure_counter_exists_before_first_failure(http_site):
 
 
 def test_every_probe_is_time_bounded(http_site):
-    site = http_site({"/slow": (200, 5), "/fast": (200, 0)})
+    site = http_site({"/slow": (200, 10), "/fast": (200, 0)})
     p = make([{"site": "dc-almaty", "service": "api", "url": site.base + "/slow"},
               {"site": "dc-almaty", "service": "gateway", "url": site.base + "/fast"},
               {"site": "dc-shymkent", "service": "api", "url": site.base + "/slow", "timeout_seconds": 0.3}],
@@ -68,11 +68,17 @@ def test_every_probe_is_time_bounded(http_site):
     r = run_round(p)
     elapsed = time.monotonic() - start
     assert r.failed == 2 and r.ok == 1
-    assert elapsed < 2.0, f"a round with 0.6s timeouts took {elapsed:.1f}s"
+    # The slow target answers after 10 s; a bounded round ends long before (the margin absorbs a loaded
+    # machine: this is a bound, not a speed target; speed is in bench/bench_exporters.py).
+    assert elapsed < 5.0, f"a round with 0.6s timeouts took {elapsed:.1f}s"
     assert val(p, "sovcloud_probe_up", "dc-almaty", "gateway") == 1
-    # The per-target timeout overrides the global one.
-    assert p.registry.get_sample_value("sovcloud_probe_duration_seconds_sum",
-                                       {**L, "target_site": "dc-shymkent", "service": "api"}) < 0.55
+
+    # The per-target timeout overrides the global one: that probe gave up first.
+    def duration(target_site: str) -> float:
+        return p.registry.get_sample_value("sovcloud_probe_duration_seconds_sum",
+                                           {**L, "target_site": target_site, "service": "api"})
+
+    assert duration("dc-shymkent") < duration("dc-almaty")
 
 
 def test_tls_verified_against_project_ca(http_site, pki):
