@@ -45,6 +45,12 @@ class Pki(pulumi.ComponentResource):
                                    issuer=self.root, opts=_child(self))
             for site in cloud.sites
         }
+        # Signs compliance evidence bundles (policies/evidence): verifiable against this stack's root.
+        self.evidence_signer = Certificate(f"{name}-evidence-signer", kind="leaf",
+                                           common_name="sovcloud compliance evidence signer",
+                                           validity_days=cloud.cert_validity_days,
+                                           rotate_before_days=cloud.cert_rotate_before_days, issuer=self.root,
+                                           server=False, client=True, opts=_child(self))
         self.register_outputs({"root_cert_pem": self.root.cert_pem})
 
     def intermediate(self, name: str, common_name: str, parent: pulumi.Resource) -> Certificate:

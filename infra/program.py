@@ -100,6 +100,8 @@ def build(cloud: cfg.Cloud, kubeconfigs: dict[str, pulumi.Input[str]] | None = N
     pulumi.export("kubeconfigs", pulumi.Output.secret({name: c.kubeconfig for name, c in clusters.items()}))
     pulumi.export("inventory", inventory)
     pulumi.export("root_ca", pki.root.cert_pem)
+    pulumi.export("evidence_signer", {"cert_pem": pki.evidence_signer.cert_pem,
+                                      "key_pem": pulumi.Output.secret(pki.evidence_signer.key_pem)})
     pulumi.export("gateway", {"egress_allow_list": gateway.egress_allow_list,
                               "published": {s.name: s.hostname for s in cloud.gateway.published_services}})
     pulumi.export("transport", [{"a": x["a"], "b": x["b"], "subnet": x["subnet"]} for x in transport.links])

@@ -84,6 +84,18 @@ def _machines_newer_than_deployment(cfg: LabConfig) -> bool:
     return max(created) >= int(marker.stat().st_mtime)
 
 
+def _write_evidence_signer(state: Path, outputs: dict) -> Path:
+    """The stack's evidence signer as `python -m policies.evidence --pki-dir` reads it (CA = the stack root)."""
+    d = state / "evidence-pki"
+    d.mkdir(mode=0o700, exist_ok=True)
+    signer = outputs["evidence_signer"].value
+    (d / "evidence-signer.key").touch(mode=0o600)
+    (d / "evidence-signer.key").write_text(signer["key_pem"])
+    (d / "evidence-signer.pem").write_text(signer["cert_pem"])
+    (d / "evidence-ca.pem").write_text(outputs["root_ca"].value)
+    return d
+
+
 def deploy(cfg: LabConfig) -> dict:
     from dr import jobs, k8s
     from dr.config import load_config
@@ -104,6 +116,7 @@ def deploy(cfg: LabConfig) -> dict:
     for site in cfg.sites:
         cluster.wait_ready(site, state)
         kubeconfigs[site.name] = str(cluster.site_dir(site, state) / "kubeconfig" / "admin.conf")
+    evidence_pki = _write_evidence_signer(state, up.outputs)
     t_up = round(time.monotonic() - t0, 1)
     namespaces = [ns for names in up.outputs["tenants"].value.values() for ns in names]
 
@@ -116,7 +129,7 @@ def deploy(cfg: LabConfig) -> dict:
         backups[ns] = {"good": report.good, "sites": report.to_dict().get("verified_sites")}
     return {"pulumi": {"changes": up.summary.resource_changes, "endpoints": up.outputs["endpoints"].value,
                        "seconds": t_up},
-            "kubeconfigs": kubeconfigs,
+            "kubeconfigs": kubeconfigs, "evidence_pki": str(evidence_pki),
             "kubernetes": {e["site"]: {"api": e["api"], "ready": e["ready"], "kubeconfig": e["kubeconfig"]}
                            for e in cluster.endpoints(cfg)},
             "s3": {s.name: endpoint(s) for s in cfg.sites},

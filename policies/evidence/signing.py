@@ -1,7 +1,9 @@
 """Detached ECDSA P-256 signatures over the evidence JSON's canonical form.
 
-Until infra/ issues the signer from the real PKI, `ensure_pki` creates a self-signed CA and a signer
-certificate issued by it in ~/.cache/sovcloud/pki/ (paths are parameters everywhere).
+A stack's signer is issued by its Pulumi PKI (`Pki.evidence_signer`, stack output `evidence_signer`; the
+lab deployment writes it with the stack root as CA to <lab state>/evidence-pki, used with --pki-dir).
+Without one, `ensure_pki` creates a self-signed CA and a signer certificate issued by it in
+~/.cache/sovcloud/pki/ (paths are parameters everywhere).
 """
 
 from __future__ import annotations

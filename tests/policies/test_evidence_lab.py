@@ -118,12 +118,13 @@ def other_sources(results: Path, state: Path, tmp: Path) -> dict[str, float]:
     return took
 
 
-def build_and_verify(results: Path, out: Path) -> dict:
-    """README's documented commands: build the bundle for the lab stack, then verify it."""
+def build_and_verify(results: Path, out: Path, pki: Path) -> dict:
+    """README's documented commands: build the bundle for the lab stack, signed by the stack's evidence
+    signer (issued by its Pulumi PKI, written by the deployment), then verify it against the stack's root."""
     b = _run([PY, "-m", "policies.evidence", "build", "--stack", "lab", "--results", str(results), "--out",
-              str(out), "--lang", "kk"])
+              str(out), "--lang", "kk", "--pki-dir", str(pki)])
     assert b.returncode == 0, b.stderr
-    v = _run([PY, "-m", "policies.evidence", "verify", str(out)])
+    v = _run([PY, "-m", "policies.evidence", "verify", str(out), "--pki-dir", str(pki)])
     assert v.returncode == 0 and v.stdout.startswith("OK:"), v.stderr
     print(f"evidence bundle: {out}/evidence.json, {out}/report.html ({b.stdout.strip()})")
     return json.loads((out / "evidence.json").read_text(encoding="utf-8"))
@@ -157,6 +158,8 @@ def test_lab_bundle_verifies_and_one_broken_setting_turns_exactly_its_control_re
     state = inventory.state_dir(cfg)
     inv = state / "inventory.yml"
     assert inv.exists() and (state / "dr" / "dr.json").exists(), f"{state}: no inventory/DR config: `make lab`"
+    pki = state / "evidence-pki"
+    assert (pki / "evidence-signer.key").exists(), f"{pki}: no evidence signer from the lab stack: `make lab`"
     site = cfg.site(SITE)
     # One node of each role of the site, plus the nodes a setting may be broken on (astana-w2: then
     # astana-w1 is a same-role node that must not change). The whole site takes minutes on a loaded host.
@@ -179,7 +182,7 @@ def test_lab_bundle_verifies_and_one_broken_setting_turns_exactly_its_control_re
         audit(inv, hosts, results / "audit")
         timings[f"audit of {len(names)} nodes ({tag})"] = time.monotonic() - t
         t = time.monotonic()
-        ev = build_and_verify(results, work / f"bundle-{tag}")
+        ev = build_and_verify(results, work / f"bundle-{tag}", pki)
         timings[f"bundle build+verify ({tag})"] = time.monotonic() - t
         return ev
 
@@ -198,7 +201,7 @@ def test_lab_bundle_verifies_and_one_broken_setting_turns_exactly_its_control_re
         data = (bad / name).read_bytes()
         assert old in data
         (bad / name).write_bytes(data.replace(old, new, 1))
-        v = _run([PY, "-m", "policies.evidence", "verify", str(bad)])
+        v = _run([PY, "-m", "policies.evidence", "verify", str(bad), "--pki-dir", str(pki)])
         assert v.returncode == 1 and "does not match" in v.stderr, (name, v.stdout, v.stderr)
 
     # --- pick the setting: its check passes now and exactly one control would change on its node -----
