@@ -127,7 +127,8 @@ LogFile "/var/log/tinyproxy/tinyproxy.log"
 LogLevel Info
 MaxClients 50
 Allow {site.subnet}
-ViaProxyName "{site.gateway.name}"
+# The proxy does not name itself to destinations (what the hardening role also enforces, SC-NET-01).
+DisableViaHeader Yes
 Filter "/etc/tinyproxy/allow.list"
 FilterDefaultDeny Yes
 ConnectPort 443

@@ -8,6 +8,7 @@ import pytest
 
 APISERVER_FLAGS = ["--anonymous-auth=false", "--audit-log-path=", "--audit-policy-file=",
                    "--encryption-provider-config=", "--tls-min-version=VersionTLS12"]
+APISERVER_DEFINITIONS = ["/etc/kubernetes/manifests/kube-apiserver.yaml", "/etc/systemd/system/kube-apiserver.service"]
 
 
 def only_for(node_role: str, *roles: str) -> None:
@@ -23,24 +24,34 @@ def test_SC_HST_09_etcd_data_dir_private(host, node_role, evidence):
     assert d.is_directory and d.mode == 0o700 and d.user == "root"
 
 
+def apiserver_definition(host) -> tuple[str, str]:
+    """(path, text) of the kube-apiserver definition: kubeadm static pod or systemd unit (cluster.yml)."""
+    for path in APISERVER_DEFINITIONS:
+        f = host.file(path)
+        if f.exists:
+            return path, f.content_string
+    pytest.skip(f"not applicable yet: no kube-apiserver on this node ({', '.join(APISERVER_DEFINITIONS)})")
+
+
 @pytest.mark.control("SC-K8S-04", "SC-LOG-01")
 def test_SC_K8S_04_apiserver_audit_policy(host, node_role, evidence):
     only_for(node_role, "control_plane")
-    p = host.file("/etc/kubernetes/audit-policy.yaml")
-    evidence.append(f"audit policy exists={p.exists} mode={oct(p.mode) if p.exists else None}")
+    path, text = apiserver_definition(host)
+    m = re.search(r"--audit-policy-file=(\S+)", text)
+    assert m, f"{path}: no --audit-policy-file"
+    p = host.file(m.group(1))
+    evidence.append(f"{path}: policy {m.group(1)} exists={p.exists} mode={oct(p.mode) if p.exists else None}")
     assert p.exists and "audit.k8s.io/v1" in p.content_string and p.mode & 0o077 == 0
 
 
 @pytest.mark.control("SC-K8S-04")
 def test_SC_K8S_04_apiserver_flags(host, node_role, evidence):
     only_for(node_role, "control_plane")
-    m = host.file("/etc/kubernetes/manifests/kube-apiserver.yaml")
-    if not m.exists:
-        pytest.skip("not applicable yet: no kube-apiserver static pod manifest on this node")
-    text = m.content_string
+    path, text = apiserver_definition(host)
     missing = [f for f in APISERVER_FLAGS if f not in text]
-    evidence.append(f"missing flags: {missing or 'none'}")
+    evidence.append(f"{path}: missing flags: {missing or 'none'}")
     assert not missing
+    assert host.service("kube-apiserver").is_running or "manifests" in path, "kube-apiserver unit not running"
 
 
 @pytest.mark.control("SC-HST-09")

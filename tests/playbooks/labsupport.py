@@ -1,14 +1,10 @@
-"""Lab plumbing for the hardening tests and bench: offline apt repo, test nodes, playbook and audit runs.
+"""Lab plumbing for the hardening tests and bench: test nodes, playbook and audit runs.
 
-Lab nodes sit on internal podman networks with no route to a Debian mirror, exactly like an air-gapped
-government node that only sees an in-country mirror. So the packages the hardening roles add are
-downloaded once on this machine (same release as the node image) into a flat apt repo that the
-playbook ships to the node (`hardening_apt_offline_repo_dir`).
+The packages the roles add come from the offline apt repo of lab/hardening.py (nodes have no mirror).
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import re
@@ -20,7 +16,7 @@ from pathlib import Path
 
 import yaml
 
-from lab.image import ensure_node_image
+from lab.hardening import ensure_offline_repo
 from lab.nodes import (
     SSH_USER,
     STANDALONE_NET,
@@ -32,49 +28,19 @@ from lab.nodes import (
     wait_booted,
     wait_ssh,
 )
-from lab.podman import CACHE, podman
 from lab.sshkey import ensure_key
 
 ROOT = Path(__file__).resolve().parents[2]
 PLAYBOOK = ROOT / "playbooks" / "site.yml"
-# What the roles install beyond the node image (hardening), plus lynis for the bench.
-REPO_PACKAGES = ["aide", "libpam-pwquality", "unattended-upgrades", "python3-apt", "lynis"]
 GROUPS = ("control_plane", "worker", "gateway")
+__all__ = ["ensure_offline_repo"]
 
 
 def _tool(name: str) -> str:
     path = shutil.which(name) or shutil.which(name, path=str(Path(sys.executable).parent))
     if path is None:
-        raise RuntimeError(f"{name} not found: install it (venv: ansible/pytest; apt: dpkg-dev for "
-                           "dpkg-scanpackages)")
+        raise RuntimeError(f"{name} not found: install it (venv: ansible/pytest)")
     return path
-
-
-def ensure_offline_repo(packages: list[str] = REPO_PACKAGES) -> Path:
-    """Flat apt repo (debs + Packages) with `packages` and their dependencies the node image lacks."""
-    image = ensure_node_image()
-    key = hashlib.sha256("\n".join([image, *sorted(packages)]).encode()).hexdigest()[:12]
-    repo = CACHE / f"apt-hardening-{key}"
-    if (repo / "Packages").exists():
-        return repo
-    installed = set(podman("run", "--rm", "--systemd=false", image, "dpkg-query", "-W",
-                           "-f=${Package}\n").split())
-    out = subprocess.run(["apt-cache", "depends", "--recurse", "--no-recommends", "--no-suggests",
-                          "--no-conflicts", "--no-breaks", "--no-replaces", "--no-enhances", *packages],
-                         capture_output=True, text=True, check=True).stdout
-    names = sorted({ln for ln in out.splitlines() if ln and not ln.startswith((" ", "<"))} - installed)
-    # Alternatives apt would never pick on a systemd node (and that conflict with what is installed).
-    names = [n for n in names if n not in {"libelogind0", "cdebconf"}]
-    part = repo.with_suffix(".part")
-    shutil.rmtree(part, ignore_errors=True)
-    part.mkdir(parents=True)
-    subprocess.run(["apt-get", "download", *names], cwd=part, check=True, capture_output=True, timeout=600)
-    pk = subprocess.run([_tool("dpkg-scanpackages"), "--multiversion", "."], cwd=part, check=True,
-                        capture_output=True, text=True).stdout
-    (part / "Packages").write_text(pk)
-    shutil.rmtree(repo, ignore_errors=True)
-    part.rename(repo)
-    return repo
 
 
 def start_node(name: str, memory_mib: int = 512) -> str:
@@ -118,7 +84,7 @@ def write_inventory(path: Path, nodes: dict[str, tuple[str, str]], repo: Path | 
         "hardening_ntp_servers": ["ntp.sovcloud.lab"],
     }
     if repo is not None:
-        allvars["hardening_apt_offline_repo_dir"] = str(repo)
+        allvars["hardening_apt_offline_repo"] = str(repo)
     inv = {"all": {"vars": allvars, "hosts": hosts, "children": groups}}
     path.write_text("---\n" + yaml.safe_dump(inv, sort_keys=False))
     return path

@@ -65,7 +65,8 @@ def test_harden_lab_nodes_end_to_end(lab_nodes):
     # Waived only what a container really forbids; the firewall is loaded for real (NET_ADMIN).
     assert waived <= {"SC-HST-03", "SC-LOG-01"}, waived
     passed = {c for r in after if r["result"] == "pass" for c in r["controls"]}
+    # SC-K8S-04 is checked where a kube-apiserver runs (the lab's control plane), not on these nodes.
     assert {"SC-HST-01", "SC-HST-02", "SC-HST-04", "SC-HST-05", "SC-HST-06", "SC-HST-07", "SC-HST-08",
-            "SC-HST-09", "SC-LOG-02", "SC-K8S-04"} <= passed
+            "SC-HST-09", "SC-LOG-02"} <= passed
     for fmt in ("audit.json", "audit.html", "audit-junit.xml"):
         assert (work / "after" / fmt).stat().st_size > 0
