@@ -15,7 +15,7 @@ from pathlib import Path
 
 import yaml
 
-from lab import cluster, inventory
+from lab import cluster, hardening, inventory
 from lab.config import LabConfig
 from lab.inventory import DEFAULT_INSTANCE
 from lab.podman import podman, progress
@@ -49,11 +49,19 @@ def _dr_config(cfg: LabConfig, state_dir: Path) -> Path:
     return path
 
 
+def _committed() -> dict:
+    return yaml.safe_load((REPO / f"Pulumi.{LAB_STACK}.yaml").read_text())["config"]
+
+
+def _committed_hosts() -> dict:
+    return _committed()["sovcloud:hosts"]
+
+
 def lab_stack(cfg: LabConfig):
     """The Pulumi stack that deploys the reference cloud onto lab instance `cfg`."""
     from infra.automation import committed_stack, stack
 
-    committed = yaml.safe_load((REPO / f"Pulumi.{LAB_STACK}.yaml").read_text())["config"]
+    committed = _committed()
     if cfg.name == DEFAULT_INSTANCE:
         return committed_stack(LAB_STACK)
     cloud = yaml.safe_load((REPO / committed["sovcloud:cloudFile"]).read_text())
@@ -103,7 +111,10 @@ def deploy(cfg: LabConfig) -> dict:
     t0 = time.monotonic()
     state = inventory.state_dir(cfg)
     ensure_key()
-    cluster.ensure_haproxy_debs(state)  # the stack's hosts.extra_vars point the LB role at them
+    # Offline packages the stack's hosts.extra_vars point the roles at (the nodes have no apt mirror).
+    cluster.ensure_haproxy_debs(state)
+    if _committed_hosts().get("harden", True):
+        hardening.ensure_offline_repo()
     if _machines_newer_than_deployment(cfg):
         progress("nodes are newer than the lab stack's last deployment: forgetting its record of them")
         forget(cfg)
