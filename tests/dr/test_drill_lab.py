@@ -57,7 +57,13 @@ def exported(lab, site: str) -> dict:
     stores = [S3Store(site=s.name, endpoint_url=s.endpoint, access_key_env="DR_LAB_KEY", secret_key_env="DR_LAB_KEY")
               for s in lab["dr"].sites]
     e = DrillExporter(DrillConfig(stores=stores, sites=[site], timeout_seconds=10))
-    assert asyncio.run(e.refresh_once()) is True
+    # A private loop: asyncio.run() would leave the main thread without a current loop, which Pulumi's
+    # mocks in later tests (tests/infra) need.
+    loop = asyncio.new_event_loop()
+    try:
+        assert loop.run_until_complete(e.refresh_once()) is True
+    finally:
+        loop.close()
     return {m.name: {s.labels.get("site") or s.labels.get("store_site"): s.value for s in m.samples}
             for m in e.snapshot.families}
 
