@@ -92,6 +92,17 @@ class LabSites:
         gw = self.gateway(site)[0]
         self._ssh(gw, f"sudo tee {self._route_file(svc)} >/dev/null && sudo nginx -t -q && "
                       "sudo systemctl reload nginx", self._route(site, svc).encode())
+        # Published means served: the backends bind a moment after systemd-run returns (bounded wait).
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                if self.get(site, svc).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            if time.monotonic() > deadline:
+                raise RunbookError(f"{svc.hostname}: {site}'s gateway does not serve it 30 s after publishing")
+            time.sleep(0.5)
 
     def unpublish(self, site: str, svc: Service) -> None:
         """Withdraw the route first (no new requests), then stop the backends and drop the data."""
