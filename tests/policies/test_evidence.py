@@ -375,6 +375,8 @@ def _audit_report(dest: Path) -> Path:
         ("test_SC_HST_07_unattended_upgrades", "n1", "pass", None),
         ("test_SC_HST_07_unattended_upgrades", "n2", "waived",
          {"owner": "sec@x", "reason": "container", "expires": "2027-06-30", "expired": False}),
+        ("test_SC_HST_07_outdated_services_listed", "n1", "pass", None),  # every check the catalogue names
+        ("test_SC_HST_07_outdated_services_listed", "n2", "pass", None),
         ("test_SC_HST_08_modules_blacklisted", "n1", "pass", None),
         ("test_SC_HST_08_modules_blacklisted", "n2", "fail", None),
         ("test_SC_HST_08_no_needless_packages", "n1", "pass", None),
@@ -398,7 +400,7 @@ def test_audit_json_per_node_with_waivers_and_not_applicable(tmp_path, pki):
         "audit.json": "audit-json", "audit-junit.xml": "ignored: same audit run as audit.json",
         "audit.html": "ignored: a report for people"}
     # n/a proves nothing for its node: left out; the junit copy of the same run is not double-counted.
-    assert len(got) == 7 and all(r.layer == "audit" and "[" not in r.check for r in got)
+    assert len(got) == 9 and all(r.layer == "audit" and "[" not in r.check for r in got)
     waived = next(r for r in got if r.status == "waived")
     assert waived.where == "n2" and waived.evidence.startswith("waived by sec@x until 2027-06-30: container")
     ev = bundle.build(reports, tmp_path / "b", "lab", "ru", pki.key, pki.cert)
