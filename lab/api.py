@@ -149,7 +149,15 @@ def down(config: LabConfig | str | Path | None = None, standalone: bool = False)
         networks += podman("network", "ls", "-q", *args).split()
     if containers:
         progress(f"removing {len(containers)} containers")
-        podman("rm", "-f", "-t", "2", *containers, timeout=300)
+        try:
+            podman("rm", "-f", "-t", "2", *containers, timeout=300)
+        except PodmanError:
+            # podman loses a race with a container that stops by itself while `rm -f` kills it ("container
+            # state improper: stopped"); it is stopped now, so a second pass removes what is left.
+            left = set(podman("ps", "-a", "-q", "--no-trunc").split())
+            rest = [c for c in containers if any(full.startswith(c) for full in left)]
+            if rest:
+                podman("rm", "-f", "-t", "2", *rest, timeout=300)
     if networks:
         podman("network", "rm", *networks)
     state = inventory.state_dir(cfg)
