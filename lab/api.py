@@ -14,7 +14,7 @@ from lab import cluster, gateway, inventory, s3
 from lab.config import LabConfig, load
 from lab.image import ensure_node_image
 from lab.nodes import ensure_network, run_node, system_state, wait_booted, wait_ssh
-from lab.podman import LABEL, PodmanError, podman, podman_json, progress
+from lab.podman import LABEL, PodmanError, podman, podman_json, process_alive, progress
 
 
 def _config(config: LabConfig | str | Path | None) -> LabConfig:
@@ -100,8 +100,8 @@ def status(config: LabConfig | str | Path | None = None) -> list[dict]:
 def hardware_status(config: LabConfig | str | Path | None = None) -> list[dict]:
     """One row per node and S3 endpoint: site, name, role, rack, ip, container state, ssh, systemd."""
     cfg = _config(config)
-    running = {c["Names"][0]: c["State"] for c in podman_json("ps", "-a", "--filter", f"label={LABEL}",
-                                                                 "--format", "json")}
+    running = {c["Names"][0]: c["State"] if c["State"] != "running" or process_alive(c.get("Pid", 0)) else "stale"
+               for c in podman_json("ps", "-a", "--filter", f"label={LABEL}", "--format", "json")}
     rows = []
     for site in cfg.sites:
         for n in site.nodes:

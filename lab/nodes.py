@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 
 from lab.image import ensure_node_image
-from lab.podman import LABEL, PodmanError, exists, podman, podman_json, progress
+from lab.podman import LABEL, PodmanError, exists, podman, podman_json, process_alive, progress
 from lab.sshkey import ensure_key
 
 SSH_USER = "sovadmin"
@@ -72,8 +72,14 @@ def _reuse(container: str, image: str) -> bool:
     if not exists("container", container):
         return False
     info = podman_json("container", "inspect", container)[0]
-    if info["ImageName"] != image:
-        progress(f"{container}: image changed, recreating")
+    state = info["State"]
+    # Anything but running-with-a-live-process or cleanly stopped (e.g. "stopping" forever, or "running"
+    # with its process gone) cannot be started again: recreate it.
+    stale = not (state.get("Running") and process_alive(state.get("Pid", 0))
+                 or state.get("Status") in ("created", "configured", "exited", "stopped"))
+    if info["ImageName"] != image or stale:
+        progress(f"{container}: {'stale state ' + state.get('Status', '?') if stale else 'image changed'}"
+                 ", recreating")
         podman("rm", "-f", "-t", "2", container)
         return False
     if not info["State"].get("Running"):

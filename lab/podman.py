@@ -49,5 +49,17 @@ def exists(kind: str, name: str) -> bool:
     return subprocess.run(["podman", *cmd], env=env(), capture_output=True).returncode == 0
 
 
+def process_alive(pid: int) -> bool:
+    """Whether a container's recorded PID still exists. When the host's processes are killed without podman
+    being told (a sandbox or VM restart that keeps /run), podman keeps reporting the container as running;
+    reusing such a container leaves a node whose sshd never answers."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text() if pid > 0 else ""
+    except FileNotFoundError:
+        return False
+    # A killed PID 1 whose parent (conmon) died too may linger as a zombie nobody reaps.
+    return bool(stat) and stat.rsplit(")", 1)[1].split()[0] not in ("Z", "X")
+
+
 def progress(msg: str) -> None:
     print(f"[lab] {msg}", file=sys.stderr, flush=True)

@@ -6,6 +6,8 @@ default `sovlab` lab that other areas' tests and playbooks use at the same time.
 """
 
 import json
+import os
+import signal
 import subprocess
 import sys
 import time
@@ -261,6 +263,23 @@ def test_standalone_node_for_playbook_tests(lab):
     finally:
         remove_standalone("sovt-sa1")
     assert subprocess.run(["podman", "container", "exists", "sovlab-sa-sovt-sa1"], env=env()).returncode == 1
+
+
+def test_up_recreates_a_node_whose_processes_died_behind_podmans_back(lab):
+    # What a sandbox/VM restart that keeps /run leaves: conmon and the node's PID 1 killed, so podman never
+    # records the exit and still reports "running". `up` must recreate such a node, not reuse it.
+    node = ALMATY.nodes[-1]
+    container = CFG.container(node.name)
+    state = podman_json("container", "inspect", container)[0]["State"]
+    os.kill(state["ConmonPid"], signal.SIGKILL)
+    os.kill(state["Pid"], signal.SIGKILL)
+    time.sleep(1)
+    assert podman_json("container", "inspect", container)[0]["State"]["Status"] == "running"  # the stale record
+    row = next(r for r in api.hardware_status(CFG) if r["node"] == node.name)
+    assert (row["container"], row["healthy"]) == ("stale", False)
+    api.up(CFG)
+    row = next(r for r in api.hardware_status(CFG) if r["node"] == node.name)
+    assert (row["container"], row["systemd"], row["healthy"]) == ("running", "running", True)
 
 
 def test_up_is_idempotent(lab):
