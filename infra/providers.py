@@ -223,7 +223,8 @@ class PlaybookProvider(ResourceProvider):
             tail = "\n".join(failed[-10:] or r.stdout.splitlines()[-30:])
             raise RuntimeError(f"ansible-playbook {playbook.name} --limit {props.get('limit')} "
                                f"failed (rc={r.returncode}):\n{tail}\n{r.stderr.strip()[-2000:]}")
-        return {**props, "recap": recap, "seconds": round(time.monotonic() - t0, 1)}
+        return {**props, "recap": recap, "changes": changed_tasks(r.stdout),
+                "seconds": round(time.monotonic() - t0, 1)}
 
     def create(self, props: dict[str, Any]) -> CreateResult:
         return CreateResult(id_=f"{props['name']}-{os.urandom(4).hex()}", outs=self._run(props))
@@ -232,6 +233,21 @@ class PlaybookProvider(ResourceProvider):
         from pulumi.dynamic import UpdateResult
 
         return UpdateResult(outs=self._run(news))
+
+
+def changed_tasks(stdout: str) -> dict[str, list[str]]:
+    """host -> the tasks and handlers that reported `changed` in ansible-playbook's default output, so a
+    re-run that should have changed nothing says what it changed."""
+    import re
+
+    changes: dict[str, list[str]] = {}
+    task = ""
+    for line in stdout.splitlines():
+        if m := re.match(r"^(?:TASK|RUNNING HANDLER) \[(.*)\] \**$", line):
+            task = m.group(1)
+        elif m := re.match(r"^changed: \[([^\]]+)\]", line):
+            changes.setdefault(m.group(1).split(" -> ")[0], []).append(task)
+    return changes
 
 
 def _integral(value: Any) -> Any:

@@ -189,9 +189,10 @@ def test_control_plane_playbook_rerun_from_pulumi_changes_nothing(cfg, kubeconfi
     assert up.summary.result == "succeeded"
     touched = {u: op for u, op in changed_resources(events).items() if "::pulumi:providers:" not in u}
     assert {u for u, op in touched.items() if op not in ("same",)} <= {*urns}, touched
-    recaps = {r["urn"]: r["outputs"]["recap"] for r in st.export_stack().deployment["resources"]
-              if r["urn"] in urns}
+    outputs = [r["outputs"] for r in st.export_stack().deployment["resources"] if r["urn"] in urns]
+    recap = {host: stats for out in outputs for host, stats in out["recap"].items()}
     hosts = {n.name for s in cfg.sites for n in s.nodes if n.role in ("control-plane", "gateway")}
-    assert {h for recap in recaps.values() for h in recap} == hosts, recaps
-    assert all(stats["changed"] == 0 and stats["failed"] == 0 for recap in recaps.values()
-               for stats in recap.values()), recaps
+    assert set(recap) == hosts, recap
+    changes = {host: tasks for out in outputs for host, tasks in out["changes"].items()}
+    assert changes == {}, f"the re-run changed: {changes}"
+    assert all(stats["changed"] == 0 and stats["failed"] == 0 for stats in recap.values()), recap

@@ -51,11 +51,12 @@ def test_run_writes_files_privately_installs_them_and_is_idempotent(tmp_path, bo
     provider = PlaybookProvider()
     first = provider.create(props(tmp_path, book)).outs
     assert first["recap"]["localhost"]["changed"] == 1 and first["recap"]["localhost"]["failed"] == 0
+    assert first["changes"] == {"localhost": ["demo : Install the secret"]}  # names what changed
     written = tmp_path / "state" / "site" / "pki" / "secret.key"
     assert stat.S_IMODE(written.stat().st_mode) == 0o600
     assert (tmp_path / "installed.key").read_text() == "s3cret\n"
     second = provider.update("id", first, props(tmp_path, book)).outs
-    assert second["recap"]["localhost"]["changed"] == 0
+    assert second["recap"]["localhost"]["changed"] == 0 and second["changes"] == {}
 
 
 @pytest.mark.tools
