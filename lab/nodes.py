@@ -32,11 +32,16 @@ def ensure_network(name: str, subnet: str, internal: bool = True,
     # netavark 1.4 programs the host firewall with iptables; without it every network fails obscurely.
     if shutil.which("iptables") is None:
         raise PodmanError("iptables not found: podman's netavark needs it (apt-get install iptables)")
-    if exists("network", name):
+    def check_existing() -> bool:
+        if not exists("network", name):
+            return False
         info = podman_json("network", "inspect", name)[0]
         have = [s["subnet"] for s in info.get("subnets", [])]
         if subnet not in have:
             raise PodmanError(f"network {name} exists with subnets {have}, expected {subnet}: run `lab down`")
+        return True
+
+    if check_existing():
         return
     args = ["network", "create", "--subnet", subnet, "--label", LABEL]
     for k, v in (labels or {}).items():
@@ -44,7 +49,11 @@ def ensure_network(name: str, subnet: str, internal: bool = True,
     # Internal: no NAT or default route, so the only way out of a site is what the lab builds.
     if internal:
         args.append("--internal")
-    podman(*args, name)
+    try:
+        podman(*args, name)
+    except PodmanError:
+        if not check_existing():  # not a concurrent caller creating the same network first
+            raise
 
 
 # Every systemd container (all run as host uid 0) takes several inotify instances; the kernel default of 128

@@ -20,7 +20,7 @@ import yaml
 from lab import api, gateway, s3
 from lab.config import DEFAULT_PATH, parse
 from lab.inventory import state_dir
-from lab.nodes import netns, remove_standalone, run_standalone, ssh, ssh_args
+from lab.nodes import ensure_network, netns, remove_standalone, run_standalone, ssh, ssh_args
 from lab.podman import LABEL, env, podman, podman_json
 from tests.conftest import require_tool
 
@@ -263,6 +263,20 @@ def test_standalone_node_for_playbook_tests(lab):
     finally:
         remove_standalone("sovt-sa1")
     assert subprocess.run(["podman", "container", "exists", "sovlab-sa-sovt-sa1"], env=env()).returncode == 1
+
+
+def test_ensure_network_is_safe_to_call_concurrently():
+    # Nodes are started from a thread pool and each makes sure its network exists (the hardening bench
+    # once died on "network already exists" from the loser of that race).
+    from concurrent.futures import ThreadPoolExecutor
+
+    name = f"sovtest-race-{uuid.uuid4().hex[:6]}"
+    try:
+        with ThreadPoolExecutor(max_workers=4) as pool:
+            list(pool.map(lambda _: ensure_network(name, "10.219.253.0/24"), range(4)))
+        assert [s["subnet"] for s in podman_json("network", "inspect", name)[0]["subnets"]] == ["10.219.253.0/24"]
+    finally:
+        podman("network", "rm", "-f", name, check=False)
 
 
 def test_up_recreates_a_node_whose_processes_died_behind_podmans_back(lab):
