@@ -224,8 +224,11 @@ def test_SC_HST_06_aide_baseline(host, evidence):
 
 @pytest.mark.control("SC-HST-06")
 def test_SC_HST_06_aide_check_clean(host, evidence):
-    r = run(host, "aide --check --config /etc/aide/aide.conf | tail -n 20", evidence)
-    assert r.rc == 0 and "found differences" not in r.stdout
+    # The exit code is AIDE's own (a pipe into tail would report tail's): 1/2/4 = files added/removed/changed.
+    r = run(host, "out=$(aide --check --config /etc/aide/aide.conf 2>&1); rc=$?; "
+                  "printf '%s\\n' \"$out\" | tail -n 20; exit $rc", evidence)
+    assert r.rc == 0, f"aide --check exit {r.rc}: files differ from the baseline (or AIDE failed)"
+    assert "found differences" not in r.stdout
 
 
 @pytest.mark.control("SC-HST-06")

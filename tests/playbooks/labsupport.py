@@ -5,6 +5,7 @@ The packages the roles add come from the offline apt repo of lab/hardening.py (n
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import os
 import re
@@ -82,6 +83,8 @@ def write_inventory(path: Path, nodes: dict[str, tuple[str, str]], repo: Path | 
         # The lab nodes only reach the repo this machine ships them (see module docstring).
         "hardening_apt_sources": [],
         "hardening_ntp_servers": ["ntp.sovcloud.lab"],
+        # This machine runs the playbook and the audit: fail2ban must never ban it (SC-HST-01).
+        "hardening_fail2ban_ignoreip": [str(next(ipaddress.ip_network(STANDALONE_SUBNET).hosts()))],
     }
     if repo is not None:
         allvars["hardening_apt_offline_repo"] = str(repo)
