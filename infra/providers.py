@@ -206,7 +206,9 @@ class PlaybookProvider(ResourceProvider):
         playbook = Path(props["playbook"])
         with tempfile.TemporaryDirectory(prefix="sovcloud-playbook-") as tmp:
             inventory, extra = Path(tmp) / "inventory.json", Path(tmp) / "vars.json"
-            inventory.write_text(json.dumps(props["inventory"]))
+            # Sorted: maps reach the provider in no fixed key order (the engine is Go), and Ansible orders a
+            # group's hosts as the inventory lists them; etcd's member list must not reorder between runs.
+            inventory.write_text(json.dumps(props["inventory"], sort_keys=True))
             extra.write_text(json.dumps(_integral(props.get("extra_vars") or {})))
             cmd = [binary, "-i", str(inventory), "-e", f"@{extra}", str(playbook)]
             if props.get("limit"):

@@ -83,3 +83,27 @@ def test_diff_reruns_on_any_input_and_check_names_bad_fields(tmp_path, book):
     assert provider.diff("id", old, rotated).changes  # a re-issued certificate reaches the nodes
     failures = provider.check({}, {**old, "playbook": str(tmp_path / "missing.yml"), "files_dir": "rel"}).failures
     assert {f.property for f in failures} == {"playbook", "files_dir"}
+
+
+@pytest.mark.tools
+def test_a_run_does_not_depend_on_the_order_the_inventory_arrives_in(tmp_path):
+    """The engine hands maps over in no fixed key order; a group's host order (etcd's member list) must not
+    follow it, or a re-run rewrites and restarts everything that lists members."""
+    book = tmp_path / "order.yml"
+    book.write_text("- hosts: nodes\n  gather_facts: false\n  tasks:\n"
+                    "    - ansible.builtin.copy:\n"
+                    "        content: \"{{ groups['nodes'] | join(' ') }}\"\n"
+                    "        dest: \"{{ dest }}\"\n"
+                    "      run_once: true\n")
+    local = {"ansible_connection": "local", "ansible_python_interpreter": sys.executable}
+    dest = tmp_path / "order.txt"
+
+    def run(hosts: list[str]) -> dict:
+        return PlaybookProvider().create({
+            "name": "order", "playbook": str(book), "fingerprint": "-", "limit": "nodes", "timeout_s": 120,
+            "inventory": {"all": {"children": {"nodes": {"hosts": {h: local for h in hosts}}}}},
+            "files_dir": str(tmp_path / "state"), "extra_vars": {"dest": str(dest)}}).outs
+
+    assert run(["node-b", "node-a", "node-c"])["changes"]
+    assert dest.read_text() == "node-a node-b node-c"
+    assert run(["node-c", "node-a", "node-b"])["changes"] == {}
