@@ -142,6 +142,20 @@ class KubernetesCluster(pulumi.ComponentResource):
             "scheduler": leaf("scheduler", "system:kube-scheduler", self.kube_ca, **client),
         }
         self.admin = self.clients["admin"]
+        # Each worker's kubelet is its own identity: the Node authorizer and NodeRestriction admission let
+        # `system:node:<name>` touch only its own Node and the pods bound to it.
+        self.kubelets = {
+            n.name: leaf(f"kubelet-{n.name}", f"system:node:{n.name}", self.kube_ca, organization="system:nodes",
+                         **client)
+            for n in s.nodes_with(cfg.Role.WORKER)
+        }
+        # Kubelets serve (logs, exec, metrics) with a certificate the apiserver verifies against the same CA
+        # (--kubelet-certificate-authority), not a self-signed one.
+        self.kubelet_serving = {
+            n.name: leaf(f"kubelet-serving-{n.name}", f"system:node:{n.name}", self.kube_ca, dns_names=[n.name],
+                         ip_addresses=[node_address(s, n)])
+            for n in s.nodes_with(cfg.Role.WORKER)
+        }
         self.service_account_key = SigningKey(f"{cluster.name}-service-account", "service-account tokens",
                                               opts=_child(self))
         # SC-DATA-02: losing this key loses every secret of the cluster; it lives only in encrypted state.
@@ -161,7 +175,9 @@ class KubernetesCluster(pulumi.ComponentResource):
     def _host_files(self, pki: Pki, cps: list[cfg.Node]) -> pulumi.Output[dict[str, str]]:
         """What playbooks/cluster.yml installs, as files under <state_dir>/<site>/ (pki/, kubeconfig/)."""
         pairs: dict[str, Certificate] = {**{f"etcd-{n}": c for n, c in self.etcd_members.items()},
-                                         **{f"apiserver-{n.name}": self.apiserver for n in cps}, **self.clients}
+                                         **{f"apiserver-{n.name}": self.apiserver for n in cps}, **self.clients,
+                                         **{f"kubelet-{n}": c for n, c in self.kubelets.items()},
+                                         **{f"kubelet-serving-{n}": c for n, c in self.kubelet_serving.items()}}
         local = f"https://127.0.0.1:{API_PORT}"
         parts = {"root-ca.crt": pki.root.cert_pem, "etcd-ca.crt": self.etcd_ca.cert_pem,
                  "kubernetes-ca.crt": self.kube_ca.cert_pem, "kubernetes-ca.key": self.kube_ca.key_pem,
@@ -181,6 +197,10 @@ class KubernetesCluster(pulumi.ComponentResource):
                 files[f"{site}/kubeconfig/{component}.conf"] = _kubeconfig(
                     self.config.name, local, values["kubernetes-ca.crt"], values[f"{component}.crt"],
                     values[f"{component}.key"], user=f"system:kube-{component}")
+            for node in self.kubelets:  # kubelets reach the API through the site's LB, like every client
+                files[f"{site}/kubeconfig/kubelet-{node}.conf"] = _kubeconfig(
+                    self.config.name, self.endpoint, values["kubernetes-ca.crt"], values[f"kubelet-{node}.crt"],
+                    values[f"kubelet-{node}.key"], user=f"system:node:{node}")
             return files
 
         return pulumi.Output.secret(pulumi.Output.all(**parts).apply(layout))
@@ -269,6 +289,13 @@ def ansible_inventory(sites: dict[str, Site], hosts: cfg.Hosts | None = None) ->
     return inventory
 
 
+def worker_pod_cidrs(site: cfg.Site, cluster: cfg.Cluster) -> dict[str, str]:
+    """Each worker's pod subnet: the cluster's pod CIDR cut into /24s, handed out in declaration order (the
+    config check guarantees one per worker; the range usually holds many more)."""
+    workers = site.nodes_with(cfg.Role.WORKER)
+    return {n.name: str(net) for n, net in zip(workers, cluster.pod_cidr.subnets(new_prefix=24), strict=False)}
+
+
 class SiteHosts(pulumi.ComponentResource):
     """The host-level steps on one site's nodes, in order: node hardening (playbooks/site.yml), then the
     cluster's control plane (playbooks/cluster.yml: etcd, kube-apiserver and friends, the API LB) installed
@@ -290,7 +317,8 @@ class SiteHosts(pulumi.ComponentResource):
             self.steps.append(Playbook(
                 f"{cluster.config.name}-control-plane", str(PLAYBOOKS / "cluster.yml"),
                 extra_vars={**extra, "cluster_state_dir": state_dir, "cluster_api_port": API_PORT,
-                            "cluster_service_cidr": str(cluster.config.service_cidr)},
+                            "cluster_service_cidr": str(cluster.config.service_cidr),
+                            "cluster_pod_cidrs": worker_pod_cidrs(site.config, cluster.config)},
                 files=cluster.host_files, opts=pulumi.ResourceOptions(parent=self, depends_on=self.steps[:]),
                 **common))
         self.register_outputs({"steps": [p.recap for p in self.steps]})

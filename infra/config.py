@@ -170,6 +170,10 @@ class Cloud(_Strict):
             elif len({n.rack for n in cps}) == 1:
                 problems.append((f"clusters[{i}]", f"all control-plane nodes of {cluster.name!r} are in rack "
                                  f"{cps[0].rack!r}; spread them over at least 3 racks (SC-AVL-02)"))
+            workers = len(site.nodes_with(Role.WORKER))
+            if cluster.pod_cidr.prefixlen > 24 or 2 ** (24 - cluster.pod_cidr.prefixlen) < workers:
+                problems.append((f"clusters[{i}].pod_cidr", f"{cluster.pod_cidr} has no /24 for each of the "
+                                 f"{workers} workers of {site.name!r}; use a larger range (e.g. a /16)"))
 
         for i, link in enumerate(self.transport.links):
             for end in ("a", "b"):

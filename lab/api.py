@@ -16,6 +16,10 @@ from lab.image import ensure_node_image
 from lab.nodes import ensure_network, run_node, system_state, wait_booted, wait_ssh
 from lab.podman import LABEL, PodmanError, podman, podman_json, process_alive, progress
 
+# Workers run containerd and runc inside the node, like kind's nodes: privileged (mounts, namespaces,
+# the pod bridge), with a private cgroup namespace so runc finds the node's cgroups at their root.
+WORKER_RUN_ARGS = ["--privileged", "--cgroupns=private"]
+
 
 def _config(config: LabConfig | str | Path | None) -> LabConfig:
     return config if isinstance(config, LabConfig) else load(config)
@@ -64,7 +68,7 @@ def up(config: LabConfig | str | Path | None = None) -> dict:
                          cfg.memory_mib[n.role], labels, gateway.gateway_run_args(cfg))
             else:
                 run_node(cfg.container(n.name), n.name, [(cfg.network(site.name), site.ip(n))],
-                         cfg.memory_mib[n.role], labels)
+                         cfg.memory_mib[n.role], labels, WORKER_RUN_ARGS if n.role == "worker" else None)
         s3.ensure_s3(cfg, site)
     t = step("containers", t)
     ips = [site.ip(n) for site in cfg.sites for n in site.nodes]

@@ -12,18 +12,31 @@ from __future__ import annotations
 
 import ssl
 import subprocess
+import tempfile
 import time
 from pathlib import Path
 
 import httpx
 
-from lab import inventory
+from lab import inventory, oci
 from lab.config import LabConfig, Site
 from lab.nodes import ssh
 from lab.podman import progress
 
 API_PORT = 6443
 HAPROXY_DEBS = ["haproxy", "liblua5.3-0", "libopentracing-c-wrapper0", "libopentracing1"]
+# What a worker runs pods with (playbooks/roles/kube_node); versions are Debian 12's.
+NODE_DEBS = ["runc", "containerd", "containernetworking-plugins"]
+SAMPLE_IMAGE = "sovcloud.local/sample-web:1"
+IMAGES = {
+    # The pod sandbox only has to hold the pod's namespaces; containerd stops it with SIGKILL.
+    "pause": {"ref": "sovcloud.local/pause:1", "entrypoint": ["/bin/busybox", "sleep", "2147483647"]},
+    # The sample agency workload: a static page over HTTP on 8080, non-root, read-only root filesystem.
+    "sample-web": {"ref": SAMPLE_IMAGE, "entrypoint": ["/bin/busybox", "httpd", "-f", "-p", "8080", "-h", "/www"],
+                   "files": {f"/www/{page}": oci.File(b"sovcloud sample workload\n")
+                             for page in ("index.html", "healthz", "readyz")},  # the workload chart's probes
+                   "ports": [8080]},
+}
 
 
 def site_dir(site: Site | str, state_dir: Path | None = None) -> Path:
@@ -38,19 +51,41 @@ def control_plane(site: Site) -> list:
     return [n for n in site.nodes if n.role == "control-plane"]
 
 
-# --- packages for the LB -----------------------------------------------------------------------------
+# --- packages and images for the offline nodes ---------------------------------------------------------
 
-def ensure_haproxy_debs(state_dir: Path | None = None) -> Path:
-    """haproxy and the libraries the node image lacks, fetched once with the host's apt (nodes are offline)."""
-    d = (state_dir or inventory.STATE_DIR).parent / "debs-haproxy"
-    if d.exists() and len(list(d.glob("*.deb"))) == len(HAPROXY_DEBS):
+def ensure_debs(name: str, packages: list[str], state_dir: Path | None = None) -> Path:
+    """`packages` as .deb files in <lab cache>/debs-<name>, fetched once with the host's apt (nodes are offline)."""
+    d = (state_dir or inventory.STATE_DIR).parent / f"debs-{name}"
+    if d.exists() and len(list(d.glob("*.deb"))) == len(packages):
         return d
     d.mkdir(parents=True, exist_ok=True)
-    progress("apt-get download haproxy (once)")
-    r = subprocess.run(["apt-get", "download", *HAPROXY_DEBS], cwd=d, capture_output=True, text=True,
-                       timeout=300)
-    if r.returncode != 0 or len(list(d.glob("*.deb"))) != len(HAPROXY_DEBS):
-        raise RuntimeError(f"apt-get download {' '.join(HAPROXY_DEBS)} failed in {d}: {r.stderr.strip()}")
+    progress(f"apt-get download {' '.join(packages)} (once)")
+    r = subprocess.run(["apt-get", "download", *packages], cwd=d, capture_output=True, text=True, timeout=300)
+    if r.returncode != 0 or len(list(d.glob("*.deb"))) != len(packages):
+        raise RuntimeError(f"apt-get download {' '.join(packages)} failed in {d}: {r.stderr.strip()}")
+    return d
+
+
+def ensure_haproxy_debs(state_dir: Path | None = None) -> Path:
+    return ensure_debs("haproxy", HAPROXY_DEBS, state_dir)
+
+
+def ensure_node_debs(state_dir: Path | None = None) -> Path:
+    return ensure_debs("node", NODE_DEBS, state_dir)
+
+
+def ensure_images(state_dir: Path | None = None) -> Path:
+    """The OCI archives workers import (kube_node role): the pod sandbox and the sample workload, both one
+    static busybox from Debian. Built every time (well under a second): the archives are reproducible, so
+    unchanged images give identical files and the role imports nothing."""
+    d = (state_dir or inventory.STATE_DIR).parent / "images"
+    deb = next(ensure_debs("busybox", ["busybox-static"], state_dir).glob("*.deb"))
+    with tempfile.TemporaryDirectory() as tmp:
+        subprocess.run(["dpkg-deb", "-x", str(deb), tmp], check=True)
+        busybox = oci.File((Path(tmp) / "bin" / "busybox").read_bytes(), 0o755)
+    for name, image in IMAGES.items():
+        oci.build(oci.Image(image["ref"], {"/bin/busybox": busybox, **image.get("files", {})},
+                            image["entrypoint"], exposed_ports=image.get("ports", [])), d / f"{name}.tar")
     return d
 
 

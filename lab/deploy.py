@@ -113,6 +113,8 @@ def deploy(cfg: LabConfig) -> dict:
     ensure_key()
     # Offline packages the stack's hosts.extra_vars point the roles at (the nodes have no apt mirror).
     cluster.ensure_haproxy_debs(state)
+    cluster.ensure_node_debs(state)
+    cluster.ensure_images(state)
     if _committed_hosts().get("harden", True):
         hardening.ensure_offline_repo()
     if _machines_newer_than_deployment(cfg):

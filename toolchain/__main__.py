@@ -6,6 +6,7 @@ setup is idempotent: a second run finds everything cached and takes seconds.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import hashlib
 import os
 import re
@@ -20,6 +21,25 @@ from . import BIN, HOME, REPO, VENV, pins, tool_env
 from .gobuild import GoTool, build
 
 PULUMI_SDK_MODULE = "github.com/pulumi/pulumi/sdk/v3"
+
+KUBERNETES = GoTool(
+    name="kubernetes",
+    version=pins.KUBERNETES,
+    module="k8s.io/kubernetes",
+    commands={c: f"k8s.io/kubernetes/cmd/{c}" for c in
+              ("kube-apiserver", "kube-controller-manager", "kube-scheduler")},
+    ldflags=[
+        f"-X k8s.io/component-base/version.{k}={v}"
+        for k, v in {
+            "gitVersion": f"v{pins.KUBERNETES}",
+            "gitMajor": pins.KUBERNETES.split(".")[0],
+            "gitMinor": pins.KUBERNETES.split(".")[1],
+            "gitTreeState": "clean",
+        }.items()
+    ],
+    # staging modules k8s.io/api etc. are published as v0.<minor>.<patch>
+    local_replacement_version=lambda module: "v0." + pins.KUBERNETES.split(".", 1)[1],
+)
 
 GO_TOOLS = [
     GoTool(
@@ -44,24 +64,9 @@ GO_TOOLS = [
         commands={"helm": "helm.sh/helm/v3/cmd/helm"},
         ldflags=[f"-X helm.sh/helm/v3/internal/version.version=v{pins.HELM}"],
     ),
-    GoTool(
-        name="kubernetes",
-        version=pins.KUBERNETES,
-        module="k8s.io/kubernetes",
-        commands={c: f"k8s.io/kubernetes/cmd/{c}" for c in
-                  ("kube-apiserver", "kube-controller-manager", "kube-scheduler")},
-        ldflags=[
-            f"-X k8s.io/component-base/version.{k}={v}"
-            for k, v in {
-                "gitVersion": f"v{pins.KUBERNETES}",
-                "gitMajor": pins.KUBERNETES.split(".")[0],
-                "gitMinor": pins.KUBERNETES.split(".")[1],
-                "gitTreeState": "clean",
-            }.items()
-        ],
-        # staging modules k8s.io/api etc. are published as v0.<minor>.<patch>
-        local_replacement_version=lambda module: "v0." + pins.KUBERNETES.split(".", 1)[1],
-    ),
+    KUBERNETES,
+    # The node agent, built like the control plane but cached apart (adding it rebuilt nothing else).
+    dataclasses.replace(KUBERNETES, name="kubernetes-node", commands={"kubelet": "k8s.io/kubernetes/cmd/kubelet"}),
 ]
 
 
@@ -204,6 +209,7 @@ def checks() -> list[Check]:
         Check("kube-apiserver", ["kube-apiserver", "--version"], pins.KUBERNETES),
         Check("kube-controller-manager", ["kube-controller-manager", "--version"], pins.KUBERNETES),
         Check("kube-scheduler", ["kube-scheduler", "--version"], pins.KUBERNETES),
+        Check("kubelet", ["kubelet", "--version"], pins.KUBERNETES),
         Check("kubectl", ["kubectl", "version", "--client"]),
         Check("etcd", ["etcd", "--version"]),
         Check("prometheus", ["prometheus", "--version"]),

@@ -191,7 +191,7 @@ def test_control_plane_playbook_rerun_from_pulumi_changes_nothing(cfg, kubeconfi
     assert {u for u, op in touched.items() if op not in ("same",)} <= {*urns}, touched
     outputs = [r["outputs"] for r in st.export_stack().deployment["resources"] if r["urn"] in urns]
     recap = {host: stats for out in outputs for host, stats in out["recap"].items()}
-    hosts = {n.name for s in cfg.sites for n in s.nodes if n.role in ("control-plane", "gateway")}
+    hosts = {n.name for s in cfg.sites for n in s.nodes if n.role in ("control-plane", "gateway", "worker")}
     assert set(recap) == hosts, recap
     changes = {host: tasks for out in outputs for host, tasks in out["changes"].items()}
     assert changes == {}, f"the re-run changed: {changes}"

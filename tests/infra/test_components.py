@@ -148,7 +148,7 @@ def _hosts(tmp_path) -> cfg.Hosts:
 
 
 @pulumi.runtime.test
-def test_cluster_host_files_are_what_the_control_plane_playbook_installs(lab_cloud, checks):
+def test_cluster_host_files_are_what_the_cluster_playbook_installs(lab_cloud, checks):
     pki = components.Pki("pki", lab_cloud)
     cluster = components.KubernetesCluster(lab_cloud.clusters[0], components.Site(lab_cloud.site("dc-astana")), pki)
 
@@ -166,6 +166,11 @@ def test_cluster_host_files_are_what_the_control_plane_playbook_installs(lab_clo
                 "dc-astana/kubeconfig/scheduler.conf"} <= set(files)
         assert "server: https://127.0.0.1:6443" in files["dc-astana/kubeconfig/scheduler.conf"]
         assert "server: https://10.210.1.15:6443" in files["dc-astana/kubeconfig/admin.conf"]
+        # kube_node: each worker its own kubelet identity (client) and serving certificate, through the LB.
+        assert {"kubelet-astana-w1.crt", "kubelet-serving-astana-w2.key"} <= pki_files
+        assert "server: https://10.210.1.15:6443" in files["dc-astana/kubeconfig/kubelet-astana-w1.conf"]
+        assert "system:node:astana-w1" in files["dc-astana/kubeconfig/kubelet-astana-w1.conf"]
+        assert not any("astana-cp1" in f and "kubelet" in f for f in files)  # no kubelet on the control plane
         # Separate CAs: etcd trusts only the etcd CA, the apiserver only the kubernetes CA.
         assert member_issuer == etcd_client_issuer == "mock-cert_pem-astana-etcd-ca"
         assert admin_issuer == "mock-cert_pem-astana-kubernetes-ca"
@@ -188,6 +193,7 @@ def test_site_hosts_harden_before_the_control_plane_and_tenants_wait_for_both(la
         assert limit == "dc_astana"
         assert cp_vars["cluster_state_dir"] == str(tmp_path / "state")
         assert cp_vars["cluster_service_cidr"] == "10.96.0.0/16"
+        assert cp_vars["cluster_pod_cidrs"] == {"astana-w1": "10.64.0.0/24", "astana-w2": "10.64.1.0/24"}
         assert not cp_vars["cluster_bin_dir"].startswith("~")  # expanded on the controller
         assert inventory["all"]["vars"]["ansible_user"] == "sovadmin"
         groups = inventory["all"]["children"]

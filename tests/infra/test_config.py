@@ -36,6 +36,12 @@ def test_overlapping_cidrs_name_both_fields():
     assert "overlaps clusters[0].service_cidr" in problems(data)["clusters[1].service_cidr"]
 
 
+def test_pod_cidr_needs_a_slash_24_per_worker():
+    data = lab_data()
+    data["clusters"][0]["pod_cidr"] = "10.64.0.0/25"
+    assert "no /24 for each of the" in problems(data)["clusters[0].pod_cidr"]
+
+
 def test_tier3_cluster_needs_three_control_plane_nodes():
     data = lab_data()
     data["sites"][0]["nodes"][2]["role"] = "worker"
