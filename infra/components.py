@@ -324,6 +324,18 @@ class SiteHosts(pulumi.ComponentResource):
         self.register_outputs({"steps": [p.recap for p in self.steps]})
 
 
+def kubelet_api_access(cluster: KubernetesCluster, opts: pulumi.ResourceOptions | None = None) -> KubeObject:
+    """Lets the apiserver's kubelet client (CN kube-apiserver-kubelet-client) use the kubelet API, which the
+    kubelets authorize by webhook: logs, exec, port-forward. Nothing else gets this role."""
+    return KubeObject(f"{cluster.config.name}-apiserver-kubelet-access", cluster.kubeconfig, {
+        "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
+        "metadata": {"name": "sovcloud:apiserver-kubelet-client"},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "system:kubelet-api-admin"},
+        "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User",
+                      "name": "kube-apiserver-kubelet-client"}],
+    }, opts=opts)
+
+
 def render_tenant_chart(tenant: cfg.Tenant, domain: str) -> list[dict[str, Any]]:
     """The tenant chart rendered with helm: the Pulumi path and the `helm install` path apply the same objects."""
     values = {**tenant.chart_values, "agency": tenant.name, "dataClassification": tenant.data_classification,

@@ -18,6 +18,7 @@ from infra.components import (
     Tenant,
     TransportNetwork,
     ansible_inventory,
+    kubelet_api_access,
 )
 from toolchain import REPO
 
@@ -82,10 +83,14 @@ def build(cloud: cfg.Cloud, kubeconfigs: dict[str, pulumi.Input[str]] | None = N
     transport = TransportNetwork("transport", cloud.transport, sites)
     inventory = ansible_inventory(sites, hosts)
     site_hosts: dict[str, SiteHosts] = {}
+    kubelet_access = {}
     if hosts:
         for name, site in sites.items():
             cluster = next((clusters[c.name] for c in cloud.clusters if c.site == name), None)
             site_hosts[name] = SiteHosts(site, cluster, hosts, inventory)
+            if cluster is not None:
+                kubelet_access[cluster.config.name] = kubelet_api_access(
+                    cluster, opts=pulumi.ResourceOptions(depends_on=[site_hosts[name]]))
         kubeconfigs = {name: c.kubeconfig for name, c in clusters.items()}
     kubeconfigs = kubeconfigs or {}
     tenants = {}
@@ -109,4 +114,4 @@ def build(cloud: cfg.Cloud, kubeconfigs: dict[str, pulumi.Input[str]] | None = N
                                                      if m["kind"] == "Namespace"] for name, t in tenants.items()})
     pulumi.export("compliance", compliance_summary(cloud))
     return {"pki": pki, "sites": sites, "clusters": clusters, "gateway": gateway, "transport": transport,
-            "hosts": site_hosts, "tenants": tenants}
+            "hosts": site_hosts, "kubelet_access": kubelet_access, "tenants": tenants}

@@ -5,7 +5,10 @@ Idempotent: `up` creates only what is missing and rewrites gateway config only w
 
 from __future__ import annotations
 
+import contextlib
+import os
 import shutil
+import signal
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -134,6 +137,18 @@ def hardware_status(config: LabConfig | str | Path | None = None) -> list[dict]:
         return list(pool.map(probe, rows))
 
 
+def _wait_gone(pids: list[int], deadline_s: float = 30) -> None:
+    """`rm -f` can return while a privileged node's PID 1 is still being torn down (its pod processes exit
+    first): wait for each to end, bounded, and kill what is left so `down` never leaves a process behind."""
+    t_end = time.monotonic() + deadline_s
+    while (alive := [p for p in pids if process_alive(p)]) and time.monotonic() < t_end:
+        time.sleep(0.5)
+    for p in alive:
+        progress(f"PID {p} of a removed container still runs after {deadline_s:.0f}s: killing it")
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(p, signal.SIGKILL)
+
+
 def down(config: LabConfig | str | Path | None = None, standalone: bool = False) -> dict:
     """Remove every container and network `up` made for this lab (labels sovcloud.lab=1 and
     sovcloud.lab.instance=<name>) and its state dir; nothing else. standalone=True also removes the
@@ -153,6 +168,8 @@ def down(config: LabConfig | str | Path | None = None, standalone: bool = False)
         networks += podman("network", "ls", "-q", *args).split()
     if containers:
         progress(f"removing {len(containers)} containers")
+        pids = [int(p) for p in podman("inspect", "-f", "{{.State.Pid}}", *containers, check=False).split()
+                if p.isdigit() and int(p) > 0]
         try:
             podman("rm", "-f", "-t", "2", *containers, timeout=300)
         except PodmanError:
@@ -162,6 +179,7 @@ def down(config: LabConfig | str | Path | None = None, standalone: bool = False)
             rest = [c for c in containers if any(full.startswith(c) for full in left)]
             if rest:
                 podman("rm", "-f", "-t", "2", *rest, timeout=300)
+        _wait_gone(pids)
     if networks:
         podman("network", "rm", *networks)
     state = inventory.state_dir(cfg)

@@ -201,5 +201,15 @@ def test_site_hosts_harden_before_the_control_plane_and_tenants_wait_for_both(la
         assert set(groups["control_plane"]["hosts"]) == {f"{s}-cp{i}" for s in ("astana", "almaty") for i in (1, 2, 3)}
         assert "current-context: almaty" in tenant_kubeconfig  # the stack's own clusters, no kubeconfig files
 
+    # The apiserver may use the kubelets' API (logs, exec) once the cluster is up; the binding names it alone.
+    access = res["kubelet_access"]["astana"]
+    assert set(res["kubelet_access"]) == {"astana", "almaty"}
+
+    @checks.on(access.manifest)
+    def _(manifest):
+        assert manifest["roleRef"]["name"] == "system:kubelet-api-admin"
+        assert manifest["subjects"] == [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User",
+                                         "name": "kube-apiserver-kubelet-client"}]
+
     return control_plane.urn
 

@@ -12,7 +12,6 @@ import subprocess
 import sys
 import time
 import uuid
-from pathlib import Path
 
 import pytest
 import yaml
@@ -21,7 +20,7 @@ from lab import api, gateway, s3
 from lab.config import DEFAULT_PATH, parse
 from lab.inventory import state_dir
 from lab.nodes import ensure_network, netns, remove_standalone, run_standalone, ssh, ssh_args
-from lab.podman import LABEL, env, podman, podman_json
+from lab.podman import LABEL, env, podman, podman_json, process_alive
 from tests.conftest import require_tool
 
 pytestmark = pytest.mark.lab
@@ -326,7 +325,7 @@ def test_zz_down_removes_everything_it_created_and_nothing_else(lab):
         for kept in (decoy, "sovlab-sa-sovt-keep"):
             assert subprocess.run(["podman", "container", "exists", kept], env=env()).returncode == 0, kept
         assert not state_dir(CFG).exists()
-        alive = [p for p in pids if Path(f"/proc/{p}").exists()]
+        alive = [p for p in pids if process_alive(p)]  # an exited PID 1 left unreaped is no process running
         assert alive == [], "processes of removed containers still run"
     finally:
         remove_standalone("sovt-keep")
