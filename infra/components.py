@@ -144,17 +144,18 @@ class KubernetesCluster(pulumi.ComponentResource):
         self.admin = self.clients["admin"]
         # Each worker's kubelet is its own identity: the Node authorizer and NodeRestriction admission let
         # `system:node:<name>` touch only its own Node and the pods bound to it.
+        workers = s.nodes_with(cfg.Role.WORKER)
         self.kubelets = {
             n.name: leaf(f"kubelet-{n.name}", f"system:node:{n.name}", self.kube_ca, organization="system:nodes",
                          **client)
-            for n in s.nodes_with(cfg.Role.WORKER)
+            for n in workers
         }
         # Kubelets serve (logs, exec, metrics) with a certificate the apiserver verifies against the same CA
         # (--kubelet-certificate-authority), not a self-signed one.
         self.kubelet_serving = {
             n.name: leaf(f"kubelet-serving-{n.name}", f"system:node:{n.name}", self.kube_ca, dns_names=[n.name],
                          ip_addresses=[node_address(s, n)])
-            for n in s.nodes_with(cfg.Role.WORKER)
+            for n in workers
         }
         self.service_account_key = SigningKey(f"{cluster.name}-service-account", "service-account tokens",
                                               opts=_child(self))

@@ -138,8 +138,8 @@ def hardware_status(config: LabConfig | str | Path | None = None) -> list[dict]:
 
 
 def _wait_gone(pids: list[int], deadline_s: float = 30) -> None:
-    """`rm -f` can return while a privileged node's PID 1 is still being torn down (its pod processes exit
-    first): wait for each to end, bounded, and kill what is left so `down` never leaves a process behind."""
+    """`rm -f` can return while a removed node's PID 1 still exists (seen in CI with a privileged worker):
+    wait for each to end, bounded, and kill what is left so `down` never leaves a process behind."""
     t_end = time.monotonic() + deadline_s
     while (alive := [p for p in pids if process_alive(p)]) and time.monotonic() < t_end:
         time.sleep(0.5)

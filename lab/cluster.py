@@ -74,11 +74,16 @@ def ensure_node_debs(state_dir: Path | None = None) -> Path:
     return ensure_debs("node", NODE_DEBS, state_dir)
 
 
+def images_dir(state_dir: Path | None = None) -> Path:
+    """Where `ensure_images` writes the archives (the stack's `cluster_image_dir`)."""
+    return (state_dir or inventory.STATE_DIR).parent / "images"
+
+
 def ensure_images(state_dir: Path | None = None) -> Path:
     """The OCI archives workers import (kube_node role): the pod sandbox and the sample workload, both one
     static busybox from Debian. Built every time (well under a second): the archives are reproducible, so
     unchanged images give identical files and the role imports nothing."""
-    d = (state_dir or inventory.STATE_DIR).parent / "images"
+    d = images_dir(state_dir)
     deb = next(ensure_debs("busybox", ["busybox-static"], state_dir).glob("*.deb"))
     with tempfile.TemporaryDirectory() as tmp:
         subprocess.run(["dpkg-deb", "-x", str(deb), tmp], check=True)

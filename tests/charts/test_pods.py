@@ -63,8 +63,7 @@ def test_agency_workload_runs_under_restricted_pod_security_and_serves(lab, helm
     site = cfg.site(SITE)
     agency = "p" + secrets.token_hex(3)
     ns = f"{agency}-prod"
-    images = cluster.ensure_images(inventory.state_dir(cfg))
-    digest = oci.manifest_digest(images / "sample-web.tar")
+    digest = oci.manifest_digest(cluster.images_dir(inventory.state_dir(cfg)) / "sample-web.tar")  # as deployed
     repo = cluster.SAMPLE_IMAGE.rsplit(":", 1)[0]
     values = {
         "agency": agency, "nameOverride": "web", "replicas": 2,
