@@ -178,7 +178,7 @@ def test_backup_schedule_for_dr_tooling(case):
 
 def test_full_values_routes_and_slo(helm):
     docs = helm.template(TENANT, [CI["full-values"]])
-    routes = yaml.safe_load(one(docs, "ConfigMap", "gateway-routes", "egov-prod")["data"]["routes.yaml"])
+    routes = yaml.safe_load(one(docs, "ConfigMap", "gateway-routes", "egov-prod")["data"]["routes.json"])
     assert [r["host"] for r in routes] == ["egov.gov.kz", "api.egov.gov.kz", "staging.egov.gov.kz"]
     assert routes[0]["tls"] == {"minVersion": "1.3"}
     assert routes[1] == {
@@ -215,7 +215,7 @@ def test_other_government_domain_is_honoured(helm):
         "gateway.routes[0].port": 443,
     }
     docs = helm.template(TENANT, [CI["minimal-values"]], route)
-    routes = yaml.safe_load(one(docs, "ConfigMap", "gateway-routes")["data"]["routes.yaml"])
+    routes = yaml.safe_load(one(docs, "ConfigMap", "gateway-routes")["data"]["routes.json"])
     assert routes[0]["host"] == "portal.egov.kz"
     # The default gov.kz is no longer accepted once the domain is egov.kz.
     err = helm.template_error(TENANT, [CI["minimal-values"]], {**route, "gateway.routes[0].host": "x.gov.kz"})

@@ -176,7 +176,7 @@ def test_route_registration(helm):
     docs = helm.template(WORKLOAD, [CI["deployment-values"]], namespace=NS, release="r")
     cm = one(docs, "ConfigMap", "gateway-route-portal", NS)
     assert cm["metadata"]["labels"]["sovcloud.kz/gateway-routes"] == "true"
-    assert yaml.safe_load(cm["data"]["routes.yaml"]) == [
+    assert yaml.safe_load(cm["data"]["routes.json"]) == [
         {
             "host": "egov.gov.kz",
             "path": "/",
