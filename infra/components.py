@@ -23,6 +23,9 @@ from toolchain import REPO
 PKG = "sovcloud"
 API_PORT = 6443
 PLAYBOOKS = REPO / "playbooks"
+# Certificate groups (O) of the node agents, bound to their read-only ClusterRoles by cluster_rbac.
+NETPOL_AGENTS = "sovcloud:netpol-agents"
+ROUTE_AGENTS = "sovcloud:gateway-route-agents"
 # The inventory groups playbooks/site.yml and cluster.yml target, per node role.
 ROLE_GROUPS = {"control_plane": cfg.Role.CONTROL_PLANE, "worker": cfg.Role.WORKER, "gateway": cfg.Role.GATEWAY}
 
@@ -157,6 +160,23 @@ class KubernetesCluster(pulumi.ComponentResource):
                          ip_addresses=[node_address(s, n)])
             for n in workers
         }
+        # The node agents (agents/) are identities of their own with read-only RBAC (cluster_rbac): each
+        # worker's NetworkPolicy agent reads pods, namespaces and policies; the gateway's route agent reads
+        # route registrations, Services and EndpointSlices. The kubelet's identity may do neither.
+        self.netpol_agents = {
+            n.name: leaf(f"netpol-{n.name}", f"sovcloud:netpol:{n.name}", self.kube_ca, organization=NETPOL_AGENTS,
+                         **client)
+            for n in workers
+        }
+        self.route_agents = {
+            n.name: leaf(f"gateway-routes-{n.name}", f"sovcloud:gateway-routes:{n.name}", self.kube_ca,
+                         organization=ROUTE_AGENTS, **client)
+            for n in gateway
+        }
+        # Hostnames the gateway publishes for the cluster's agencies get certificates from a CA of their own
+        # whose key is only on the gateway: its route agent issues one per registered hostname.
+        self.routes_ca = pki.intermediate(f"{cluster.name}-gateway-routes-ca", f"{cluster.name} gateway routes CA",
+                                          self)
         self.service_account_key = SigningKey(f"{cluster.name}-service-account", "service-account tokens",
                                               opts=_child(self))
         # SC-DATA-02: losing this key loses every secret of the cluster; it lives only in encrypted state.
@@ -178,7 +198,10 @@ class KubernetesCluster(pulumi.ComponentResource):
         pairs: dict[str, Certificate] = {**{f"etcd-{n}": c for n, c in self.etcd_members.items()},
                                          **{f"apiserver-{n.name}": self.apiserver for n in cps}, **self.clients,
                                          **{f"kubelet-{n}": c for n, c in self.kubelets.items()},
-                                         **{f"kubelet-serving-{n}": c for n, c in self.kubelet_serving.items()}}
+                                         **{f"kubelet-serving-{n}": c for n, c in self.kubelet_serving.items()},
+                                         **{f"netpol-{n}": c for n, c in self.netpol_agents.items()},
+                                         **{f"gateway-routes-{n}": c for n, c in self.route_agents.items()},
+                                         "gateway-routes-ca": self.routes_ca}
         local = f"https://127.0.0.1:{API_PORT}"
         parts = {"root-ca.crt": pki.root.cert_pem, "etcd-ca.crt": self.etcd_ca.cert_pem,
                  "kubernetes-ca.crt": self.kube_ca.cert_pem, "kubernetes-ca.key": self.kube_ca.key_pem,
@@ -303,7 +326,7 @@ class SiteHosts(pulumi.ComponentResource):
     from the cluster's Pulumi-issued PKI. Its resources end when the site's API serves."""
 
     def __init__(self, site: Site, cluster: KubernetesCluster | None, hosts: cfg.Hosts,
-                 inventory: dict[str, Any], opts: pulumi.ResourceOptions | None = None):
+                 inventory: dict[str, Any], domain: str, opts: pulumi.ResourceOptions | None = None):
         super().__init__(f"{PKG}:index:SiteHosts", site.config.name,
                          {"hardened": hosts.harden, "control_plane": cluster is not None}, opts)
         state_dir = str(Path(hosts.state_dir).expanduser())
@@ -319,28 +342,52 @@ class SiteHosts(pulumi.ComponentResource):
                 f"{cluster.config.name}-control-plane", str(PLAYBOOKS / "cluster.yml"),
                 extra_vars={**extra, "cluster_state_dir": state_dir, "cluster_api_port": API_PORT,
                             "cluster_service_cidr": str(cluster.config.service_cidr),
-                            "cluster_pod_cidrs": worker_pod_cidrs(site.config, cluster.config)},
+                            "cluster_pod_cidrs": worker_pod_cidrs(site.config, cluster.config),
+                            "cluster_domain": domain},
                 files=cluster.host_files, opts=pulumi.ResourceOptions(parent=self, depends_on=self.steps[:]),
                 **common))
         self.register_outputs({"steps": [p.recap for p in self.steps]})
 
 
-def kubelet_api_access(cluster: KubernetesCluster, opts: pulumi.ResourceOptions | None = None) -> KubeObject:
-    """Lets the apiserver's kubelet client (CN kube-apiserver-kubelet-client) use the kubelet API, which the
-    kubelets authorize by webhook: logs, exec, port-forward. Nothing else gets this role."""
-    return KubeObject(f"{cluster.config.name}-apiserver-kubelet-access", cluster.kubeconfig, {
-        "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
-        "metadata": {"name": "sovcloud:apiserver-kubelet-client"},
-        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "system:kubelet-api-admin"},
-        "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User",
-                      "name": "kube-apiserver-kubelet-client"}],
-    }, opts=opts)
+def _cluster_role(name: str, rules: list[tuple[str, list[str]]]) -> dict[str, Any]:
+    return {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole", "metadata": {"name": name},
+            "rules": [{"apiGroups": [group], "resources": resources, "verbs": ["get", "list", "watch"]}
+                      for group, resources in rules]}
 
 
-def render_tenant_chart(tenant: cfg.Tenant, domain: str) -> list[dict[str, Any]]:
-    """The tenant chart rendered with helm: the Pulumi path and the `helm install` path apply the same objects."""
+def _binding(name: str, role: str, kind: str, subject: str) -> dict[str, Any]:
+    return {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding", "metadata": {"name": name},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": role},
+            "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": kind, "name": subject}]}
+
+
+def cluster_rbac(cluster: KubernetesCluster, opts: pulumi.ResourceOptions | None = None) -> list[KubeObject]:
+    """The platform's own identities' rights, applied once the control plane is up:
+    - the apiserver's kubelet client may use the kubelet API (logs, exec, port-forward), which kubelets
+      authorize by webhook;
+    - the node agents read what they enforce or publish, and nothing else (no writes, no Secrets)."""
+    name = cluster.config.name
+    objects = {
+        # (resource names kept: renaming would delete the object after creating it again)
+        "apiserver-kubelet-access": _binding("sovcloud:apiserver-kubelet-client", "system:kubelet-api-admin",
+                                             "User", "kube-apiserver-kubelet-client"),
+        "netpol-agent-role": _cluster_role("sovcloud:netpol-agent", [
+            ("", ["pods", "namespaces"]), ("networking.k8s.io", ["networkpolicies"])]),
+        "netpol-agent-binding": _binding("sovcloud:netpol-agent", "sovcloud:netpol-agent", "Group", NETPOL_AGENTS),
+        "gateway-route-agent-role": _cluster_role("sovcloud:gateway-route-agent", [
+            ("", ["configmaps", "namespaces", "services"]), ("discovery.k8s.io", ["endpointslices"])]),
+        "gateway-route-agent-binding": _binding("sovcloud:gateway-route-agent", "sovcloud:gateway-route-agent",
+                                                "Group", ROUTE_AGENTS),
+    }
+    return [KubeObject(f"{name}-{key}", cluster.kubeconfig, manifest, opts=opts) for key, manifest in objects.items()]
+
+
+def render_tenant_chart(tenant: cfg.Tenant, domain: str, gateway_addresses: list[str] = ()) -> list[dict[str, Any]]:
+    """The tenant chart rendered with helm: the Pulumi path and the `helm install` path apply the same objects.
+    `gateway_addresses`: the tenant's sites' gateway nodes, which its pods may be reached from (and reach)."""
+    network = {**tenant.chart_values.get("network", {}), "gatewayAddresses": [f"{a}/32" for a in gateway_addresses]}
     values = {**tenant.chart_values, "agency": tenant.name, "dataClassification": tenant.data_classification,
-              "gateway": {"domain": domain},
+              "gateway": {"domain": domain}, "network": network,
               "quota": {"requestsCpu": tenant.cpu, "requestsMemory": tenant.memory}}
     out = subprocess.run(
         ["helm", "template", tenant.name, str(REPO / "charts" / "tenant"), "--values", "-"],
@@ -354,11 +401,11 @@ class Tenant(pulumi.ComponentResource):
     """An agency's tenancy on every cluster of its sites (applied when the cluster is reachable)."""
 
     def __init__(self, tenant: cfg.Tenant, domain: str, kubeconfigs: dict[str, str],
-                 opts: pulumi.ResourceOptions | None = None):
+                 gateway_addresses: list[str] = (), opts: pulumi.ResourceOptions | None = None):
         super().__init__(f"{PKG}:index:Tenant", tenant.name,
                          {"data_classification": tenant.data_classification, "sites": tenant.sites}, opts)
         self.tenant_name = tenant.name
-        self.manifests = render_tenant_chart(tenant, domain)
+        self.manifests = render_tenant_chart(tenant, domain, gateway_addresses)
         self.objects: list[KubeObject] = []
         for cluster, kubeconfig in sorted(kubeconfigs.items()):
             # Namespaces first: the API refuses objects in a namespace that does not exist yet.

@@ -18,7 +18,8 @@ from infra.components import (
     Tenant,
     TransportNetwork,
     ansible_inventory,
-    kubelet_api_access,
+    cluster_rbac,
+    node_address,
 )
 from toolchain import REPO
 
@@ -83,13 +84,13 @@ def build(cloud: cfg.Cloud, kubeconfigs: dict[str, pulumi.Input[str]] | None = N
     transport = TransportNetwork("transport", cloud.transport, sites)
     inventory = ansible_inventory(sites, hosts)
     site_hosts: dict[str, SiteHosts] = {}
-    kubelet_access = {}
+    rbac = {}
     if hosts:
         for name, site in sites.items():
             cluster = next((clusters[c.name] for c in cloud.clusters if c.site == name), None)
-            site_hosts[name] = SiteHosts(site, cluster, hosts, inventory)
+            site_hosts[name] = SiteHosts(site, cluster, hosts, inventory, cloud.domain)
             if cluster is not None:
-                kubelet_access[cluster.config.name] = kubelet_api_access(
+                rbac[cluster.config.name] = cluster_rbac(
                     cluster, opts=pulumi.ResourceOptions(depends_on=[site_hosts[name]]))
         kubeconfigs = {name: c.kubeconfig for name, c in clusters.items()}
     kubeconfigs = kubeconfigs or {}
@@ -99,7 +100,9 @@ def build(cloud: cfg.Cloud, kubeconfigs: dict[str, pulumi.Input[str]] | None = N
                      if c.site in t.sites and c.name in kubeconfigs}
         # In-cluster objects wait for the clusters, and for the control planes when this stack runs them.
         after = [*clusters.values(), *(site_hosts[s] for s in t.sites if s in site_hosts)]
-        tenants[t.name] = Tenant(t, cloud.domain, reachable, opts=pulumi.ResourceOptions(depends_on=after))
+        gateways = [node_address(s, g) for s in cloud.sites if s.name in t.sites
+                    for g in s.nodes_with(cfg.Role.GATEWAY)]
+        tenants[t.name] = Tenant(t, cloud.domain, reachable, gateways, opts=pulumi.ResourceOptions(depends_on=after))
 
     pulumi.export("endpoints", {name: c.endpoint for name, c in clusters.items()})
     pulumi.export("kubeconfigs", pulumi.Output.secret({name: c.kubeconfig for name, c in clusters.items()}))
@@ -114,4 +117,4 @@ def build(cloud: cfg.Cloud, kubeconfigs: dict[str, pulumi.Input[str]] | None = N
                                                      if m["kind"] == "Namespace"] for name, t in tenants.items()})
     pulumi.export("compliance", compliance_summary(cloud))
     return {"pki": pki, "sites": sites, "clusters": clusters, "gateway": gateway, "transport": transport,
-            "hosts": site_hosts, "kubelet_access": kubelet_access, "tenants": tenants}
+            "hosts": site_hosts, "rbac": rbac, "tenants": tenants}

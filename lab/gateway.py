@@ -93,8 +93,8 @@ table inet sovlab_gw {{
         iifname "{ifs['transport']}" udp dport {port} counter accept
         iifname "{ifs['transport']}" counter drop
         ct state established,related accept
-        # SC-NET-01: from the Internet only the reverse proxy is reachable.
-        iifname "{ifs['internet']}" tcp dport 80 counter accept
+        # SC-NET-01: from the Internet only the reverse proxy is reachable (TLS; 80 only redirects to it).
+        iifname "{ifs['internet']}" tcp dport {{ 80, 443 }} counter accept
         iifname "{ifs['internet']}" counter drop
     }}
     chain forward {{
@@ -140,17 +140,12 @@ def _allow_list(cfg: LabConfig) -> str:
 
 
 def _nginx_conf(cfg: LabConfig, site: Site) -> str:
-    workers = "".join(f"    server {site.ip(n)}:8080;\n" for n in site.nodes if n.role == "worker")
-    return f"""# Reverse proxy of the Internet access gateway: the only way in from the Internet (SC-NET-01).
-upstream site_workers {{
-{workers}}}
+    return f"""# Reverse proxy of the Internet access gateway: the only way in from the Internet (SC-NET-01). The
+# agencies' routes are served over TLS on 443 (conf.d/sovcloud-routes.conf, written by the gateway route
+# agent, playbooks/roles/gateway_routes); plain HTTP only redirects there (SC-CRY-01).
 server {{
     listen {gateway_ips(cfg, site)['internet']}:80;
-    location / {{
-        proxy_pass http://site_workers;
-        proxy_set_header Host $host;
-        proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
-    }}
+    location / {{ return 308 https://$host$request_uri; }}
 }}
 server {{
     listen {site.ip(site.gateway)}:{HEALTH_PORT};

@@ -24,7 +24,7 @@ SYSCTLS = {
     "net.ipv4.icmp_echo_ignore_broadcasts": "1",
 }
 # Below the NodePort range; 10250 (kubelet) is allowed on any Kubernetes node, the rest must match exactly.
-ROLE_TCP = {"control_plane": {22, 6443, 2379, 2380}, "worker": {22, 8080, 10250},
+ROLE_TCP = {"control_plane": {22, 6443, 2379, 2380}, "worker": {22, 10250},
             "gateway": {22, 80, 443, 6443, 8888}}
 ROLE_UDP = {"control_plane": set(), "worker": set(), "gateway": {51820}}
 BLACKLIST = ["cramfs", "freevxfs", "jffs2", "hfs", "hfsplus", "udf", "usb-storage", "dccp", "sctp", "rds",

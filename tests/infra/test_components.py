@@ -107,8 +107,13 @@ def test_gateway_publishes_only_with_modern_tls(lab_cloud, checks):
 @pytest.mark.tools  # renders charts/tenant with helm
 @pulumi.runtime.test
 def test_tenant_applies_the_chart_objects_to_each_reachable_cluster(lab_cloud, checks):
-    tenant = components.Tenant(lab_cloud.tenants[0], lab_cloud.domain, {"astana": "kc-a", "almaty": "kc-b"})
+    tenant = components.Tenant(lab_cloud.tenants[0], lab_cloud.domain, {"astana": "kc-a", "almaty": "kc-b"},
+                               ["10.210.1.2", "10.210.2.2"])
     kinds = {m["kind"] for m in tenant.manifests}
+    # The sites' gateway nodes (outside the cluster) may reach the tenant's pods, like gateway pods would.
+    gw = [m for m in tenant.manifests if m["metadata"]["name"] == "allow-ingress-from-gateway"]
+    assert gw and all({"ipBlock": {"cidr": "10.210.1.2/32"}} in m["spec"]["ingress"][0]["from"] and
+                      {"ipBlock": {"cidr": "10.210.2.2/32"}} in m["spec"]["ingress"][0]["from"] for m in gw)
     assert {"Namespace", "ResourceQuota", "LimitRange", "NetworkPolicy", "Role", "RoleBinding"} <= kinds
     assert not kinds & {"ClusterRole", "ClusterRoleBinding"}
     (ns,) = [m for m in tenant.manifests if m["kind"] == "Namespace"]
@@ -202,14 +207,25 @@ def test_site_hosts_harden_before_the_control_plane_and_tenants_wait_for_both(la
         assert "current-context: almaty" in tenant_kubeconfig  # the stack's own clusters, no kubeconfig files
 
     # The apiserver may use the kubelets' API (logs, exec) once the cluster is up; the binding names it alone.
-    access = res["kubelet_access"]["astana"]
-    assert set(res["kubelet_access"]) == {"astana", "almaty"}
+    # The node agents' groups may only read what they act on.
+    assert set(res["rbac"]) == {"astana", "almaty"}
+    objects = res["rbac"]["astana"]
 
-    @checks.on(access.manifest)
-    def _(manifest):
-        assert manifest["roleRef"]["name"] == "system:kubelet-api-admin"
-        assert manifest["subjects"] == [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User",
-                                         "name": "kube-apiserver-kubelet-client"}]
+    @checks.on(*(o.manifest for o in objects))
+    def _(*manifests):
+        by_name = {(m["kind"], m["metadata"]["name"]): m for m in manifests}
+        access = by_name["ClusterRoleBinding", "sovcloud:apiserver-kubelet-client"]
+        assert access["roleRef"]["name"] == "system:kubelet-api-admin"
+        assert access["subjects"] == [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User",
+                                       "name": "kube-apiserver-kubelet-client"}]
+        roles = [m for m in manifests if m["kind"] == "ClusterRole"]
+        assert {r["metadata"]["name"] for r in roles} == {"sovcloud:netpol-agent", "sovcloud:gateway-route-agent"}
+        for role in roles:
+            for rule in role["rules"]:
+                assert rule["verbs"] == ["get", "list", "watch"] and "secrets" not in rule["resources"]
+        netpol = by_name["ClusterRoleBinding", "sovcloud:netpol-agent"]
+        assert netpol["subjects"][0] == {"apiGroup": "rbac.authorization.k8s.io", "kind": "Group",
+                                         "name": "sovcloud:netpol-agents"}
 
     return control_plane.urn
 

@@ -233,24 +233,22 @@ def test_egress_only_through_allowlist_proxy(lab):
 
 
 def test_inbound_only_through_reverse_proxy(lab):
-    """SC-NET-01: from the Internet, site services are reachable via the gateway's nginx only."""
-    w1 = CFG.container("astana-w1")
+    """SC-NET-01/SC-CRY-01: from the Internet only the gateway's nginx answers, and plain HTTP only redirects
+    to TLS (the routes themselves are published by the route agent: tests/charts/test_gateway_routes.py)."""
     inet = CFG.container("inet-repo")
     gw_ip = gateway.gateway_ips(CFG, ASTANA)["internet"]
-    sh(w1, "mkdir -p /tmp/web && echo portal-astana > /tmp/web/index.html && "
-           "systemd-run --unit sovlab-test-web python3 -m http.server 8080 --directory /tmp/web", check=True)
-    try:
-        deadline = time.monotonic() + 20
-        while True:
-            r = sh(inet, f"python3 -c \"import urllib.request as u; print(u.urlopen('http://{gw_ip}/').read())\"")
-            if r.returncode == 0 or time.monotonic() > deadline:
-                break
-            time.sleep(1)
-        assert "portal-astana" in r.stdout, r.stderr
-        ssh_probe = sh(inet, f"python3 -c \"import socket; socket.create_connection(('{gw_ip}', 22), 3)\"")
-        assert ssh_probe.returncode != 0  # the gateway's sshd is not exposed to the Internet
-    finally:
-        sh(w1, "systemctl stop sovlab-test-web")
+    probe = (f"import http.client as h; c = h.HTTPConnection('{gw_ip}', 80, timeout=5); "
+             "c.request('GET', '/portal?a=1', headers={'Host': 'egov.gov.kz'}); r = c.getresponse(); "
+             "print(r.status, r.getheader('Location'))")
+    deadline = time.monotonic() + 20
+    while True:
+        r = sh(inet, f'python3 -c "{probe}"')
+        if r.returncode == 0 or time.monotonic() > deadline:
+            break
+        time.sleep(1)
+    assert r.stdout.split() == ["308", "https://egov.gov.kz/portal?a=1"], r.stderr
+    ssh_probe = sh(inet, f"python3 -c \"import socket; socket.create_connection(('{gw_ip}', 22), 3)\"")
+    assert ssh_probe.returncode != 0  # the gateway's sshd is not exposed to the Internet
 
 
 def test_standalone_node_for_playbook_tests(lab):
