@@ -16,6 +16,7 @@ the node, hence `forward` sees it; the node's own traffic to its pods (kubelet p
 
 import hashlib
 import ipaddress
+import json
 import re
 import subprocess
 
@@ -178,16 +179,34 @@ def _set(items) -> str:
     return items[0] if len(items) == 1 else "{ " + ", ".join(items) + " }"
 
 
-def _peer_pods(peer: dict, policy_ns: str, cluster: list[_Pod], ns_labels: dict[str, dict]) -> list[_Pod]:
-    if "namespaceSelector" in peer:
-        namespaces = {n for n, labels in ns_labels.items() if _matches(peer["namespaceSelector"], labels)}
-    else:
-        namespaces = {policy_ns}
-    return [p for p in cluster if p.ns in namespaces and _matches(peer.get("podSelector"), p.labels)]
+class _Cluster:
+    """The eligible pods, indexed by namespace, and the namespaces' labels; resolves a policy peer to pods
+    once per render."""
+
+    def __init__(self, pods: list[_Pod], ns_labels: dict[str, dict]):
+        self.pods, self.ns_labels = pods, ns_labels
+        self.by_ns: dict[str, list[_Pod]] = {}
+        for p in pods:
+            self.by_ns.setdefault(p.ns, []).append(p)
+        self._peers: dict[tuple[str, str], list[_Pod]] = {}
+
+    def peer_pods(self, peer: dict, policy_ns: str) -> list[_Pod]:
+        # Keyed by content: every tenant's copy of the same policy (say, "from the monitoring namespace")
+        # resolves once; a namespaceSelector does not depend on the policy's namespace.
+        key = (json.dumps(peer, sort_keys=True), "" if "namespaceSelector" in peer else policy_ns)
+        if key not in self._peers:
+            if "namespaceSelector" in peer:
+                namespaces = [n for n, labels in self.ns_labels.items() if _matches(peer["namespaceSelector"], labels)]
+            else:
+                namespaces = [policy_ns]
+            self._peers[key] = [p for n in namespaces for p in self.by_ns.get(n, [])
+                                if _matches(peer.get("podSelector"), p.labels)]
+        return self._peers[key]
 
 
-def _chain_rules(pod: _Pod, ptype: str, policies: list[dict], cluster: list[_Pod], ns_labels: dict) -> list[str]:
-    """The `return` rules of one pod's chain: the union of every selecting policy's rules."""
+def _chain_rules(pod: _Pod, ptype: str, policies: list[dict], cluster: _Cluster) -> list[str]:
+    """The `return` rules of one pod's chain: the union of every selecting policy's rules (`policies`: those
+    of the pod's namespace)."""
     rules_key, peers_key, _, field, _ = _DIRECTIONS[ptype]
     by_ports: dict[tuple | None, set] = {}  # ports -> peer pod IPs
     lines: set[str] = set()
@@ -211,7 +230,7 @@ def _chain_rules(pod: _Pod, ptype: str, policies: list[dict], cluster: list[_Pod
                 add("", own_ports)
                 named = [p for p in ports if isinstance(p.get("port"), str)]
                 if ptype == "Egress" and named:
-                    for peer in cluster:  # named ports to "anywhere" can only mean pods that have them
+                    for peer in cluster.pods:  # named ports to "anywhere" can only mean pods that have them
                         add_pod(peer, named)
             for peer in peers:
                 if "ipBlock" in peer:
@@ -227,7 +246,7 @@ def _chain_rules(pod: _Pod, ptype: str, policies: list[dict], cluster: list[_Pod
                     add(match, own_ports)
                 else:
                     # The policy's namespace is the pod's: a policy selects only pods of its own namespace.
-                    for peer_pod in _peer_pods(peer, pod.ns, cluster, ns_labels):
+                    for peer_pod in cluster.peer_pods(peer, pod.ns):
                         add_pod(peer_pod, ports)
     for ports, ips in by_ports.items():
         add(f"ip {field} " + _set(str(ip) for ip in sorted(ips)), ports)
@@ -251,16 +270,20 @@ def render(node: str, pods: list[dict], namespaces: list[dict], policies: list[d
     for p in cluster:  # a pod's namespace always carries its name label, even if missing from `namespaces`
         ns_labels.setdefault(p.ns, {"kubernetes.io/metadata.name": p.ns})
 
+    by_ns: dict[str, list[dict]] = {}  # a policy selects only pods of its own namespace
+    for pol in policies:
+        by_ns.setdefault(pol.get("metadata", {}).get("namespace"), []).append(pol)
+    index = _Cluster(cluster, ns_labels)
     jumps: dict[str, list[tuple]] = {"Egress": [], "Ingress": []}  # (ip, rule) to sort by address
     chains = []
     for pod in (p for p in cluster if p.node == node):
         for ptype in ("Egress", "Ingress"):
-            if not _selecting(pod, policies, ptype):
+            if not _selecting(pod, by_ns.get(pod.ns, []), ptype):
                 continue
             _, _, prefix, _, own_field = _DIRECTIONS[ptype]
             name = _chain_name(prefix, pod)
             comment = re.sub(r'["\\]', "", f"{ptype.lower()} {pod.key}")[:120]
-            body = _chain_rules(pod, ptype, policies, cluster, ns_labels) + ["counter drop"]
+            body = _chain_rules(pod, ptype, by_ns.get(pod.ns, []), index) + ["counter drop"]
             chains.append((name, [f'comment "{comment}"', *body]))
             jumps[ptype] += [(ip, f"ip {own_field} {ip} jump {name}") for ip in pod.ips]
 
