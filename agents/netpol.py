@@ -260,8 +260,13 @@ def _chain_name(prefix: str, pod: _Pod) -> str:
     return f"{prefix}_{body}_{digest}"
 
 
-def render(node: str, pods: list[dict], namespaces: list[dict], policies: list[dict]) -> str:
-    """The complete `nft -f` script enforcing `policies` for the pods running on `node`."""
+def render(node: str, pods: list[dict], namespaces: list[dict], policies: list[dict],
+           pod_cidr: str | None = None) -> str:
+    """The complete `nft -f` script enforcing `policies` for the pods running on `node`.
+
+    With `pod_cidr` (the node's pod subnet) the node fails closed: an address of it that is not a pod the
+    API shows here - a pod started since the last sync - sends and receives nothing until the next sync has
+    put its policies in place."""
     cluster = _pods(pods)
     ns_labels = {}
     for n in namespaces:
@@ -287,14 +292,24 @@ def render(node: str, pods: list[dict], namespaces: list[dict], policies: list[d
             chains.append((name, [f'comment "{comment}"', *body]))
             jumps[ptype] += [(ip, f"ip {own_field} {ip} jump {name}") for ip in pod.ips]
 
+    local = sorted({ip for p in cluster if p.node == node for ip in p.ips})
+    unknown = []
+    if pod_cidr:
+        cidr = ipaddress.ip_network(pod_cidr)
+        local = [ip for ip in local if ip in cidr]
+        unknown = [f"ip {f} {cidr} ip {f} != @local_pods counter drop" for f in ("saddr", "daddr")]
     forward = [
         "type filter hook forward priority filter; policy accept;",
         "ct state established,related accept",
         "ct state invalid drop",
+        *unknown,
         *(line for _, line in sorted(jumps["Egress"])),
         *(line for _, line in sorted(jumps["Ingress"])),
     ]
     out = [f"table {TABLE}", f"delete table {TABLE}", f"table {TABLE} {{"]
+    if pod_cidr:
+        elements = [f"\t\telements = {{ {', '.join(map(str, local))} }}"] if local else []
+        out += ["\tset local_pods {", "\t\ttype ipv4_addr", *elements, "\t}"]
     for name, body in [("forward", forward), *sorted(chains)]:
         out += [f"\tchain {name} {{", *(f"\t\t{line}" for line in body), "\t}"]
     return "\n".join([*out, "}", ""])
@@ -305,13 +320,14 @@ def main(argv: list[str] | None = None) -> int:
 
     p = kubeapi.arguments(__doc__.splitlines()[0])
     p.add_argument("--node", required=True, help="this node's name (pods with spec.nodeName == it are enforced)")
+    p.add_argument("--pod-cidr", help="this node's pod subnet: its addresses unknown to the API are dropped")
     a = p.parse_args(argv)
     api = kubeapi.Client(a.server, a.ca, a.cert, a.key)
     applied = {"script": None}
 
     def sync() -> bool:
         script = render(a.node, api.items("/api/v1/pods"), api.items("/api/v1/namespaces"),
-                        api.items("/apis/networking.k8s.io/v1/networkpolicies"))
+                        api.items("/apis/networking.k8s.io/v1/networkpolicies"), a.pod_cidr)
         if script == applied["script"]:
             return False
         r = subprocess.run(["nft", "-f", "-"], input=script, capture_output=True, text=True)

@@ -567,3 +567,31 @@ def test_rendered_rules_enforce_the_policy_on_real_packets(tmp_path):
     *results, drops = out.stdout.split("\n")[:-1]
     assert {(int(n), ip, int(port)): state == "open" for state, n, ip, port in map(str.split, results)} == probes
     assert int(drops) >= 3  # the refused flows were dropped (and counted) by the per-pod chains
+
+
+def test_a_pod_the_api_does_not_show_yet_is_dark_until_the_next_sync(tmp_path):
+    """With the node's pod subnet given, the node fails closed: a pod started since the last sync (its
+    address unknown to the rendered rules) can neither send nor receive, while known pods without policies
+    talk freely and the node itself still reaches every pod (kubelet probes)."""
+    known = [pod("a", "app", "10.0.0.2"), pod("b", "app", "10.0.0.3")]
+    script = render(NODE, known, [ns("app")], [], pod_cidr="10.0.0.0/24")
+    assert nft(script, "nft", "-c", "-f", "-").returncode == 0, script
+    ready = tmp_path / "ready"
+    ready.mkdir()
+    (tmp_path / "netpol.nft").write_text(script)
+    probes = {
+        (1, "10.0.0.3", 8080): True,  # known, not isolated
+        (1, "10.0.0.4", 8080): False,  # to the unknown pod
+        (3, "10.0.0.2", 8080): False,  # from the unknown pod
+        (0, "10.0.0.4", 8080): True,  # the node itself
+    }
+    env = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "SCRIPT": str(tmp_path / "netpol.nft"), "READY": str(ready),
+           "PODS": "10.0.0.2 10.0.0.3 10.0.0.4", "PROBES": "\n".join(f"{n} {ip} {port}" for n, ip, port in probes)}
+    out = subprocess.run(["unshare", "-n", "bash", "-c", E2E], env=env, text=True, capture_output=True, timeout=30)
+    assert out.returncode == 0, out.stderr
+    *results, drops = out.stdout.split("\n")[:-1]
+    assert {(int(n), ip, int(port)): state == "open" for state, n, ip, port in map(str.split, results)} == probes
+    assert int(drops) >= 1
+    # Pods of other nodes and addresses outside the subnet are not this node's to judge.
+    other = render(NODE, [*known, pod("far", "app", "10.0.1.5", node="w2")], [ns("app")], [], pod_cidr="10.0.0.0/24")
+    assert "elements = { 10.0.0.2, 10.0.0.3 }" in other
