@@ -1,13 +1,17 @@
 """Mock unit tests of every component: they assert on resolved values (see the `checks` guard)."""
 
 import ipaddress
+import subprocess
 
 import pulumi
 import pytest
+import yaml
 
 from infra import components
 from infra import config as cfg
 from infra.program import build, compliance_summary
+from tests.conftest import require_tool
+from toolchain import REPO
 
 
 @pulumi.runtime.test
@@ -126,6 +130,28 @@ def test_tenant_applies_the_chart_objects_to_each_reachable_cluster(lab_cloud, c
         assert kubeconfig == "kc-b"  # clusters in sorted order: almaty first
 
     return tenant.urn
+
+
+@pytest.mark.tools  # runs helm
+def test_pulumi_tenant_and_an_agencys_helm_install_give_the_same_objects(lab_cloud, tmp_path):
+    """Issue 6.5: onboarding through the stack (the Tenant component) and an agency's own `helm install` of
+    charts/tenant with the same tenancy written as values give the same objects."""
+    tenant = lab_cloud.tenants[0]
+    values = {"agency": tenant.name, "dataClassification": tenant.data_classification,
+              "quota": {"requestsCpu": tenant.cpu, "requestsMemory": tenant.memory},
+              "gateway": {"domain": lab_cloud.domain},
+              "network": {"gatewayAddresses": ["10.210.1.15/32", "10.210.2.15/32"]}, **tenant.chart_values}
+    (tmp_path / "values.yaml").write_text(yaml.safe_dump(values))
+    out = subprocess.run([require_tool("helm"), "template", tenant.name, str(REPO / "charts" / "tenant"),
+                          "--values", str(tmp_path / "values.yaml")], capture_output=True, text=True, check=True)
+    by_helm = [d for d in yaml.safe_load_all(out.stdout) if d]
+    by_pulumi = components.render_tenant_chart(tenant, lab_cloud.domain, ["10.210.1.15", "10.210.2.15"])
+
+    def key(m: dict) -> tuple[str, str, str]:
+        return m["kind"], m["metadata"].get("namespace", ""), m["metadata"]["name"]
+
+    assert len(by_pulumi) > 10
+    assert sorted(by_pulumi, key=key) == sorted(by_helm, key=key)
 
 
 @pytest.mark.tools
