@@ -17,6 +17,7 @@ import os
 import re
 import subprocess
 import tempfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,6 +28,7 @@ ROUTE_LABEL = "sovcloud.kz/gateway-routes=true"
 AGENCY_LABEL = "sovcloud.kz/agency"
 _HOSTNAME = re.compile(r"^(?=.{1,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)*$")
 _PATH = re.compile(r"^/[A-Za-z0-9._~/-]*$")
+CERT_CHECK_S = 3600  # how often a published hostname's certificate is checked (renewed 30 days ahead)
 
 
 @dataclass(frozen=True)
@@ -185,6 +187,7 @@ class Agent:
         self.api, self.domain, self.conf, self.cert_dir = api, domain, conf, cert_dir
         self.ca_cert, self.ca_key, self.listen = ca_cert, ca_key, listen
         self.refused: list[str] = []
+        self.checked: dict[str, float] = {}  # hostname -> when its certificate was last found valid
 
     def sync(self) -> bool:
         cms = self.api.items("/api/v1/configmaps", labelSelector=ROUTE_LABEL)
@@ -197,8 +200,13 @@ class Agent:
         slices = self.api.items("/apis/discovery.k8s.io/v1/endpointslices") if published else []
         backends = {r: upstreams(r, services, slices) for r in published}
         self.cert_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-        issued = [h for h in sorted({r.host for r in published})
-                  if ensure_certificate(h, self.cert_dir, self.ca_cert, self.ca_key)]
+        issued = []
+        now = time.monotonic()
+        for host in sorted({r.host for r in published}):
+            if now - self.checked.get(host, -CERT_CHECK_S) >= CERT_CHECK_S:  # two openssl runs: not every sync
+                if ensure_certificate(host, self.cert_dir, self.ca_cert, self.ca_key):
+                    issued.append(host)
+                self.checked[host] = now
         text = render(published, backends, str(self.cert_dir), self.listen)
         old = self.conf.read_text() if self.conf.exists() else None
         if text == old and not issued:
