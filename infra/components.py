@@ -26,6 +26,10 @@ PLAYBOOKS = REPO / "playbooks"
 # Certificate groups (O) of the node agents, bound to their read-only ClusterRoles by cluster_rbac.
 NETPOL_AGENTS = "sovcloud:netpol-agents"
 ROUTE_AGENTS = "sovcloud:gateway-route-agents"
+# Controller-side inputs of playbooks/cluster.yml, by the extra var naming where they are (see the roles).
+CLUSTER_BINARIES = {"cluster_bin_dir": ["kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubelet"],
+                    "cluster_etcd_bin_dir": ["etcd", "etcdctl"]}
+CLUSTER_ARTIFACT_DIRS = ["cluster_haproxy_deb_dir", "cluster_node_deb_dir", "cluster_image_dir"]
 # The inventory groups playbooks/site.yml and cluster.yml target, per node role.
 ROLE_GROUPS = {"control_plane": cfg.Role.CONTROL_PLANE, "worker": cfg.Role.WORKER, "gateway": cfg.Role.GATEWAY}
 
@@ -338,14 +342,20 @@ class SiteHosts(pulumi.ComponentResource):
             self.steps.append(Playbook(f"{site.config.name}-hardening", str(PLAYBOOKS / "site.yml"),
                                        extra_vars=extra, opts=_child(self), **common))
         if cluster is not None:
+            # What cluster.yml copies from the controller besides its roles: a rebuilt binary, a new package or
+            # image, an edited node agent must run it again (its roles name these files).
+            sources = [str(REPO / "agents"),
+                       *(str(Path(extra[var]) / b) for var, bins in CLUSTER_BINARIES.items() if var in extra
+                         for b in bins),
+                       *(extra[var] for var in CLUSTER_ARTIFACT_DIRS if var in extra)]
             self.steps.append(Playbook(
                 f"{cluster.config.name}-control-plane", str(PLAYBOOKS / "cluster.yml"),
                 extra_vars={**extra, "cluster_state_dir": state_dir, "cluster_api_port": API_PORT,
                             "cluster_service_cidr": str(cluster.config.service_cidr),
                             "cluster_pod_cidrs": worker_pod_cidrs(site.config, cluster.config),
                             "cluster_domain": domain},
-                files=cluster.host_files, opts=pulumi.ResourceOptions(parent=self, depends_on=self.steps[:]),
-                **common))
+                files=cluster.host_files, sources=sources,
+                opts=pulumi.ResourceOptions(parent=self, depends_on=self.steps[:]), **common))
         self.register_outputs({"steps": [p.recap for p in self.steps]})
 
 

@@ -263,8 +263,9 @@ def _integral(value: Any) -> Any:
     return value
 
 
-def playbook_fingerprint(playbook: str) -> str:
-    """sha256 over the playbook and every file of the roles it names (and their role dependencies)."""
+def playbook_fingerprint(playbook: str, sources: list[str] = ()) -> str:
+    """sha256 over the playbook, every file of the roles it names (and their role dependencies) and the
+    controller-side `sources` it copies to the hosts (files, or directories taken whole)."""
     import hashlib
     from pathlib import Path
 
@@ -288,6 +289,16 @@ def playbook_fingerprint(playbook: str) -> str:
     for role in sorted(seen):
         for f in sorted(p for p in (roles_dir / role).rglob("*") if p.is_file()):
             digest.update(str(f.relative_to(roles_dir)).encode() + b"\0" + f.read_bytes())
+    for source in sorted(sources):
+        root = Path(source)
+        files = sorted(p for p in root.rglob("*") if p.is_file() and "__pycache__" not in p.parts) \
+            if root.is_dir() else [root] if root.is_file() else []
+        digest.update(f"{root}\0{len(files)}".encode())  # a missing source counts too (it appears later)
+        for f in files:
+            digest.update(str(f.relative_to(root) if root.is_dir() else f.name).encode() + b"\0")
+            with f.open("rb") as fh:
+                while chunk := fh.read(1 << 20):
+                    digest.update(chunk)
     return digest.hexdigest()
 
 
@@ -296,6 +307,8 @@ class Playbook(Resource):
 
     `files` (path relative to `files_dir` -> content, e.g. the cluster's PKI) are written on the controller
     with mode 0600 before the run, for the playbook to install; they and `extra_vars` are Pulumi secrets.
+    `sources` (controller paths the playbook copies, e.g. binaries or packages) are part of its fingerprint:
+    when one changes the playbook runs again.
     """
 
     recap: pulumi.Output[dict]
@@ -303,9 +316,10 @@ class Playbook(Resource):
 
     def __init__(self, name: str, playbook: str, inventory: pulumi.Input[dict], *, limit: str | None = None,
                  extra_vars: pulumi.Input[dict] | None = None, files: pulumi.Input[dict] | None = None,
-                 files_dir: str, timeout_s: int = 1800, opts: pulumi.ResourceOptions | None = None):
+                 files_dir: str, timeout_s: int = 1800, sources: list[str] = (),
+                 opts: pulumi.ResourceOptions | None = None):
         super().__init__(PlaybookProvider(), name, {
-            "name": name, "playbook": playbook, "fingerprint": playbook_fingerprint(playbook),
+            "name": name, "playbook": playbook, "fingerprint": playbook_fingerprint(playbook, sources),
             "inventory": inventory, "limit": limit, "extra_vars": pulumi.Output.secret(extra_vars or {}),
             "files": pulumi.Output.secret(files or {}), "files_dir": files_dir, "timeout_s": timeout_s,
             "recap": None, "seconds": None}, opts)

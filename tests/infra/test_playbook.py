@@ -75,6 +75,24 @@ def test_fingerprint_follows_the_playbook_and_its_roles_only(tmp_path, book):
     assert playbook_fingerprint(str(book)) != before
 
 
+def test_fingerprint_follows_the_controller_files_the_playbook_copies(tmp_path, book):
+    debs, binary = tmp_path / "debs", tmp_path / "kubelet"
+    debs.mkdir()
+    (debs / "a.deb").write_bytes(b"one")
+    binary.write_bytes(b"v1")
+    before = playbook_fingerprint(str(book), [str(debs), str(binary)])
+    assert playbook_fingerprint(str(book), [str(binary), str(debs)]) == before  # order does not matter
+    (debs / "__pycache__").mkdir()
+    (debs / "__pycache__" / "x.pyc").write_bytes(b"cache")  # byte-code caches are not inputs
+    assert playbook_fingerprint(str(book), [str(debs), str(binary)]) == before
+    binary.write_bytes(b"v2")  # a rebuilt binary
+    rebuilt = playbook_fingerprint(str(book), [str(debs), str(binary)])
+    (debs / "b.deb").write_bytes(b"two")  # a new package
+    added = playbook_fingerprint(str(book), [str(debs), str(binary)])
+    binary.unlink()  # a source that is missing (yet) is an input too: the run after it appears differs
+    assert len({before, rebuilt, added, playbook_fingerprint(str(book), [str(debs), str(binary)])}) == 4
+
+
 def test_diff_reruns_on_any_input_and_check_names_bad_fields(tmp_path, book):
     provider = PlaybookProvider()
     old = props(tmp_path, book)
