@@ -3,9 +3,10 @@ through its own gateway, restored from the backup copy held at its own S3, and g
 
 A published service (infra stack `gateway.published_services`) is served at its active site by:
   data      the tenant's volume data on the site's workers (`PUBLISH_DIR/<name>`; backup dataset `dataset`)
-  backend   one HTTP server per worker on `port` (a transient systemd unit: the lab runs no kubelet, so this
-            stands in for the tenant workload; it serves the restored files as they are)
-  route     an nginx server block for the hostname on the site gateway's Internet address -> the workers
+  backend   one HTTP server per worker on `port` (a transient systemd unit standing in for the tenant
+            workload: it serves the restored files as they are, from the workers' volume data)
+  route     an nginx TLS server block for the hostname on the site gateway -> the workers, with a
+            certificate from the gateway's routes CA (issued as the gateway route agent issues them)
 Failover fences the failed site (route withdrawn, backend stopped) before the target serves anything, so
 the hostname is never answered by two sites; the decision (refusals, RPO check) is dr.failover's plan.
 `LabSites` holds every lab-specific operation; another inventory implements the same few methods.
@@ -13,6 +14,7 @@ the hostname is never answered by two sites; the decision (refusals, RPO check) 
 
 from __future__ import annotations
 
+import ssl
 import subprocess
 import tempfile
 import time
@@ -28,6 +30,10 @@ from dr.backup import TS_FORMAT
 from dr.config import DrConfig
 
 PUBLISH_DIR = "/srv/sovcloud-published"
+# The gateway route agent's package, routes CA and certificate directory (playbooks/roles/gateway_routes).
+GATEWAY_AGENTS = "/usr/local/lib/sovcloud"
+GATEWAY_ROUTES_CA = "/etc/sovcloud/gateway-routes/routes-ca"
+GATEWAY_CERTS = "/var/lib/sovcloud-gateway-routes/certs"
 
 
 class RunbookError(Exception):
@@ -74,10 +80,21 @@ class LabSites:
     def _route(self, site: str, svc: Service) -> str:
         upstream = f"sovcloud_published_{svc.name.replace('-', '_')}"
         servers = "".join(f"    server {ip}:{svc.port};\n" for ip in self.workers(site))
+        # `listen 443 ssl` as the route agent's servers: they share the socket, SNI picks the server.
         return (f"# Published service {svc.name} while {site} is active; written by dr/runbook.py.\n"
                 f"upstream {upstream} {{\n{servers}}}\n"
-                f"server {{\n    listen {self.gateway(site)[1]}:80;\n    server_name {svc.hostname};\n"
+                f"server {{\n    listen 443 ssl;\n    server_name {svc.hostname};\n"
+                f"    ssl_certificate {GATEWAY_CERTS}/{svc.hostname}.crt;\n"
+                f"    ssl_certificate_key {GATEWAY_CERTS}/{svc.hostname}.key;\n"
+                f"    ssl_protocols TLSv1.2 TLSv1.3;\n"
                 f"    location / {{ proxy_pass http://{upstream}; proxy_set_header Host $host; }}\n}}\n")
+
+    def _certify(self, site: str, svc: Service) -> None:
+        """The hostname's certificate from the site gateway's routes CA, by the route agent's own code."""
+        code = ("from pathlib import Path; from agents.gateway_routes import ensure_certificate; "
+                f"ensure_certificate({svc.hostname!r}, Path({GATEWAY_CERTS!r}), Path({GATEWAY_ROUTES_CA + '.crt'!r}), "
+                f"Path({GATEWAY_ROUTES_CA + '.key'!r}))")
+        self._ssh(self.gateway(site)[0], f"sudo PYTHONPATH={GATEWAY_AGENTS} python3 -c \"{code}\"")
 
     def _route_file(self, svc: Service) -> str:
         return f"/etc/nginx/sites-enabled/{svc.unit}"
@@ -90,6 +107,7 @@ class LabSites:
                           f"sudo tar -C {d} -xf - && sudo systemd-run --quiet --unit={svc.unit} "
                           f"python3 -m http.server {svc.port} --bind {ip} --directory {d}", tar)
         gw = self.gateway(site)[0]
+        self._certify(site, svc)
         self._ssh(gw, f"sudo tee {self._route_file(svc)} >/dev/null && sudo nginx -t -q && "
                       "sudo systemctl reload nginx", self._route(site, svc).encode())
         # Published means served: the backends bind a moment after systemd-run returns (bounded wait).
@@ -117,8 +135,20 @@ class LabSites:
         subprocess.run(["tar", "-C", str(dst), "-xf", "-"], input=tar, check=True)
 
     def get(self, site: str, svc: Service, path: str = "/") -> httpx.Response:
-        """A client on the Internet asking the site's gateway for the published hostname."""
-        return httpx.get(f"http://{self.gateway(site)[1]}{path}", headers={"Host": svc.hostname}, timeout=10)
+        """A client on the Internet asking the site's gateway for the published hostname over TLS, checking
+        the certificate for that name against the stack's root CA. A gateway that does not publish the name
+        refuses the handshake (httpx.ConnectError)."""
+        from lab import inventory
+
+        ca = ssl.create_default_context(cafile=inventory.state_dir(self.lab) / site / "pki" / "root-ca.crt")
+        return httpx.get(f"https://{self.gateway(site)[1]}{path}", headers={"Host": svc.hostname}, verify=ca,
+                         extensions={"sni_hostname": svc.hostname}, timeout=10)
+
+    def serves(self, site: str, svc: Service) -> bool:
+        try:
+            return self.get(site, svc).status_code == 200
+        except httpx.ConnectError:
+            return False
 
     def observe(self, dr_cfg: DrConfig, svc: Service, origin: str, roles: dict[str, str]) -> dict:
         """The state description dr.failover plans from, observed now (roles are the runbook's record)."""
