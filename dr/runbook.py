@@ -141,8 +141,9 @@ class LabSites:
         from lab import inventory
 
         ca = ssl.create_default_context(cafile=inventory.state_dir(self.lab) / site / "pki" / "root-ca.crt")
-        return httpx.get(f"https://{self.gateway(site)[1]}{path}", headers={"Host": svc.hostname}, verify=ca,
-                         extensions={"sni_hostname": svc.hostname}, timeout=10)
+        with httpx.Client(verify=ca, timeout=10) as client:
+            return client.get(f"https://{self.gateway(site)[1]}{path}", headers={"Host": svc.hostname},
+                              extensions={"sni_hostname": svc.hostname})
 
     def serves(self, site: str, svc: Service) -> bool:
         try:
