@@ -147,6 +147,9 @@ class KubernetesCluster(pulumi.ComponentResource):
             "controller-manager": leaf("controller-manager", "system:kube-controller-manager", self.kube_ca,
                                        **client),
             "scheduler": leaf("scheduler", "system:kube-scheduler", self.kube_ca, **client),
+            # The API LB's health checks of each apiserver's /readyz (anonymous requests are refused; any
+            # authenticated identity may read /readyz through system:public-info-viewer).
+            "api-lb-health": leaf("api-lb-health", "sovcloud:api-lb-health", self.kube_ca, **client),
         }
         self.admin = self.clients["admin"]
         # Each worker's kubelet is its own identity: the Node authorizer and NodeRestriction admission let
