@@ -204,16 +204,13 @@ class _Cluster:
         return self._peers[key]
 
 
-def _chain_rules(pod: _Pod, ptype: str, policies: list[dict], cluster: _Cluster) -> list[str]:
-    """The `return` rules of one pod's chain: the union of every selecting policy's rules (`policies`: those
-    of the pod's namespace)."""
+def _chain_rules(pod: _Pod, ptype: str, specs: list[dict], cluster: _Cluster) -> list[str]:
+    """The `return` rules of one pod's chain: the union of the rules of `specs`, the policies selecting it."""
     rules_key, peers_key, _, field, _ = _DIRECTIONS[ptype]
     by_ports: dict[tuple | None, set] = {}  # ports -> peer pod IPs
     lines: set[str] = set()
 
-    def add_pod(peer: _Pod, ports: list[dict]):
-        # Egress named ports are the peer's container ports; ingress ones are this pod's.
-        resolved = _ports(ports, peer if ptype == "Egress" else pod)
+    def add_pod(peer: _Pod, resolved: tuple | None):
         if resolved != ():
             by_ports.setdefault(resolved, set()).update(peer.ips)
 
@@ -221,17 +218,19 @@ def _chain_rules(pod: _Pod, ptype: str, policies: list[dict], cluster: _Cluster)
         if ports != ():
             lines.update(" ".join(filter(None, (match, m, "return"))) for m in _port_matches(ports))
 
-    for spec in _selecting(pod, policies, ptype):
+    for spec in specs:
         for rule in spec.get(rules_key) or []:
             ports = rule.get("ports") or []
             peers = rule.get(peers_key) or []
+            # Ingress named ports are this pod's container ports (the same for every peer); egress ones are
+            # each peer's, resolved per peer below.
             own_ports = _ports(ports, pod if ptype == "Ingress" else None)
             if not peers:
                 add("", own_ports)
                 named = [p for p in ports if isinstance(p.get("port"), str)]
                 if ptype == "Egress" and named:
                     for peer in cluster.pods:  # named ports to "anywhere" can only mean pods that have them
-                        add_pod(peer, named)
+                        add_pod(peer, _ports(named, peer))
             for peer in peers:
                 if "ipBlock" in peer:
                     block = peer["ipBlock"]
@@ -247,7 +246,7 @@ def _chain_rules(pod: _Pod, ptype: str, policies: list[dict], cluster: _Cluster)
                 else:
                     # The policy's namespace is the pod's: a policy selects only pods of its own namespace.
                     for peer_pod in cluster.peer_pods(peer, pod.ns):
-                        add_pod(peer_pod, ports)
+                        add_pod(peer_pod, _ports(ports, peer_pod) if ptype == "Egress" else own_ports)
     for ports, ips in by_ports.items():
         add(f"ip {field} " + _set(str(ip) for ip in sorted(ips)), ports)
     return sorted(lines)
@@ -281,18 +280,20 @@ def render(node: str, pods: list[dict], namespaces: list[dict], policies: list[d
     index = _Cluster(cluster, ns_labels)
     jumps: dict[str, list[tuple]] = {"Egress": [], "Ingress": []}  # (ip, rule) to sort by address
     chains = []
-    for pod in (p for p in cluster if p.node == node):
+    mine = [p for p in cluster if p.node == node]
+    for pod in mine:
         for ptype in ("Egress", "Ingress"):
-            if not _selecting(pod, by_ns.get(pod.ns, []), ptype):
+            specs = _selecting(pod, by_ns.get(pod.ns, []), ptype)
+            if not specs:
                 continue
             _, _, prefix, _, own_field = _DIRECTIONS[ptype]
             name = _chain_name(prefix, pod)
             comment = re.sub(r'["\\]', "", f"{ptype.lower()} {pod.key}")[:120]
-            body = _chain_rules(pod, ptype, by_ns.get(pod.ns, []), index) + ["counter drop"]
+            body = _chain_rules(pod, ptype, specs, index) + ["counter drop"]
             chains.append((name, [f'comment "{comment}"', *body]))
             jumps[ptype] += [(ip, f"ip {own_field} {ip} jump {name}") for ip in pod.ips]
 
-    local = sorted({ip for p in cluster if p.node == node for ip in p.ips})
+    local = sorted({ip for p in mine for ip in p.ips})
     unknown = []
     if pod_cidr:
         cidr = ipaddress.ip_network(pod_cidr)
