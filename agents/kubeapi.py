@@ -10,7 +10,6 @@ import json
 import logging
 import ssl
 import time
-import urllib.error
 import urllib.parse
 import urllib.request
 from collections.abc import Callable
@@ -71,7 +70,7 @@ def poll(sync: Callable[[], bool], interval_s: float, once: bool = False) -> int
             if failing:
                 log.info("in sync again")
             failing = False
-        except (OSError, urllib.error.URLError, ValueError, RuntimeError) as e:
+        except (OSError, ValueError, RuntimeError) as e:  # urllib's URLError/HTTPError are OSErrors
             if once:
                 log.error("sync failed: %s", e)
                 return 1
