@@ -221,6 +221,9 @@ class KubernetesCluster(pulumi.ComponentResource):
         def layout(values: dict[str, str]) -> dict[str, str]:
             files = {f"{site}/pki/{name}": v + ("\n" if name == "encryption-key" else "")
                      for name, v in values.items()}
+            # OpenSSL-based clients on the hosts (the API LB's health checks, the node agents) trust the cluster
+            # CA only with the root behind it, like the kubeconfigs below.
+            files[f"{site}/pki/kubernetes-ca-chain.crt"] = values["kubernetes-ca.crt"] + values["root-ca.crt"]
             files[f"{site}/kubeconfig/admin.conf"] = _kubeconfig(
                 self.config.name, self.endpoint, values["kubernetes-ca.crt"] + values["root-ca.crt"],
                 values["admin.crt"], values["admin.key"])
