@@ -16,7 +16,6 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from lab.hardening import apply_from_host
 from lab.nodes import ssh_args
 from tests.playbooks import labsupport as ls
 
@@ -53,9 +52,6 @@ def round_for(n: int, repo: Path, work: Path, memory_mib: int, with_lynis: bool)
         r, t_play, _ = ls.run_playbook(inv, forks=n)
         if r.returncode != 0:
             raise RuntimeError(f"playbook failed on {n} nodes:\n{r.stdout[-3000:]}")
-        # As the lab does for its nodes: the per-namespace sysctls a container cannot set itself.
-        for name in names:
-            apply_from_host(f"sovlab-sa-{name}")
         _, t_play2, recap2 = ls.run_playbook(inv, forks=n)
         rc, results, t_audit = ls.run_audit(inv, work / f"audit{n}", WAIVERS, extra=["--sudo"])
         out.update(playbook_s=round(t_play, 1), playbook_rerun_s=round(t_play2, 1),

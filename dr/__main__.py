@@ -120,7 +120,7 @@ def _dispatch(a, p) -> int:
             if a.cmd == "failover"
             else failover.failback(state, a.src, a.dst, a.rpo_seconds)
         )
-        _out({**asdict(plan), "note": "plan only: dr.runbook.failover/failback execute it on the lab"})
+        _out({**asdict(plan), "note": "plan only: dr.runbook.failover/failback execute it on a deployed cloud"})
         return 0
     if a.config is None:
         p.error(f"{a.cmd} needs --config DR.yaml")

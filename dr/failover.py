@@ -1,6 +1,6 @@
 """Failover / failback runbook as code: a pure function from a site/gateway state description to the
-ordered steps and the resulting state. It decides and explains; dr/runbook.py executes the plan on the
-lab (fence, restore from the target's own S3, promote its gateway route, verify; and failback).
+ordered steps and the resulting state. It decides and explains; dr/runbook.py executes the plan on a
+deployed cloud (fence, restore from the target's own S3, promote its gateway route, verify; and failback).
 
 State description (YAML/JSON):
   sites:

@@ -1,19 +1,24 @@
-"""Site failover and failback executed, on the lab: the secondary site takes over a published service
+"""Site failover and failback executed on a deployed cloud: the secondary site takes over a published service
 through its own gateway, restored from the backup copy held at its own S3, and gives it back.
+
+Everything is reached as the stack describes it (its outputs): nodes over SSH with the stack's inventory
+(the connection settings of `sovcloud:hosts`), each site's gateway addresses, admin kubeconfig and the root
+CA that clients verify the published name against. Nothing here knows how the machines were made.
 
 A published service (infra stack `gateway.published_services`) is served at its active site by:
   data      the tenant's volume data on the site's workers (`PUBLISH_DIR/<name>`; backup dataset `dataset`)
-  backend   one HTTP server per worker on `port` (a transient systemd unit standing in for the tenant
-            workload: it serves the restored files as they are, from the workers' volume data)
-  route     an nginx TLS server block for the hostname on the site gateway -> the workers, with a
-            certificate from the gateway's routes CA (issued as the gateway route agent issues them)
+  backend   one HTTP server per worker on `port`, a NodePort (the range the workers' host firewall admits
+            from the site): a transient systemd unit standing in for the tenant workload, serving the
+            restored files as they are
+  route     an nginx TLS server block for the hostname on the site gateway -> the workers, with the
+            certificate the stack issued for the name (every gateway holds it: playbooks/roles/internet_gateway)
 Failover fences the failed site (route withdrawn, backend stopped) before the target serves anything, so
 the hostname is never answered by two sites; the decision (refusals, RPO check) is dr.failover's plan.
-`LabSites` holds every lab-specific operation; another inventory implements the same few methods.
 """
 
 from __future__ import annotations
 
+import shlex
 import ssl
 import subprocess
 import tempfile
@@ -25,15 +30,13 @@ from pathlib import Path
 import httpx
 
 from dr import failover as plans
-from dr import jobs, restore, s3io, sources
+from dr import jobs, k8s, restore, s3io, sources
 from dr.backup import TS_FORMAT
 from dr.config import DrConfig
 
 PUBLISH_DIR = "/srv/sovcloud-published"
-# The gateway route agent's package, routes CA and certificate directory (playbooks/roles/gateway_routes).
-GATEWAY_AGENTS = "/usr/local/lib/sovcloud"
-GATEWAY_ROUTES_CA = "/etc/sovcloud/gateway-routes/routes-ca"
-GATEWAY_CERTS = "/var/lib/sovcloud-gateway-routes/certs"
+# Where the internet_gateway role installs the published services' certificates (internet_gateway_published_dir).
+PUBLISHED_CERTS = "/etc/nginx/sovcloud-published"
 
 
 class RunbookError(Exception):
@@ -45,56 +48,58 @@ class Service:
     name: str
     hostname: str
     dataset: str  # the backup dataset holding its data
-    port: int = 8081
+    port: int = 30081
 
     @property
     def unit(self) -> str:
         return f"sovcloud-published-{self.name}"
 
 
-class LabSites:
-    """The lab's gateways and workers, over ssh (lab.nodes) and the host's route to the Internet network."""
+class StackSites:
+    """The deployed sites as the stack's outputs describe them (`pulumi stack output --json --show-secrets`):
+    `inventory` (hosts, their site and role, the SSH settings), `sites` (each site's gateway and cluster),
+    `kubeconfigs` (cluster -> admin kubeconfig) and `root_ca`."""
 
-    def __init__(self, lab_cfg) -> None:
-        self.lab = lab_cfg
+    def __init__(self, outputs: dict) -> None:
+        self.sites = outputs["sites"]
+        self.root_ca = outputs["root_ca"]
+        self.kubeconfigs = outputs["kubeconfigs"]
+        inventory = outputs["inventory"]["all"]
+        self.ssh_vars = inventory.get("vars") or {}
+        if not self.ssh_vars.get("ansible_user"):
+            raise RunbookError("the stack's inventory has no SSH settings: the stack needs sovcloud:hosts")
+        self.hosts = {name: hv for group in inventory["children"].values()
+                      for name, hv in (group.get("hosts") or {}).items() if hv}
 
     def _ssh(self, ip: str, cmd: str, data: bytes | None = None, timeout: float = 60) -> bytes:
-        from lab.nodes import ssh_args
-
-        r = subprocess.run([*ssh_args(ip), cmd], input=data, capture_output=True, timeout=timeout, check=False)
+        v = self.ssh_vars
+        args = ["ssh", "-i", v["ansible_ssh_private_key_file"], "-o", "BatchMode=yes", "-o", "ConnectTimeout=5",
+                "-o", "LogLevel=ERROR", *shlex.split(v.get("ansible_ssh_common_args") or ""),
+                f"{v['ansible_user']}@{ip}", cmd]
+        r = subprocess.run(args, input=data, capture_output=True, timeout=timeout, check=False)
         if r.returncode != 0:
             raise RunbookError(f"{ip}: `{cmd[:80]}` failed ({r.returncode}): {r.stderr.decode().strip()[-400:]}")
         return r.stdout
 
     def workers(self, site: str) -> list[str]:
-        s = self.lab.site(site)
-        return [s.ip(n) for n in s.nodes if n.role == "worker"]
+        return sorted(h["ansible_host"] for h in self.hosts.values() if h["site"] == site and h["role"] == "worker")
 
     def gateway(self, site: str) -> tuple[str, str]:
         """(site address for ssh, Internet address the published hostname is served on)."""
-        from lab.gateway import gateway_ips
-
-        ips = gateway_ips(self.lab, self.lab.site(site))
-        return ips["site"], ips["internet"]
+        gw = self.sites[site]["gateway"]
+        return gw["address"], gw["public_address"]
 
     def _route(self, site: str, svc: Service) -> str:
         upstream = f"sovcloud_published_{svc.name.replace('-', '_')}"
         servers = "".join(f"    server {ip}:{svc.port};\n" for ip in self.workers(site))
-        # `listen 443 ssl` as the route agent's servers: they share the socket, SNI picks the server.
+        # `listen 443 ssl` as the route agent's servers: they share the socket, SNI picks the server. The TLS
+        # versions are the gateway's floor (nginx.conf, the stack's gateway.tls_min_version).
         return (f"# Published service {svc.name} while {site} is active; written by dr/runbook.py.\n"
                 f"upstream {upstream} {{\n{servers}}}\n"
                 f"server {{\n    listen 443 ssl;\n    server_name {svc.hostname};\n"
-                f"    ssl_certificate {GATEWAY_CERTS}/{svc.hostname}.crt;\n"
-                f"    ssl_certificate_key {GATEWAY_CERTS}/{svc.hostname}.key;\n"
-                f"    ssl_protocols TLSv1.2 TLSv1.3;\n"
+                f"    ssl_certificate {PUBLISHED_CERTS}/{svc.hostname}.crt;\n"
+                f"    ssl_certificate_key {PUBLISHED_CERTS}/{svc.hostname}.key;\n"
                 f"    location / {{ proxy_pass http://{upstream}; proxy_set_header Host $host; }}\n}}\n")
-
-    def _certify(self, site: str, svc: Service) -> None:
-        """The hostname's certificate from the site gateway's routes CA, by the route agent's own code."""
-        code = ("from pathlib import Path; from agents.gateway_routes import ensure_certificate; "
-                f"ensure_certificate({svc.hostname!r}, Path({GATEWAY_CERTS!r}), Path({GATEWAY_ROUTES_CA + '.crt'!r}), "
-                f"Path({GATEWAY_ROUTES_CA + '.key'!r}))")
-        self._ssh(self.gateway(site)[0], f"sudo PYTHONPATH={GATEWAY_AGENTS} python3 -c \"{code}\"")
 
     def _route_file(self, svc: Service) -> str:
         return f"/etc/nginx/sites-enabled/{svc.unit}"
@@ -106,10 +111,8 @@ class LabSites:
             self._ssh(ip, f"sudo systemctl stop {svc.unit} 2>/dev/null; sudo rm -rf {d} && sudo mkdir -p {d} && "
                           f"sudo tar -C {d} -xf - && sudo systemd-run --quiet --unit={svc.unit} "
                           f"python3 -m http.server {svc.port} --bind {ip} --directory {d}", tar)
-        gw = self.gateway(site)[0]
-        self._certify(site, svc)
-        self._ssh(gw, f"sudo tee {self._route_file(svc)} >/dev/null && sudo nginx -t -q && "
-                      "sudo systemctl reload nginx", self._route(site, svc).encode())
+        self._ssh(self.gateway(site)[0], f"sudo tee {self._route_file(svc)} >/dev/null && sudo nginx -t -q && "
+                                         "sudo systemctl reload nginx", self._route(site, svc).encode())
         # Published means served: the backends bind a moment after systemd-run returns (bounded wait).
         deadline = time.monotonic() + 30
         while True:
@@ -138,9 +141,7 @@ class LabSites:
         """A client on the Internet asking the site's gateway for the published hostname over TLS, checking
         the certificate for that name against the stack's root CA. A gateway that does not publish the name
         refuses the handshake (httpx.ConnectError)."""
-        from lab import inventory
-
-        ca = ssl.create_default_context(cafile=inventory.state_dir(self.lab) / site / "pki" / "root-ca.crt")
+        ca = ssl.create_default_context(cadata=self.root_ca)
         with httpx.Client(verify=ca, timeout=10) as client:
             return client.get(f"https://{self.gateway(site)[1]}{path}", headers={"Host": svc.hostname},
                               extensions={"sni_hostname": svc.hostname})
@@ -151,34 +152,53 @@ class LabSites:
         except httpx.ConnectError:
             return False
 
+    def _gateway_up(self, site: str) -> bool:
+        try:
+            self._ssh(self.gateway(site)[0], "systemctl is-active --quiet nginx", timeout=15)
+            return True
+        except (RunbookError, subprocess.TimeoutExpired):
+            return False
+
+    def _control_plane_ready(self, site: str) -> bool:
+        cluster = self.sites[site]["cluster"]
+        if cluster is None:
+            return False
+        with tempfile.NamedTemporaryFile("w", suffix=".kubeconfig") as kc:
+            kc.write(self.kubeconfigs[cluster])
+            kc.flush()
+            try:
+                answer = k8s.api_client(kc.name).call_api(
+                    "/readyz", "GET", auth_settings=["BearerToken"], response_types_map={200: "str"},
+                    _return_http_data_only=True, _request_timeout=5)
+            except Exception:  # noqa: BLE001 - any failure to answer is "not ready"
+                return False
+        return str(answer).strip() == "ok"
+
     def observe(self, dr_cfg: DrConfig, svc: Service, origin: str, roles: dict[str, str]) -> dict:
         """The state description dr.failover plans from, observed now (roles are the runbook's record)."""
-        from lab import cluster, s3
-        from lab.podman import podman
-
         out: dict = {"sites": {}, "internet_gateway": {"routes_to": next(n for n, r in roles.items() if r == "active")}}
         for name, role in roles.items():
-            site = self.lab.site(name)
-            gw = podman("inspect", "-f", "{{.State.Running}}", self.lab.container(site.gateway.name), check=False)
+            s3 = dr_cfg.site(name)
             try:
-                s3.wait_s3(site, deadline_s=3)
+                s3io.client(s3).head_bucket(Bucket=s3.bucket)
                 s3_state = "up"
-            except TimeoutError:
+            except Exception:  # noqa: BLE001 - unreachable or refusing: either way not usable
                 s3_state = "down"
             age = None
             if s3_state == "up":
                 try:
-                    ts = restore.latest_timestamp(dr_cfg, dr_cfg.site(name), origin, svc.dataset)
+                    ts = restore.latest_timestamp(dr_cfg, s3, origin, svc.dataset)
                     age = max(time.time() - datetime.strptime(ts, TS_FORMAT).replace(tzinfo=UTC).timestamp(), 0.0)
                 except (restore.RestoreError, *s3io.S3Error):
                     pass
-            out["sites"][name] = {"role": role, "gateway": "up" if gw.strip() == "true" else "down", "s3": s3_state,
-                                  "control_plane": "healthy" if cluster.readyz(site) else "down",
+            out["sites"][name] = {"role": role, "gateway": "up" if self._gateway_up(name) else "down",
+                                  "s3": s3_state,
+                                  "control_plane": "healthy" if self._control_plane_ready(name) else "down",
                                   "backup_age_seconds": age}
         return out
 
 
-def _take_over(dr_cfg: DrConfig, sites: LabSites, svc: Service, src: str, dst: str, plan: plans.Plan) -> dict:
+def _take_over(dr_cfg: DrConfig, sites: StackSites, svc: Service, src: str, dst: str, plan: plans.Plan) -> dict:
     """Execute a plan's steps: fence src, restore src's newest backup from dst's own copy, promote, verify."""
     t: dict[str, float] = {}
     t0 = time.monotonic()
@@ -209,14 +229,14 @@ def _take_over(dr_cfg: DrConfig, sites: LabSites, svc: Service, src: str, dst: s
             "sentinel": sentinel, "seconds": {k: round(v, 2) for k, v in t.items()}}
 
 
-def failover(dr_cfg: DrConfig, sites: LabSites, svc: Service, src: str, dst: str, force: bool = False) -> dict:
+def failover(dr_cfg: DrConfig, sites: StackSites, svc: Service, src: str, dst: str, force: bool = False) -> dict:
     """`dst` takes over `svc` from `src` (failed or evacuated) from the newest backup held at dst."""
     roles = {s.name: "active" if s.name == src else "standby" for s in dr_cfg.sites}
     plan = plans.failover(sites.observe(dr_cfg, svc, src, roles), src, dst, dr_cfg.rpo_seconds, force)
     return _take_over(dr_cfg, sites, svc, src, dst, plan)
 
 
-def failback(dr_cfg: DrConfig, sites: LabSites, svc: Service, src: str, dst: str, state: dict) -> dict:
+def failback(dr_cfg: DrConfig, sites: StackSites, svc: Service, src: str, dst: str, state: dict) -> dict:
     """Give `svc` back from `src` (the site that took over) to `dst`: back up src's current data (changes
     made while it was active are kept), replicate it to dst, then take over at dst. `state` is the
     failover's record (roles)."""

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+import tarfile
 from pathlib import Path
 from typing import Any
 
@@ -22,14 +23,22 @@ from toolchain import REPO
 
 PKG = "sovcloud"
 API_PORT = 6443
+# The Internet access gateway's ports on its site address: the egress allow-list proxy for the site's nodes,
+# and /healthz (gateway and transport up) that every site's availability probes read.
+EGRESS_PROXY_PORT = 8888
+HEALTH_PORT = 8081
 PLAYBOOKS = REPO / "playbooks"
 # Certificate groups (O) of the node agents, bound to their read-only ClusterRoles by cluster_rbac.
 NETPOL_AGENTS = "sovcloud:netpol-agents"
 ROUTE_AGENTS = "sovcloud:gateway-route-agents"
 # Controller-side inputs of playbooks/cluster.yml, by the extra var naming where they are (see the roles).
-CLUSTER_BINARIES = {"cluster_bin_dir": ["kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubelet"],
-                    "cluster_etcd_bin_dir": ["etcd", "etcdctl"]}
-CLUSTER_ARTIFACT_DIRS = ["cluster_haproxy_deb_dir", "cluster_node_deb_dir", "cluster_image_dir"]
+# cluster_bin_dir is the cluster's own: <cluster_kubernetes_dir>/<its kubernetes_version> (as `make setup` lays
+# out every version the stacks name).
+KUBERNETES_BINARIES = ["kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubelet"]
+CLUSTER_BINARIES = {"cluster_bin_dir": KUBERNETES_BINARIES, "cluster_etcd_bin_dir": ["etcd", "etcdctl"]}
+CLUSTER_ARTIFACT_DIRS = ["cluster_image_dir"]
+# A new package source (e.g. a newer containerd in the offline repo) runs every host step again.
+PACKAGE_SOURCE = "package_source_offline_repo"
 # The inventory groups playbooks/site.yml and cluster.yml target, per node role.
 ROLE_GROUPS = {"control_plane": cfg.Role.CONTROL_PLANE, "worker": cfg.Role.WORKER, "gateway": cfg.Role.GATEWAY}
 
@@ -93,7 +102,10 @@ class Site(pulumi.ComponentResource):
         # group nested under a site group would pull every site's members into it).
         self.inventory = {
             "hosts": {n.name: {"ansible_host": node_address(site, n), "rack": n.rack, "role": n.role.value,
-                               "site": site.name} for n in site.nodes},
+                               "site": site.name,
+                               **{k: str(getattr(n, k)) for k in ("transport_address", "public_address")
+                                  if getattr(n, k) is not None}}
+                      for n in site.nodes},
             "vars": {"site_subnet": str(site.subnet)},
         }
         self.role_groups = {group: [n.name for n in site.nodes_with(role)] for group, role in ROLE_GROUPS.items()}
@@ -257,53 +269,116 @@ def _kubeconfig(name: str, server: str, ca: str, cert: str, key: str, user: str 
 
 
 class InternetAccessGateway(pulumi.ComponentResource):
-    """The single Internet access gateway: reverse proxy for published services, egress allow-list."""
+    """The single Internet access gateway of every site: TLS reverse proxy in, egress allow-list proxy out.
 
-    def __init__(self, name: str, gateway: cfg.Gateway, sites: dict[str, Site], pki: Pki,
+    Published services get a certificate from their site's CA; every site's gateway holds it, so whichever
+    site serves the service (its own, or another after a failover: dr/runbook.py) presents the same name."""
+
+    def __init__(self, name: str, gateway: cfg.Gateway, sites: dict[str, Site], pki: Pki, domain: str,
                  opts: pulumi.ResourceOptions | None = None):
         super().__init__(f"{PKG}:index:InternetAccessGateway", name,
                          {"tls_min_version": gateway.tls_min_version,
                           "published": [s.hostname for s in gateway.published_services]}, opts)
         self.config = gateway
+        self.domain = domain
         self.certificates = {
             svc.name: pki.issue(f"{name}-{svc.name}", svc.site, svc.hostname, self, dns_names=[svc.hostname])
             for svc in gateway.published_services
-        }
-        protocols = "TLSv1.2 TLSv1.3" if gateway.tls_min_version == "1.2" else "TLSv1.3"
-        self.reverse_proxy = {
-            site: "\n".join(
-                f"server {{ listen 443 ssl; server_name {svc.hostname}; ssl_protocols {protocols}; "
-                f"location / {{ proxy_pass http://{svc.backend}; }} }}"
-                for svc in gateway.published_services if svc.site == site)
-            for site in sites
         }
         self.egress_allow_list = sorted(gateway.allowed_egress)
         self.register_outputs({"egress_allow_list": self.egress_allow_list,
                                "published": {s.name: s.hostname for s in gateway.published_services},
                                "tls_min_version": gateway.tls_min_version})
 
+    def endpoints(self, site: cfg.Site) -> dict[str, str] | None:
+        """What the site's users reach on its gateway (None: the site has no gateway)."""
+        gw = site.gateway
+        if gw is None:
+            return None
+        address = node_address(site, gw)
+        return {"node": gw.name, "address": address, "public_address": str(gw.public_address),
+                "transport_address": str(gw.transport_address) if gw.transport_address else None,
+                "egress_proxy": f"http://{address}:{EGRESS_PROXY_PORT}",
+                "health": f"http://{address}:{HEALTH_PORT}/healthz",
+                "published": sorted(s.hostname for s in self.config.published_services if s.site == site.name)}
+
+    def site_vars(self, site: str) -> tuple[dict[str, Any], dict[str, pulumi.Output[str]]]:
+        """The internet_gateway role's variables at `site` and the secret files it installs (relative to the
+        Playbook's files_dir): the published services' certificates and keys."""
+        files: dict[str, pulumi.Output[str]] = {}
+        for svc in self.config.published_services:
+            cert = self.certificates[svc.name]
+            files[f"{site}/published/{svc.hostname}.crt"] = cert.cert_pem
+            files[f"{site}/published/{svc.hostname}.key"] = cert.key_pem
+        return {"internet_gateway_allowed_egress": self.egress_allow_list,
+                "internet_gateway_tls_min_version": self.config.tls_min_version,
+                "internet_gateway_proxy_port": EGRESS_PROXY_PORT, "internet_gateway_health_port": HEALTH_PORT,
+                "internet_gateway_published": sorted(s.hostname for s in self.config.published_services)}, files
+
 
 class TransportNetwork(pulumi.ComponentResource):
-    """Encrypted point-to-point links between site gateways (WireGuard), one /30 per link."""
+    """Encrypted point-to-point links between site gateways, one /30 per link: WireGuard (a key pair per end) or
+    IPsec (a pre-shared key per link). Link i is interface wg<i>/ipsec<i> at both ends, on port `port` + i."""
 
     def __init__(self, name: str, transport: cfg.Transport, sites: dict[str, Site],
                  opts: pulumi.ResourceOptions | None = None):
         super().__init__(f"{PKG}:index:TransportNetwork", name,
                          {"links": [{"a": x.a, "b": x.b, "tunnel": x.tunnel} for x in transport.links]}, opts)
         self.config = transport
+        self.sites = sites
         subnets = transport.address_plan.subnets(new_prefix=30)
         self.links: list[dict[str, Any]] = []
-        for link in transport.links:
+        for i, link in enumerate(transport.links):
             net = next(subnets)
             hosts = list(net.hosts())
-            ends = {}
+            ends: dict[str, dict[str, Any]] = {}
+            psk = (SecretKey(f"{name}-{link.a}-{link.b}-psk", f"IPsec pre-shared key {link.a}-{link.b}",
+                             opts=_child(self)) if link.tunnel == "ipsec" else None)
             for end, address in zip((link.a, link.b), hosts, strict=True):
-                key = WireGuardKey(f"{name}-{link.a}-{link.b}-{end}", endpoint=end, opts=_child(self))
-                ends[end] = {"key": key, "address": f"{address}/{net.prefixlen}"}
-            self.links.append({"a": link.a, "b": link.b, "tunnel": link.tunnel, "subnet": str(net), "ends": ends})
+                key = (WireGuardKey(f"{name}-{link.a}-{link.b}-{end}", endpoint=end, opts=_child(self))
+                       if link.tunnel == "wireguard" else None)
+                ends[end] = {"key": key, "address": f"{address}/{net.prefixlen}", "tunnel_ip": str(address)}
+            self.links.append({"a": link.a, "b": link.b, "tunnel": link.tunnel, "subnet": str(net), "ends": ends,
+                               "psk": psk, "interface": f"{'wg' if link.tunnel == 'wireguard' else 'ipsec'}{i}",
+                               "port": transport.port + i})
         self.register_outputs({"links": [
-            {"a": x["a"], "b": x["b"], "tunnel": x["tunnel"], "subnet": x["subnet"],
-             "public_keys": {e: v["key"].public_key for e, v in x["ends"].items()}} for x in self.links]})
+            {"a": x["a"], "b": x["b"], "tunnel": x["tunnel"], "subnet": x["subnet"], "interface": x["interface"],
+             "public_keys": {e: v["key"].public_key for e, v in x["ends"].items() if v["key"]}}
+            for x in self.links]})
+
+    def peers(self, site: str) -> list[str]:
+        """The sites linked to `site`."""
+        return [x["b"] if x["a"] == site else x["a"] for x in self.links if site in (x["a"], x["b"])]
+
+    def site_vars(self, site: str, files_dir: str) -> tuple[pulumi.Output[dict], pulumi.Output[dict]]:
+        """What playbooks/network.yml needs at `site` (the roles' variables) and the secret files it installs
+        (relative to `files_dir`, the Playbook resource's): each tunnel's private or pre-shared key."""
+        me = self.sites[site].config
+        gateway = me.gateway
+        tunnels, files = [], {}
+        for x in self.links:
+            if site not in (x["a"], x["b"]):
+                continue
+            peer = x["b"] if x["a"] == site else x["a"]
+            peer_gw = self.sites[peer].config.gateway
+            rel = f"{site}/transport/{x['interface']}.key"
+            secret = x["ends"][site]["key"].private_key if x["tunnel"] == "wireguard" else x["psk"].value
+            files[rel] = secret.apply(lambda v: v + "\n")
+            tunnels.append(pulumi.Output.all(
+                peer_public_key=x["ends"][peer]["key"].public_key if x["tunnel"] == "wireguard" else "",
+            ).apply(lambda o, x=x, peer=peer, peer_gw=peer_gw, rel=rel: {
+                "interface": x["interface"], "tunnel": x["tunnel"], "address": x["ends"][site]["address"],
+                "port": x["port"], "key_file": f"{files_dir}/{rel}", "peer": peer,
+                "peer_endpoint": f"{peer_gw.transport_address}:{x['port']}", "peer_public_key": o["peer_public_key"],
+                "peer_address": x["ends"][peer]["tunnel_ip"],
+                "peer_subnets": [str(self.sites[peer].config.subnet)]}))
+        variables = pulumi.Output.all(*tunnels).apply(lambda ts: {
+            "transport_gateway": gateway.name if gateway and ts else "",
+            "transport_tunnels": list(ts),
+            "network_remote_subnets": sorted(str(self.sites[p].config.subnet) for p in self.peers(site)),
+            "network_gateway_address": node_address(me, gateway) if gateway else "",
+        })
+        return variables, pulumi.Output.secret(pulumi.Output.all(**files)) if files else pulumi.Output.from_input({})
 
 
 def ansible_inventory(sites: dict[str, Site], hosts: cfg.Hosts | None = None) -> dict[str, Any]:
@@ -318,6 +393,7 @@ def ansible_inventory(sites: dict[str, Site], hosts: cfg.Hosts | None = None) ->
             "ansible_user": hosts.ssh_user,
             "ansible_ssh_private_key_file": str(Path(hosts.ssh_private_key_file).expanduser()),
             "ansible_ssh_common_args": hosts.ssh_common_args,
+            "ansible_host_key_checking": hosts.host_key_checking,
             "ansible_python_interpreter": "/usr/bin/python3",
         }
     return inventory
@@ -330,36 +406,58 @@ def worker_pod_cidrs(site: cfg.Site, cluster: cfg.Cluster) -> dict[str, str]:
     return {n.name: str(net) for n, net in zip(workers, cluster.pod_cidr.subnets(new_prefix=24), strict=False)}
 
 
+def kubernetes_release(hosts: cfg.Hosts, version: str) -> str:
+    """The controller directory holding Kubernetes `version`'s binaries (the stack's cluster_kubernetes_dir)."""
+    root = hosts.extra_vars.get("cluster_kubernetes_dir", "~/.cache/sovcloud/kubernetes")
+    return str(Path(root).expanduser() / version)
+
+
 class SiteHosts(pulumi.ComponentResource):
-    """The host-level steps on one site's nodes, in order: node hardening (playbooks/site.yml), then the
-    cluster's control plane (playbooks/cluster.yml: etcd, kube-apiserver and friends, the API LB) installed
-    from the cluster's Pulumi-issued PKI. Its resources end when the site's API serves."""
+    """The host-level steps on one site's nodes, in order: node hardening (playbooks/site.yml), the site's
+    network (playbooks/network.yml: routes to the other sites, the gateway's tunnels and Internet access
+    gateway), then the cluster (playbooks/cluster.yml: etcd, kube-apiserver and friends, the API LB, workers)
+    installed from the cluster's Pulumi-issued PKI. Its resources end when the site's API serves."""
 
     def __init__(self, site: Site, cluster: KubernetesCluster | None, hosts: cfg.Hosts,
-                 inventory: dict[str, Any], domain: str, opts: pulumi.ResourceOptions | None = None):
+                 inventory: dict[str, Any], domain: str, gateway: InternetAccessGateway,
+                 transport: TransportNetwork, opts: pulumi.ResourceOptions | None = None):
         super().__init__(f"{PKG}:index:SiteHosts", site.config.name,
                          {"hardened": hosts.harden, "control_plane": cluster is not None}, opts)
+        name = site.config.name
         state_dir = str(Path(hosts.state_dir).expanduser())
         extra = {k: str(Path(v).expanduser()) if isinstance(v, str) and v.startswith("~") else v
                  for k, v in hosts.extra_vars.items()}
+        packages = [extra[PACKAGE_SOURCE]] if extra.get(PACKAGE_SOURCE) else []
         common = {"inventory": inventory, "limit": site.group, "files_dir": state_dir, "timeout_s": hosts.timeout_s}
+        # The site's network variables are every playbook's: the host firewall opens what the network needs.
+        transport_vars, transport_files = transport.site_vars(name, state_dir)
+        gateway_vars, gateway_files = gateway.site_vars(name)
+        network = transport_vars.apply(lambda t: {**extra, **t, **gateway_vars, "network_files_dir": state_dir})
         self.steps: list[Playbook] = []
         if hosts.harden:
-            self.steps.append(Playbook(f"{site.config.name}-hardening", str(PLAYBOOKS / "site.yml"),
-                                       extra_vars=extra, opts=_child(self), **common))
+            self.steps.append(Playbook(f"{name}-hardening", str(PLAYBOOKS / "site.yml"), extra_vars=network,
+                                       sources=packages, opts=_child(self), **common))
+        self.steps.append(Playbook(
+            f"{name}-network", str(PLAYBOOKS / "network.yml"), extra_vars=network,
+            files=pulumi.Output.all(transport_files, pulumi.Output.all(**gateway_files))
+            .apply(lambda fs: {**fs[0], **fs[1]}), sources=packages,
+            opts=pulumi.ResourceOptions(parent=self, depends_on=self.steps[:]), **common))
         if cluster is not None:
+            extra = {**extra, "cluster_bin_dir": kubernetes_release(hosts, cluster.config.kubernetes_version)}
             # What cluster.yml copies from the controller besides its roles: a rebuilt binary, a new package or
             # image, an edited node agent must run it again (its roles name these files).
-            sources = [str(REPO / "agents"),
+            sources = [str(REPO / "agents"), *packages,
                        *(str(Path(extra[var]) / b) for var, bins in CLUSTER_BINARIES.items() if var in extra
                          for b in bins),
                        *(extra[var] for var in CLUSTER_ARTIFACT_DIRS if var in extra)]
             self.steps.append(Playbook(
                 f"{cluster.config.name}-control-plane", str(PLAYBOOKS / "cluster.yml"),
-                extra_vars={**extra, "cluster_state_dir": state_dir, "cluster_api_port": API_PORT,
-                            "cluster_service_cidr": str(cluster.config.service_cidr),
-                            "cluster_pod_cidrs": worker_pod_cidrs(site.config, cluster.config),
-                            "cluster_domain": domain},
+                extra_vars=network.apply(lambda n: {
+                    **n, "cluster_bin_dir": extra["cluster_bin_dir"], "cluster_state_dir": state_dir,
+                    "cluster_api_port": API_PORT,
+                    "cluster_service_cidr": str(cluster.config.service_cidr),
+                    "cluster_pod_cidrs": worker_pod_cidrs(site.config, cluster.config),
+                    "cluster_domain": domain}),
                 files=cluster.host_files, sources=sources,
                 opts=pulumi.ResourceOptions(parent=self, depends_on=self.steps[:]), **common))
         self.register_outputs({"steps": [p.recap for p in self.steps]})
@@ -398,9 +496,54 @@ def cluster_rbac(cluster: KubernetesCluster, opts: pulumi.ResourceOptions | None
     return [KubeObject(f"{name}-{key}", cluster.kubeconfig, manifest, opts=opts) for key, manifest in objects.items()]
 
 
+# What the platform tells every tenant of a cluster (the tenant chart looks it up, agencies read it): readable by
+# every authenticated user, like kube-public's cluster-info.
+PLATFORM_CONFIGMAP = {"namespace": "kube-public", "name": "sovcloud-platform"}
+
+
+def shipped_images(image_dir: str | None) -> dict[str, str]:
+    """The OCI archives every worker imports (the stack's cluster_image_dir): archive name -> `repo:tag@digest`,
+    what a pod pins (the workload chart's image.repository/tag/digest)."""
+    images = {}
+    for archive in sorted(Path(image_dir).glob("*.tar")) if image_dir else []:
+        with tarfile.open(archive) as tar:
+            index = json.loads(tar.extractfile("index.json").read())
+        names = {m["annotations"]["io.containerd.image.name"]: m["digest"] for m in index["manifests"]}
+        ref = next(n for n in names if "@" not in n)
+        images[archive.stem] = f"{ref}@{names[ref]}"
+    return images
+
+
+def cluster_platform(cluster: KubernetesCluster, site: cfg.Site, gateway: InternetAccessGateway,
+                     root_ca: pulumi.Input[str], images: dict[str, str],
+                     opts: pulumi.ResourceOptions | None = None) -> list[KubeObject]:
+    """ConfigMap kube-public/sovcloud-platform on the cluster: its site's gateway nodes (which the tenant chart's
+    policies admit), the gateway's Internet addresses, the government domain, the root CA that published names
+    verify against, and the images every worker holds (`<archive>.image`: repo:tag@digest)."""
+    ns, name = PLATFORM_CONFIGMAP["namespace"], PLATFORM_CONFIGMAP["name"]
+    gateways = site.nodes_with(cfg.Role.GATEWAY)
+    data = {"gatewayAddresses": json.dumps([f"{node_address(site, g)}/32" for g in gateways]),
+            "gatewayPublicAddresses": " ".join(str(g.public_address) for g in gateways),
+            "domain": gateway.domain, "rootCA": root_ca, **{f"{k}.image": v for k, v in images.items()}}
+    objects = {
+        "platform-info": {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": name, "namespace": ns},
+                          "data": data},
+        "platform-info-reader": {
+            "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role", "metadata": {"name": name, "namespace": ns},
+            "rules": [{"apiGroups": [""], "resources": ["configmaps"], "resourceNames": [name], "verbs": ["get"]}]},
+        "platform-info-readers": {
+            "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
+            "metadata": {"name": name, "namespace": ns},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": name},
+            "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "Group", "name": "system:authenticated"}]},
+    }
+    return [KubeObject(f"{cluster.config.name}-{key}", cluster.kubeconfig, manifest, opts=opts)
+            for key, manifest in objects.items()]
+
+
 def render_tenant_chart(tenant: cfg.Tenant, domain: str, gateway_addresses: list[str] = ()) -> list[dict[str, Any]]:
     """The tenant chart rendered with helm: the Pulumi path and the `helm install` path apply the same objects.
-    `gateway_addresses`: the tenant's sites' gateway nodes, which its pods may be reached from (and reach)."""
+    `gateway_addresses`: the cluster's site's gateway nodes, which its pods may be reached from (and reach)."""
     network = {**tenant.chart_values.get("network", {}), "gatewayAddresses": [f"{a}/32" for a in gateway_addresses]}
     values = {**tenant.chart_values, "agency": tenant.name, "dataClassification": tenant.data_classification,
               "gateway": {"domain": domain}, "network": network,
@@ -414,24 +557,27 @@ def render_tenant_chart(tenant: cfg.Tenant, domain: str, gateway_addresses: list
 
 
 class Tenant(pulumi.ComponentResource):
-    """An agency's tenancy on every cluster of its sites (applied when the cluster is reachable)."""
+    """An agency's tenancy on every cluster of its sites (applied when the cluster is reachable). Each cluster's
+    copy of the chart admits that cluster's site gateways, as `helm install` on it does (sovcloud-platform)."""
 
     def __init__(self, tenant: cfg.Tenant, domain: str, kubeconfigs: dict[str, str],
-                 gateway_addresses: list[str] = (), opts: pulumi.ResourceOptions | None = None):
+                 gateway_addresses: dict[str, list[str]], opts: pulumi.ResourceOptions | None = None):
         super().__init__(f"{PKG}:index:Tenant", tenant.name,
                          {"data_classification": tenant.data_classification, "sites": tenant.sites}, opts)
         self.tenant_name = tenant.name
-        self.manifests = render_tenant_chart(tenant, domain, gateway_addresses)
+        self.manifests = {cluster: render_tenant_chart(tenant, domain, gateway_addresses.get(cluster, []))
+                          for cluster in sorted(kubeconfigs)} or {"": render_tenant_chart(tenant, domain)}
         self.objects: list[KubeObject] = []
         for cluster, kubeconfig in sorted(kubeconfigs.items()):
+            manifests = self.manifests[cluster]
             # Namespaces first: the API refuses objects in a namespace that does not exist yet.
-            namespaces = [self._object(cluster, kubeconfig, m) for m in self.manifests if m["kind"] == "Namespace"]
+            namespaces = [self._object(cluster, kubeconfig, m) for m in manifests if m["kind"] == "Namespace"]
             self.objects += namespaces + [
                 self._object(cluster, kubeconfig, m, depends_on=namespaces)
-                for m in self.manifests if m["kind"] != "Namespace"]
-        self.register_outputs({"namespaces": [m["metadata"]["name"] for m in self.manifests
-                                              if m["kind"] == "Namespace"],
-                               "clusters": sorted(kubeconfigs)})
+                for m in manifests if m["kind"] != "Namespace"]
+        self.namespaces = [m["metadata"]["name"] for m in next(iter(self.manifests.values()))
+                           if m["kind"] == "Namespace"]
+        self.register_outputs({"namespaces": self.namespaces, "clusters": sorted(kubeconfigs)})
 
     def _object(self, cluster: str, kubeconfig: pulumi.Input[str], manifest: dict[str, Any],
                 depends_on: list[pulumi.Resource] | None = None) -> KubeObject:
@@ -439,4 +585,3 @@ class Tenant(pulumi.ComponentResource):
         name = f"{self.tenant_name}-{cluster}-{manifest['kind'].lower()}-{meta.get('namespace', '')}-{meta['name']}"
         return KubeObject(name.replace("--", "-"), kubeconfig, manifest,
                           opts=pulumi.ResourceOptions(parent=self, depends_on=depends_on or []))
-

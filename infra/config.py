@@ -46,6 +46,10 @@ class Node(_Strict):
     name: Name
     role: Role
     rack: Name
+    # Gateways only: the address on the transport network that the other sites' tunnels reach (SC-NET-02), and
+    # the Internet-facing address of the access gateway (SC-NET-01). Other nodes have only their site address.
+    transport_address: ipaddress.IPv4Address | None = None
+    public_address: ipaddress.IPv4Address | None = None
 
 
 class Site(_Strict):
@@ -70,7 +74,22 @@ class Site(_Strict):
         dupes = [n for n, c in Counter(n.name for n in self.nodes).items() if c > 1]
         if dupes:
             raise _FieldError("nodes", f"duplicate node names {dupes}; node names must be unique")
+        for i, node in enumerate(self.nodes):
+            if node.role == Role.GATEWAY:
+                if node.public_address is None:
+                    raise _FieldError(f"nodes[{i}].public_address", f"gateway {node.name!r} needs its "
+                                      "Internet-facing address (the access gateway's address, SC-NET-01)")
+            else:
+                for key in ("transport_address", "public_address"):
+                    if getattr(node, key) is not None:
+                        raise _FieldError(f"nodes[{i}].{key}", f"only gateway nodes face the transport network "
+                                          f"and the Internet; remove it from {node.role.value} {node.name!r}")
         return self
+
+    @property
+    def gateway(self) -> Node | None:
+        """The gateway that carries the site's transport links and API load balancer (the first one)."""
+        return next(iter(self.nodes_with(Role.GATEWAY)), None)
 
     def nodes_with(self, role: Role) -> list[Node]:
         return [n for n in self.nodes if n.role == role]
@@ -92,10 +111,15 @@ class PublishedService(_Strict):
     backend: str = Field(min_length=1, description="host:port inside the site")
 
 
+HOSTNAME = r"^([a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?\.)+[a-z]([-a-z0-9]{0,61}[a-z0-9])?$"
+
+
 class Gateway(_Strict):
     """The single Internet access gateway (ЕШДИ / ИҚБШ): the only way in or out of a site."""
 
-    allowed_egress: list[str] = Field(default_factory=list, description="hostnames or CIDRs")
+    # The egress proxy admits exactly these host names (no wildcards, no addresses: a name is what it checks).
+    allowed_egress: list[Annotated[str, Field(pattern=HOSTNAME, max_length=253)]] = Field(
+        default_factory=list, description="host names the site's nodes may reach through the egress proxy")
     published_services: list[PublishedService] = Field(default_factory=list)
     tls_min_version: Literal["1.2", "1.3"] = "1.2"
 
@@ -111,6 +135,8 @@ class Transport(_Strict):
     """The unified transport network (ЕТС ГО): encrypted links between sites."""
 
     address_plan: ipaddress.IPv4Network = Field(description="tunnel addresses, one /30 per link end pair")
+    # Link i (in `links` order) is tunnel interface wg<i>/ipsec<i> on both ends, listening on port + i.
+    port: int = Field(default=51820, ge=1024, le=65000)
     links: list[Link] = Field(default_factory=list)
 
 
@@ -185,6 +211,19 @@ class Cloud(_Strict):
                                  "forbidden (SC-NET-02); use tunnel: wireguard or tunnel: ipsec"))
             if link.a == link.b:
                 problems.append((f"transport.links[{i}]", "a link must join two different sites"))
+            for end in ("a", "b"):
+                site = next((s for s in self.sites if s.name == getattr(link, end)), None)
+                if site is not None and (site.gateway is None or site.gateway.transport_address is None):
+                    problems.append((f"transport.links[{i}].{end}", f"site {site.name!r} has no gateway with a "
+                                     "transport_address to end the tunnel on; give its first gateway node one"))
+        gateways = [(f"sites[{i}].nodes[{j}].{key}", getattr(n, key)) for i, s in enumerate(self.sites)
+                    for j, n in enumerate(s.nodes) for key in ("transport_address", "public_address")
+                    if getattr(n, key) is not None]
+        seen: dict[ipaddress.IPv4Address, str] = {}
+        for where, address in gateways:
+            if address in seen:
+                problems.append((where, f"{address} is already {seen[address]}; every address is one node's"))
+            seen.setdefault(address, where)
 
         for i, tenant in enumerate(self.tenants):
             for j, s in enumerate(tenant.sites):
@@ -230,6 +269,9 @@ class Hosts(_Strict):
     ssh_user: str = Field(min_length=1)
     ssh_private_key_file: str
     ssh_common_args: str = ""
+    # Whether Ansible checks the nodes' SSH host keys against known_hosts (mitogen, the playbooks' strategy,
+    # decides this itself rather than reading ssh_common_args). Off only where nodes are made fresh every time.
+    host_key_checking: bool = True
     # Controller-side directory the playbooks install PKI and kubeconfigs from (<state_dir>/<site>/...).
     state_dir: str
     harden: bool = True

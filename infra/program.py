@@ -10,6 +10,7 @@ import yaml
 
 from infra import config as cfg
 from infra.components import (
+    KUBERNETES_BINARIES,
     InternetAccessGateway,
     KubernetesCluster,
     Pki,
@@ -18,8 +19,11 @@ from infra.components import (
     Tenant,
     TransportNetwork,
     ansible_inventory,
+    cluster_platform,
     cluster_rbac,
+    kubernetes_release,
     node_address,
+    shipped_images,
 )
 from toolchain import REPO
 
@@ -72,36 +76,59 @@ def compliance_summary(cloud: cfg.Cloud) -> dict[str, str]:
     return {control: "pass" if passed else "fail" for control, passed in sorted(ok.items())}
 
 
+def check_kubernetes_releases(cloud: cfg.Cloud, hosts: cfg.Hosts) -> None:
+    """Each cluster runs the binaries of its own kubernetes_version: they must be on the controller before
+    anything changes."""
+    problems = []
+    for i, c in enumerate(cloud.clusters):
+        release = Path(kubernetes_release(hosts, c.kubernetes_version))
+        missing = [b for b in KUBERNETES_BINARIES if not (release / b).is_file()]
+        if missing:
+            problems.append((f"clusters[{i}].kubernetes_version",
+                             f"no Kubernetes {c.kubernetes_version} binaries ({', '.join(missing)}) in {release}: "
+                             "`make setup` builds every version the stack files name (infra/stacks/*.yaml), or "
+                             "point sovcloud:hosts.extra_vars.cluster_kubernetes_dir at your own builds"))
+    if problems:
+        raise cfg.ConfigError(problems)
+
+
 def build(cloud: cfg.Cloud, kubeconfigs: dict[str, pulumi.Input[str]] | None = None,
           hosts: cfg.Hosts | None = None) -> dict[str, Any]:
     """Declare every resource of the stack. With `hosts` the stack hardens the nodes and bootstraps the
     clusters itself and applies the in-cluster platform to all of them; otherwise `kubeconfigs` (cluster ->
     kubeconfig) names the existing clusters that get it."""
+    if hosts:
+        check_kubernetes_releases(cloud, hosts)
     pki = Pki("pki", cloud)
     sites = {s.name: Site(s, opts=pulumi.ResourceOptions(depends_on=[pki])) for s in cloud.sites}
     clusters = {c.name: KubernetesCluster(c, sites[c.site], pki) for c in cloud.clusters}
-    gateway = InternetAccessGateway("gateway", cloud.gateway, sites, pki)
+    gateway = InternetAccessGateway("gateway", cloud.gateway, sites, pki, cloud.domain)
     transport = TransportNetwork("transport", cloud.transport, sites)
     inventory = ansible_inventory(sites, hosts)
     site_hosts: dict[str, SiteHosts] = {}
     rbac = {}
     if hosts:
+        images = shipped_images(hosts.extra_vars.get("cluster_image_dir") and
+                                str(Path(hosts.extra_vars["cluster_image_dir"]).expanduser()))
         for name, site in sites.items():
             cluster = next((clusters[c.name] for c in cloud.clusters if c.site == name), None)
-            site_hosts[name] = SiteHosts(site, cluster, hosts, inventory, cloud.domain)
+            site_hosts[name] = SiteHosts(site, cluster, hosts, inventory, cloud.domain, gateway, transport)
             if cluster is not None:
-                rbac[cluster.config.name] = cluster_rbac(
-                    cluster, opts=pulumi.ResourceOptions(depends_on=[site_hosts[name]]))
+                after = pulumi.ResourceOptions(depends_on=[site_hosts[name]])
+                rbac[cluster.config.name] = [*cluster_rbac(cluster, opts=after),
+                                             *cluster_platform(cluster, site.config, gateway, pki.root.cert_pem,
+                                                               images, opts=after)]
         kubeconfigs = {name: c.kubeconfig for name, c in clusters.items()}
     kubeconfigs = kubeconfigs or {}
+    # Each cluster's tenants admit the gateway nodes of the cluster's site (what sovcloud-platform tells them).
+    gateways = {c.name: [node_address(cloud.site(c.site), g) for g in cloud.site(c.site).nodes_with(cfg.Role.GATEWAY)]
+                for c in cloud.clusters}
     tenants = {}
     for t in cloud.tenants:
         reachable = {c.name: kubeconfigs[c.name] for c in cloud.clusters
                      if c.site in t.sites and c.name in kubeconfigs}
         # In-cluster objects wait for the clusters, and for the control planes when this stack runs them.
         after = [*clusters.values(), *(site_hosts[s] for s in t.sites if s in site_hosts)]
-        gateways = [node_address(s, g) for s in cloud.sites if s.name in t.sites
-                    for g in s.nodes_with(cfg.Role.GATEWAY)]
         tenants[t.name] = Tenant(t, cloud.domain, reachable, gateways, opts=pulumi.ResourceOptions(depends_on=after))
 
     pulumi.export("endpoints", {name: c.endpoint for name, c in clusters.items()})
@@ -112,9 +139,18 @@ def build(cloud: cfg.Cloud, kubeconfigs: dict[str, pulumi.Input[str]] | None = N
                                       "key_pem": pulumi.Output.secret(pki.evidence_signer.key_pem)})
     pulumi.export("gateway", {"egress_allow_list": gateway.egress_allow_list,
                               "published": {s.name: s.hostname for s in cloud.gateway.published_services}})
+    # Per site, what its users and operators reach: the gateway (public and site addresses, egress proxy,
+    # health, published names) and the cluster's API. The tenant chart's `network.gatewayAddresses` are the
+    # gateways' site addresses.
+    cluster_of = {c.site: c.name for c in cloud.clusters}
+    pulumi.export("sites", {s.name: {"cluster": cluster_of.get(s.name),
+                                     "api": clusters[cluster_of[s.name]].endpoint if s.name in cluster_of else None,
+                                     "gateway": gateway.endpoints(s)} for s in cloud.sites})
+    # Clients of the agencies' published hostnames verify them against the stack's root; the routes CA of each
+    # cluster is the intermediate that issues them (on the gateway only).
+    pulumi.export("routes_ca", {name: c.routes_ca.cert_pem for name, c in clusters.items()})
     pulumi.export("transport", [{"a": x["a"], "b": x["b"], "subnet": x["subnet"]} for x in transport.links])
-    pulumi.export("tenants", {name: t.manifests and [m["metadata"]["name"] for m in t.manifests
-                                                     if m["kind"] == "Namespace"] for name, t in tenants.items()})
+    pulumi.export("tenants", {name: t.namespaces for name, t in tenants.items()})
     pulumi.export("compliance", compliance_summary(cloud))
     return {"pki": pki, "sites": sites, "clusters": clusters, "gateway": gateway, "transport": transport,
             "hosts": site_hosts, "rbac": rbac, "tenants": tenants}

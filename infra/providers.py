@@ -213,8 +213,7 @@ class PlaybookProvider(ResourceProvider):
             cmd = [binary, "-i", str(inventory), "-e", f"@{extra}", str(playbook)]
             if props.get("limit"):
                 cmd += ["--limit", props["limit"]]
-            env = {**os.environ, "ANSIBLE_CONFIG": str(REPO / "ansible.cfg"), "ANSIBLE_NOCOLOR": "1",
-                   "ANSIBLE_ROLES_PATH": str(playbook.parent / "roles")}
+            env = {**ansible_env(), "ANSIBLE_ROLES_PATH": str(playbook.parent / "roles")}
             t0 = time.monotonic()
             r = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True,
                                timeout=int(props.get("timeout_s") or 1800))
@@ -235,6 +234,23 @@ class PlaybookProvider(ResourceProvider):
         from pulumi.dynamic import UpdateResult
 
         return UpdateResult(outs=self._run(news))
+
+
+def ansible_env(base: dict[str, str] | None = None) -> dict[str, str]:
+    """The environment every playbook of the project runs in: the repo's ansible.cfg, the venv's tools, and
+    mitogen's strategy (a persistent interpreter per node instead of a Python process per task and node)."""
+    import sys
+    from pathlib import Path
+
+    import ansible_mitogen
+
+    from toolchain import REPO
+
+    env = dict(os.environ if base is None else base)
+    env.update(ANSIBLE_CONFIG=str(REPO / "ansible.cfg"), ANSIBLE_NOCOLOR="1", ANSIBLE_STRATEGY="mitogen_linear",
+               ANSIBLE_STRATEGY_PLUGINS=str(Path(ansible_mitogen.__file__).parent / "plugins" / "strategy"),
+               PATH=f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}")
+    return env
 
 
 def changed_tasks(stdout: str) -> dict[str, list[str]]:

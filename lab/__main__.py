@@ -6,6 +6,7 @@ import argparse
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 from lab import api
 from lab.config import LabConfigError, load
@@ -21,6 +22,61 @@ def _table(rows: list[dict]) -> str:
     return "\n".join("  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)) for row in cells)
 
 
+def _elapsed(seconds: float) -> str:
+    return f"{int(seconds // 60)}m{int(seconds % 60):02d}s"
+
+
+def _home(path: str | None) -> str:
+    home = str(Path.home())
+    return "-" if path is None else "~" + path[len(home):] if path.startswith(home) else path
+
+
+def _sites_table(sites: dict) -> list[str]:
+    table = [["site", "Kubernetes API", "gateway (Internet)", "gateway (site)", "egress proxy", "published"]]
+    for name, site in sites.items():
+        gw = site["gateway"] or {}
+        table.append([name, site["api"] or "-", gw.get("public_address", "-"), gw.get("address", "-"),
+                      gw.get("egress_proxy", "-"), ", ".join(gw.get("published", [])) or "-"])
+    widths = [max(len(r[i]) for r in table) for i in range(len(table[0]))]
+    return ["  " + "  ".join(v.ljust(w) for v, w in zip(r, widths, strict=True)).rstrip() for r in table]
+
+
+def stack_sites(cfg) -> dict | None:
+    """The deployed stack's `sites` output (None before the first deployment)."""
+    from lab.deploy import DEPLOYED_MARKER, lab_stack
+    from lab.inventory import state_dir
+
+    if not (state_dir(cfg) / DEPLOYED_MARKER).exists():
+        return None
+    outputs = lab_stack(cfg).outputs()
+    return outputs["sites"].value if "sites" in outputs else None
+
+
+def summary(hardware: dict, deployment: dict, rows: list[dict]) -> str:
+    """What `make lab` ends with: where everything is, and what to try next."""
+    sites, tenants = deployment["stack"]["sites"], deployment["stack"]["tenants"]
+    total = hardware["seconds"] + deployment["seconds"]
+    sick = [r["node"] for r in rows if not r["healthy"]]
+    lines = [f"The sovereign cloud is up on the lab in {_elapsed(total)} (hardware {_elapsed(hardware['seconds'])}, "
+             f"pulumi up {_elapsed(deployment['pulumi']['seconds'])}, first backup "
+             f"{deployment['seconds'] - deployment['pulumi']['seconds']:.0f}s).", ""]
+    lines += _sites_table(sites)
+    lines += ["", "Admin kubeconfigs:"] + [f"  {site}: {_home(kc)}" for site, kc in deployment["kubeconfigs"].items()]
+    backups = ", ".join(f"{ns} (verified at {', '.join(b['sites'] or []) or 'no site'})"
+                        for ns, b in deployment["first_backup"].items())
+    onboarded = ", ".join(f"{t} ({' '.join(ns)})" for t, ns in tenants.items())
+    lines += [f"Tenants: {onboarded}; first backup: {backups}",
+              f"Evidence signer: {_home(deployment['evidence_pki'])}",
+              f"Health: {len(rows) - len(sick)}/{len(rows)} nodes and endpoints healthy"
+              + (f"; NOT healthy: {', '.join(sick)}" if sick else "") + " (`make lab-status` for the table)",
+              "", "Try next:",
+              f"  kubectl --kubeconfig {_home(next(iter(deployment['kubeconfigs'].values())))} get nodes",
+              "  an agency onboards and publishes a service: charts/workload/README.md (\"On the lab\")",
+              "  the compliance audit and signed evidence bundle: README.md (\"Compliance teams\")",
+              "  python -m lab ssh astana-gw     make lab-status     make lab-down"]
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m lab", description="sovcloud podman lab")
     p.add_argument("--config", help="topology YAML (default lab/lab.yaml)")
@@ -28,6 +84,7 @@ def main(argv: list[str] | None = None) -> int:
     upp = sub.add_parser("up", help="create or converge the lab, then deploy the reference cloud on it")
     upp.add_argument("--infrastructure-only", action="store_true",
                      help="only the lab's hardware, no `pulumi up` (hardening, control planes, tenants, backup)")
+    upp.add_argument("--json", action="store_true", help="print what was made as JSON instead of a summary")
     st = sub.add_parser("status", help="table of nodes and their health")
     st.add_argument("--json", action="store_true")
     dn = sub.add_parser("down", help="remove everything `up` created")
@@ -39,15 +96,26 @@ def main(argv: list[str] | None = None) -> int:
     try:
         cfg = load(a.config)
         if a.cmd == "up":
-            print(json.dumps(api.up(cfg), indent=2))
-            if not a.infrastructure_only:
-                print(json.dumps(deploy(cfg), indent=2))
-            rows = api.status(cfg) if not a.infrastructure_only else api.hardware_status(cfg)
-            print(_table(rows))
+            hardware = api.up(cfg)
+            deployment = None if a.infrastructure_only else deploy(cfg)
+            rows = api.hardware_status(cfg) if a.infrastructure_only else api.status(cfg)
+            if a.json:
+                print(json.dumps({"hardware": hardware, "deployment": deployment}, indent=2))
+            elif deployment is None:
+                print(_table(rows))
+            else:
+                print(summary(hardware, deployment, rows))
             return 0 if all(r["healthy"] for r in rows) else 1
         elif a.cmd == "status":
             rows = api.status(cfg)
-            print(json.dumps(rows, indent=2) if a.json else _table(rows))
+            sites = stack_sites(cfg)
+            if a.json:
+                print(json.dumps({"nodes": rows, "sites": sites}, indent=2))
+            else:
+                print(_table(rows))
+                if sites:
+                    print("\nWhat the stack deployed (routes CA of each cluster: `pulumi stack output routes_ca`):")
+                    print("\n".join(_sites_table(sites)))
             return 0 if all(r["healthy"] for r in rows) else 1
         elif a.cmd == "down":
             print(json.dumps(api.down(cfg, standalone=a.standalone)))

@@ -21,7 +21,9 @@ from lab.podman import LABEL, PodmanError, podman, podman_json, process_alive, p
 
 # Workers run containerd and runc inside the node, like kind's nodes: privileged (mounts, namespaces,
 # the pod bridge), with a private cgroup namespace so runc finds the node's cgroups at their root.
-WORKER_RUN_ARGS = ["--privileged", "--cgroupns=private"]
+# Every other node owns its network stack like a real machine (routes, its own firewall): NET_ADMIN, scoped
+# to its network namespace.
+RUN_ARGS = {"worker": ["--privileged", "--cgroupns=private"], "control-plane": ["--cap-add", "NET_ADMIN"]}
 
 
 def _config(config: LabConfig | str | Path | None) -> LabConfig:
@@ -36,8 +38,9 @@ def _preflight() -> None:
 
 
 def up(config: LabConfig | str | Path | None = None) -> dict:
-    """The lab's hardware: sites, nodes, S3, transport and Internet gateway (idempotent). Everything on top
-    (hardening, control planes, tenants) is the lab stack's `pulumi up`: lab.deploy.deploy(config)."""
+    """The lab's hardware: sites, nodes, S3, the transport and Internet networks (idempotent). Everything on
+    the nodes (hardening, transport, gateway, control planes, tenants) is the lab stack's `pulumi up`:
+    lab.deploy.deploy(config)."""
     cfg = _config(config)
     _preflight()
     t0 = time.monotonic()
@@ -71,7 +74,7 @@ def up(config: LabConfig | str | Path | None = None) -> dict:
                          cfg.memory_mib[n.role], labels, gateway.gateway_run_args(cfg))
             else:
                 run_node(cfg.container(n.name), n.name, [(cfg.network(site.name), site.ip(n))],
-                         cfg.memory_mib[n.role], labels, WORKER_RUN_ARGS if n.role == "worker" else None)
+                         cfg.memory_mib[n.role], labels, RUN_ARGS[n.role])
         s3.ensure_s3(cfg, site)
     t = step("containers", t)
     ips = [site.ip(n) for site in cfg.sites for n in site.nodes]
@@ -79,19 +82,17 @@ def up(config: LabConfig | str | Path | None = None) -> dict:
         list(pool.map(wait_ssh, ips))
         states = list(pool.map(wait_booted, ips))
     t = step("ssh+boot", t)
-    progress("gateways: WireGuard transport, firewall, proxies")
-    restarted = gateway.configure_gateways(cfg)
-    gateway.route_sites(cfg)
     for site in cfg.sites:
         s3.wait_s3(site)
         s3.ensure_bucket(site)
-    t = step("gateways+s3", t)
+    gateway.route_appliances(cfg)
+    t = step("s3", t)
     inv = inventory.write(cfg)
     total = round(time.monotonic() - t0, 1)
     progress(f"lab hardware up in {total}s; inventory {inv}")
     return {"image": image, "inventory": str(inv), "seconds": total, "timings": timings,
             "systemd": dict(zip([n.name for s in cfg.sites for n in s.nodes], states, strict=True)),
-            "s3": {s.name: s3.endpoint(s) for s in cfg.sites}, "gateway_restarts": restarted}
+            "s3": {s.name: s3.endpoint(s) for s in cfg.sites}}
 
 
 def status(config: LabConfig | str | Path | None = None) -> list[dict]:

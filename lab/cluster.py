@@ -24,9 +24,6 @@ from lab.nodes import ssh
 from lab.podman import progress
 
 API_PORT = 6443
-HAPROXY_DEBS = ["haproxy", "liblua5.3-0", "libopentracing-c-wrapper0", "libopentracing1"]
-# What a worker runs pods with (playbooks/roles/kube_node); versions are Debian 12's.
-NODE_DEBS = ["runc", "containerd", "containernetworking-plugins"]
 SAMPLE_IMAGE = "sovcloud.local/sample-web:1"
 IMAGES = {
     # The pod sandbox only has to hold the pod's namespaces; containerd stops it with SIGKILL.
@@ -51,7 +48,7 @@ def control_plane(site: Site) -> list:
     return [n for n in site.nodes if n.role == "control-plane"]
 
 
-# --- packages and images for the offline nodes ---------------------------------------------------------
+# --- images for the offline nodes ---------------------------------------------------------
 
 def ensure_debs(name: str, packages: list[str], state_dir: Path | None = None) -> Path:
     """`packages` as .deb files in <lab cache>/debs-<name>, fetched once with the host's apt (nodes are offline)."""
@@ -64,14 +61,6 @@ def ensure_debs(name: str, packages: list[str], state_dir: Path | None = None) -
     if r.returncode != 0 or len(list(d.glob("*.deb"))) != len(packages):
         raise RuntimeError(f"apt-get download {' '.join(packages)} failed in {d}: {r.stderr.strip()}")
     return d
-
-
-def ensure_haproxy_debs(state_dir: Path | None = None) -> Path:
-    return ensure_debs("haproxy", HAPROXY_DEBS, state_dir)
-
-
-def ensure_node_debs(state_dir: Path | None = None) -> Path:
-    return ensure_debs("node", NODE_DEBS, state_dir)
 
 
 def images_dir(state_dir: Path | None = None) -> Path:

@@ -74,13 +74,12 @@ class Site(_Strict):
 
 class Internet(_Strict):
     subnet: ipaddress.IPv4Network
-    allow: list[str] = Field(default_factory=list)
 
 
 class Transport(_Strict):
+    """The transport network's wire: only the gateways are on it (their tunnels are the stack's)."""
+
     subnet: ipaddress.IPv4Network
-    tunnel_subnet: ipaddress.IPv4Network
-    port: int = Field(default=51820, ge=1, le=65535)
 
 
 class LabConfig(_Strict):
@@ -99,8 +98,7 @@ class LabConfig(_Strict):
         if [s.role for s in self.sites].count("primary") != 1:
             raise ValueError("sites[].role: exactly one site must be role: primary")
         nets = [(f"sites[{s.name}].subnet", s.subnet) for s in self.sites] + [
-            ("internet.subnet", self.internet.subnet), ("transport.subnet", self.transport.subnet),
-            ("transport.tunnel_subnet", self.transport.tunnel_subnet)]
+            ("internet.subnet", self.internet.subnet), ("transport.subnet", self.transport.subnet)]
         for i, (fa, a) in enumerate(nets):
             for fb, b in nets[i + 1:]:
                 if a.overlaps(b):

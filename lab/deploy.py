@@ -15,7 +15,7 @@ from pathlib import Path
 
 import yaml
 
-from lab import cluster, hardening, inventory
+from lab import cluster, gateway, inventory, packages
 from lab.config import LabConfig
 from lab.inventory import DEFAULT_INSTANCE
 from lab.podman import podman, progress
@@ -66,8 +66,12 @@ def lab_stack(cfg: LabConfig):
         return committed_stack(LAB_STACK)
     cloud = yaml.safe_load((REPO / committed["sovcloud:cloudFile"]).read_text())
     for site in cloud["sites"]:
-        site["subnet"] = str(cfg.site(site["name"]).subnet)
-    cloud["transport"]["address_plan"] = str(cfg.transport.tunnel_subnet)
+        lab_site = cfg.site(site["name"])
+        site["subnet"] = str(lab_site.subnet)
+        addresses = gateway.gateway_ips(cfg, lab_site)
+        for node in site["nodes"]:
+            if node["role"] == "gateway":
+                node.update(transport_address=addresses["transport"], public_address=addresses["internet"])
     hosts = {**committed["sovcloud:hosts"], "state_dir": str(inventory.state_dir(cfg))}
     state = inventory.state_dir(cfg)
     return stack(f"{LAB_STACK}-{cfg.name}", cloud, work_dir=state / "pulumi-workspace", hosts=hosts)
@@ -104,6 +108,25 @@ def _write_evidence_signer(state: Path, outputs: dict) -> Path:
     return d
 
 
+def _host_step_progress():
+    """An engine-event handler printing one line per host step (Playbook resource) as it starts and ends."""
+    started: dict[str, float] = {}
+
+    def on_event(event) -> None:
+        pre, done = event.resource_pre_event, event.res_outputs_event
+        meta = (pre or done).metadata if (pre or done) else None
+        if meta is None or not meta.urn.endswith(("-hardening", "-network", "-control-plane")):
+            return
+        name = meta.urn.rsplit("::", 1)[1]
+        if pre and meta.op.value != "same":
+            started[name] = time.monotonic()
+            progress(f"  {name}: running")
+        elif done and name in started:
+            progress(f"  {name}: done in {time.monotonic() - started.pop(name):.0f}s")
+
+    return on_event
+
+
 def deploy(cfg: LabConfig) -> dict:
     from dr import jobs, k8s
     from dr.config import load_config
@@ -111,17 +134,16 @@ def deploy(cfg: LabConfig) -> dict:
     t0 = time.monotonic()
     state = inventory.state_dir(cfg)
     ensure_key()
-    # Offline packages the stack's hosts.extra_vars point the roles at (the nodes have no apt mirror).
-    cluster.ensure_haproxy_debs(state)
-    cluster.ensure_node_debs(state)
+    # What the stack's hosts.extra_vars point the roles at: the package source of the offline nodes (every
+    # role's packages) and the images every worker imports.
+    packages.ensure_offline_repo()
     cluster.ensure_images(state)
-    if _committed_hosts().get("harden", True):
-        hardening.ensure_offline_repo()
     if _machines_newer_than_deployment(cfg):
         progress("nodes are newer than the lab stack's last deployment: forgetting its record of them")
         forget(cfg)
-    progress("pulumi up --stack lab (PKI, node hardening, control planes, gateway, transport, tenants)")
-    up = lab_stack(cfg).up(on_output=lambda line: None)
+    progress("pulumi up --stack lab: PKI, then per site node hardening -> network (tunnels, Internet access "
+             "gateway) -> cluster, then tenants")
+    up = lab_stack(cfg).up(on_output=lambda line: None, on_event=_host_step_progress())
     if up.summary.result != "succeeded":
         raise RuntimeError(f"pulumi up of the lab stack: {up.summary.result}")
     (state / DEPLOYED_MARKER).touch()
@@ -140,8 +162,8 @@ def deploy(cfg: LabConfig) -> dict:
     for ns in namespaces:
         report = jobs.backup_k8s(dr_cfg, k8s.api_client(kubeconfigs[primary]), ns, primary)
         backups[ns] = {"good": report.good, "sites": report.to_dict().get("verified_sites")}
-    return {"pulumi": {"changes": up.summary.resource_changes, "endpoints": up.outputs["endpoints"].value,
-                       "seconds": t_up},
+    return {"pulumi": {"changes": up.summary.resource_changes, "seconds": t_up},
+            "stack": {k: up.outputs[k].value for k in ("sites", "tenants", "endpoints")},
             "kubeconfigs": kubeconfigs, "evidence_pki": str(evidence_pki),
             "kubernetes": {e["site"]: {"api": e["api"], "ready": e["ready"], "kubeconfig": e["kubeconfig"]}
                            for e in cluster.endpoints(cfg)},

@@ -21,12 +21,11 @@ IMAGE_REPO = "localhost/sovcloud-lab-node"
 ROOTFS_REPO = "localhost/sovcloud-lab-rootfs"
 # Bump when the build steps in this file change (the Containerfile and key are hashed directly).
 BUILD_REV = "2"
-# What Ansible targets and the lab's gateway/transport roles need; nothing else (SC-HST-08).
+# A server's base OS that Ansible can target; nothing a role installs (roles bring their packages from the
+# stack's package source, SC-HST-08).
 PACKAGES = [
     "systemd", "systemd-sysv", "dbus", "openssh-server", "python3", "sudo", "iproute2", "nftables",
-    "iptables", "curl", "ca-certificates", "chrony", "auditd", "iputils-ping", "procps", "tcpdump",
-    # Gateway roles: userspace WireGuard (this kernel has no wireguard module), reverse and egress proxy.
-    "wireguard-tools", "wireguard-go", "nginx-light", "tinyproxy",
+    "iptables", "curl", "ca-certificates", "chrony", "auditd", "iputils-ping", "procps", "tcpdump", "cron",
 ]
 
 

@@ -37,6 +37,7 @@ def build(cfg: LabConfig) -> dict:
         "ansible_user": "sovadmin",
         "ansible_ssh_private_key_file": str(ensure_key()),
         "ansible_ssh_common_args": "-o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null",
+        "ansible_host_key_checking": False,
         "ansible_python_interpreter": "/usr/bin/python3",
         "lab_name": cfg.name,
     }, "children": children}}

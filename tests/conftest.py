@@ -58,6 +58,14 @@ def lab_deployment():
     api.down(cfg)
 
 
+@pytest.fixture(scope="session")
+def lab_outputs(lab_deployment):
+    """The lab stack's outputs (secrets in clear), as `pulumi stack output --json --show-secrets` gives them."""
+    from lab.deploy import lab_stack
+
+    return {k: v.value for k, v in lab_stack(lab_deployment["config"]).outputs().items()}
+
+
 @pytest.fixture(autouse=True)
 def _lab_is_up_for_lab_tests(request):
     # Lab tests live in several directories and run in name order; whichever comes first brings it up.

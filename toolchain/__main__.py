@@ -6,7 +6,6 @@ setup is idempotent: a second run finds everything cached and takes seconds.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import hashlib
 import os
 import re
@@ -22,24 +21,38 @@ from .gobuild import GoTool, build
 
 PULUMI_SDK_MODULE = "github.com/pulumi/pulumi/sdk/v3"
 
-KUBERNETES = GoTool(
-    name="kubernetes",
-    version=pins.KUBERNETES,
-    module="k8s.io/kubernetes",
-    commands={c: f"k8s.io/kubernetes/cmd/{c}" for c in
-              ("kube-apiserver", "kube-controller-manager", "kube-scheduler")},
-    ldflags=[
-        f"-X k8s.io/component-base/version.{k}={v}"
-        for k, v in {
-            "gitVersion": f"v{pins.KUBERNETES}",
-            "gitMajor": pins.KUBERNETES.split(".")[0],
-            "gitMinor": pins.KUBERNETES.split(".")[1],
-            "gitTreeState": "clean",
-        }.items()
-    ],
-    # staging modules k8s.io/api etc. are published as v0.<minor>.<patch>
-    local_replacement_version=lambda module: "v0." + pins.KUBERNETES.split(".", 1)[1],
-)
+def kubernetes(version: str, node: bool = False) -> GoTool:
+    """The control plane (or, node=True, the kubelet) of Kubernetes `version`, built from k8s.io/kubernetes.
+    The kubelet is cached apart: adding it rebuilt nothing else."""
+    minor_patch = version.split(".", 1)[1]
+    return GoTool(
+        name="kubernetes-node" if node else "kubernetes",
+        version=version,
+        module="k8s.io/kubernetes",
+        commands={c: f"k8s.io/kubernetes/cmd/{c}" for c in
+                  (["kubelet"] if node else ["kube-apiserver", "kube-controller-manager", "kube-scheduler"])},
+        ldflags=[f"-X k8s.io/component-base/version.{k}={v}" for k, v in {
+            "gitVersion": f"v{version}", "gitMajor": version.split(".")[0], "gitMinor": version.split(".")[1],
+            "gitTreeState": "clean"}.items()],
+        # staging modules k8s.io/api etc. are published as v0.<minor>.<patch>
+        local_replacement_version=lambda module: f"v0.{minor_patch}",
+    )
+
+
+# The stacks whose clusters' versions `setup` builds (a cluster runs the binaries of its kubernetes_version).
+STACK_FILES = [*sorted((REPO / "infra" / "stacks").glob("*.yaml")), *sorted(REPO.glob("Pulumi.*.yaml"))]
+# Where each version's four binaries are laid out together: the stacks' `cluster_kubernetes_dir`.
+KUBERNETES_RELEASES = HOME / "kubernetes"
+
+
+def kubernetes_versions() -> list[str]:
+    """pins.KUBERNETES (the host's own tools) and every `kubernetes_version` the stack files name. A regex, not
+    YAML: setup runs before the venv (and PyYAML) exists."""
+    found = {pins.KUBERNETES}
+    for path in STACK_FILES:
+        found.update(re.findall(r"kubernetes_version:\s*[\"']?(\d+\.\d+\.\d+)", path.read_text()))
+    return sorted(found, key=lambda v: tuple(int(x) for x in v.split(".")))
+
 
 GO_TOOLS = [
     GoTool(
@@ -64,10 +77,10 @@ GO_TOOLS = [
         commands={"helm": "helm.sh/helm/v3/cmd/helm"},
         ldflags=[f"-X helm.sh/helm/v3/internal/version.version=v{pins.HELM}"],
     ),
-    KUBERNETES,
-    # The node agent, built like the control plane but cached apart (adding it rebuilt nothing else).
-    dataclasses.replace(KUBERNETES, name="kubernetes-node", commands={"kubelet": "k8s.io/kubernetes/cmd/kubelet"}),
+    kubernetes(pins.KUBERNETES),
+    kubernetes(pins.KUBERNETES, node=True),
 ]
+LOGS = HOME / "logs"
 
 
 def log(msg: str) -> None:
@@ -85,6 +98,22 @@ def _has(cmd: str) -> bool:
     return Path(cmd).exists() if cmd.startswith("/") else shutil.which(cmd) is not None
 
 
+def _quiet(what: str, log_name: str, commands: list[list[str]], env: dict[str, str] | None = None) -> None:
+    """Run `commands` with their output in a log: one line on the console, with the time it took."""
+    LOGS.mkdir(parents=True, exist_ok=True)
+    logfile = LOGS / log_name
+    print(f"  {what} (log: {logfile}) ...", end="", flush=True)
+    t0 = time.monotonic()
+    with logfile.open("w") as out:
+        for cmd in commands:
+            out.write(f"$ {' '.join(cmd)}\n")
+            out.flush()
+            if subprocess.run(cmd, stdout=out, stderr=out, env=env).returncode != 0:
+                print(" FAILED")
+                sys.exit(f"setup: `{' '.join(cmd)}` failed; see {logfile}")
+    print(f" {_elapsed(time.monotonic() - t0)}")
+
+
 def ensure_debian_packages() -> None:
     missing = [pkg for pkg, cmd in pins.DEBIAN_PACKAGES.items() if not _has(cmd)]
     if not missing:
@@ -92,11 +121,10 @@ def ensure_debian_packages() -> None:
     if os.geteuid() != 0:
         sys.exit(f"setup: missing Debian packages {' '.join(missing)}; run as root or "
                  f"`sudo apt-get install {' '.join(missing)}`")
-    log(f"  installing Debian packages: {' '.join(missing)}")
     env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
-    subprocess.run(["apt-get", "update", "-q"], check=True, env=env)
-    subprocess.run(["apt-get", "install", "-y", "-q", "--no-install-recommends", *missing],
-                   check=True, env=env)
+    _quiet(f"installing Debian packages: {' '.join(missing)}", "setup-apt.log",
+           [["apt-get", "update", "-q"], ["apt-get", "install", "-y", "-q", "--no-install-recommends", *missing]],
+           env)
 
 
 # --- Python virtualenv -----------------------------------------------------------------------
@@ -106,10 +134,10 @@ def ensure_venv() -> None:
     digest = hashlib.sha256((REPO / "pyproject.toml").read_bytes()).hexdigest()
     if stamp.exists() and stamp.read_text() == digest:
         return
-    if not (VENV / "bin" / "python").exists():
-        subprocess.run([sys.executable, "-m", "venv", str(VENV)], check=True)
-    pip = [str(VENV / "bin" / "python"), "-m", "pip", "install", "-q", "--disable-pip-version-check"]
-    subprocess.run([*pip, "-e", f"{REPO}[dev]"], check=True)
+    commands = [] if (VENV / "bin" / "python").exists() else [[sys.executable, "-m", "venv", str(VENV)]]
+    commands.append([str(VENV / "bin" / "python"), "-m", "pip", "install", "-q", "--disable-pip-version-check",
+                     "-e", f"{REPO}[dev]"])
+    _quiet("installing the pinned Python dependencies", "setup-venv.log", commands)
     stamp.write_text(digest)
 
 
@@ -117,10 +145,9 @@ def ensure_isolated_python_tools() -> None:
     for spec, command in pins.ISOLATED_PYTHON_TOOLS.items():
         venv = HOME / "venvs" / spec.replace("==", "-")
         if not (venv / "bin" / command).exists():
-            log(f"  installing {spec} into its own venv {venv}")
-            subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
-            subprocess.run([str(venv / "bin" / "python"), "-m", "pip", "install", "-q",
-                            "--disable-pip-version-check", spec], check=True)
+            _quiet(f"installing {spec} into its own venv {venv}", f"setup-{command}.log", [
+                [sys.executable, "-m", "venv", str(venv)],
+                [str(venv / "bin" / "python"), "-m", "pip", "install", "-q", "--disable-pip-version-check", spec]])
         BIN.mkdir(parents=True, exist_ok=True)
         _link(venv / "bin" / command, BIN / command)
 
@@ -137,6 +164,27 @@ def _official_binary(name: str, version: str) -> Path | None:
     return Path(found) if reported == version else None
 
 
+def _build(tool: GoTool) -> None:
+    """Build one tool (once; cached afterwards): one line on the console, the Go output in a log."""
+    if tool.is_built():
+        return
+    LOGS.mkdir(parents=True, exist_ok=True)
+    logfile = LOGS / f"build-{tool.name}-{tool.version}.log"
+    print(f"  {tool.name} {tool.version}: building from its Go module (log: {logfile}) ...", end="", flush=True)
+    t0 = time.monotonic()
+    with logfile.open("w") as out:
+        try:
+            build(tool, out)
+        except subprocess.CalledProcessError as err:
+            print(" FAILED")
+            sys.exit(f"setup: building {tool.name} {tool.version} failed ({err}); see {logfile}")
+    print(f" {_elapsed(time.monotonic() - t0)}")
+
+
+def _elapsed(seconds: float) -> str:
+    return f"{int(seconds // 60)}m{int(seconds % 60):02d}s" if seconds >= 60 else f"{seconds:.0f}s"
+
+
 def ensure_go_tools() -> None:
     BIN.mkdir(parents=True, exist_ok=True)
     for tool in GO_TOOLS:
@@ -145,10 +193,7 @@ def ensure_go_tools() -> None:
             if official:
                 _link(official, BIN / out)
                 continue
-            if not tool.is_built():
-                t0 = step(f"building {tool.name} {tool.version} from its Go module (cached afterwards)")
-                build(tool, log)
-                log(f"  built {tool.name} in {time.monotonic() - t0:.0f}s")
+            _build(tool)
             _link(target, BIN / out)
     # The SDK module ships the scripts the Python language host and dynamic providers run.
     sdk = _go_module_dir(PULUMI_SDK_MODULE, f"v{pins.PULUMI}")
@@ -159,6 +204,18 @@ def ensure_go_tools() -> None:
             dst.unlink(missing_ok=True)
             shutil.copyfile(src, dst)
             dst.chmod(0o755)
+
+
+def ensure_kubernetes_releases() -> None:
+    """Every Kubernetes version the stacks name, its control plane and kubelet side by side in
+    KUBERNETES_RELEASES/<version>/ (what the cluster playbook installs for a cluster of that version)."""
+    for version in kubernetes_versions():
+        release = KUBERNETES_RELEASES / version
+        release.mkdir(parents=True, exist_ok=True)
+        for tool in (kubernetes(version), kubernetes(version, node=True)):
+            _build(tool)
+            for out, target in tool.binaries().items():
+                _link(target, release / out)
 
 
 def _go_module_dir(module: str, version: str) -> Path:
@@ -210,6 +267,8 @@ def checks() -> list[Check]:
         Check("kube-controller-manager", ["kube-controller-manager", "--version"], pins.KUBERNETES),
         Check("kube-scheduler", ["kube-scheduler", "--version"], pins.KUBERNETES),
         Check("kubelet", ["kubelet", "--version"], pins.KUBERNETES),
+        *(Check(f"stacks: {binary} {v}", [str(KUBERNETES_RELEASES / v / binary), "--version"], v)
+          for v in kubernetes_versions() for binary in ("kube-apiserver", "kubelet")),
         Check("kubectl", ["kubectl", "version", "--client"]),
         Check("etcd", ["etcd", "--version"]),
         Check("prometheus", ["prometheus", "--version"]),
@@ -239,7 +298,7 @@ def _installed_sdk_version() -> str | None:
 def doctor() -> int:
     env = tool_env()
     failed = []
-    print(f"{'tool':26} {'version':14} status")
+    print(f"{'tool':32} {'version':14} status")
     for check in checks():
         cmd = [shutil.which(check.command[0], path=env["PATH"]) or check.command[0], *check.command[1:]]
         version = _version_of(cmd, env)
@@ -251,7 +310,7 @@ def doctor() -> int:
             status = "ok"
         if status != "ok":
             failed.append(check.name)
-        print(f"{check.name:26} {version or '-':14} {status}")
+        print(f"{check.name:32} {version or '-':14} {status}")
     if failed:
         print(f"doctor: not ready: {', '.join(failed)}", file=sys.stderr)
         return 1
@@ -268,6 +327,7 @@ def setup() -> int:
     ensure_isolated_python_tools()
     step(f"Go-built tools into {HOME}")
     ensure_go_tools()
+    ensure_kubernetes_releases()
     log(f"setup done in {time.monotonic() - t0:.1f}s")
     return doctor()
 

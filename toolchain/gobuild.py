@@ -42,9 +42,12 @@ class GoTool:
         return all(path.exists() for path in self.binaries().values())
 
 
-def _go(args: list[str], cwd: Path, log) -> None:
-    log(f"  $ go {' '.join(args)}")
-    subprocess.run(["go", *args], cwd=cwd, check=True)
+def _go(args: list[str], cwd: Path, out) -> None:
+    """`go ARGS` in `cwd`; the command and everything it prints go to `out` (a log file, or None: the console)."""
+    if out is not None:
+        out.write(f"$ go {' '.join(args)}\n")
+        out.flush()
+    subprocess.run(["go", *args], cwd=cwd, check=True, stdout=out, stderr=out)
 
 
 def upstream_replaces(module: str, version: str, cwd: Path) -> list[tuple[str, str, str | None]]:
@@ -73,8 +76,8 @@ def parse_replaces(gomod: str) -> list[tuple[str, str, str | None]]:
     return replaces
 
 
-def build(tool: GoTool, log=print) -> None:
-    """Build `tool` into its cache prefix (no-op when already built)."""
+def build(tool: GoTool, out=None) -> None:
+    """Build `tool` into its cache prefix (no-op when already built); the Go commands print to `out`."""
     if tool.is_built():
         return
     src = HOME / "src" / tool.name / tool.version
@@ -99,8 +102,8 @@ def build(tool: GoTool, log=print) -> None:
             else:
                 lines.append(f"replace {old} => {new} {new_version or ''}".rstrip())
         (src / "go.mod").write_text("\n".join(lines) + "\n")
-        _go(["get", *(f"{pkg}@v{tool.version}" for pkg in tool.commands.values())], src, log)
+        _go(["get", *(f"{pkg}@v{tool.version}" for pkg in tool.commands.values())], src, out)
 
-    for out, pkg in tool.commands.items():
+    for binary, pkg in tool.commands.items():
         target = "." if workdir != src and pkg == "." else pkg
-        _go(["build", *flags, "-o", str(bindir / out), target], workdir, log)
+        _go(["build", *flags, "-o", str(bindir / binary), target], workdir, out)

@@ -11,7 +11,7 @@ import httpx
 import pytest
 
 from infra.automation import changed_resources
-from lab import cluster, gateway, inventory
+from lab import cluster, inventory
 from lab.deploy import lab_stack
 from lab.nodes import start_node, wait_booted, wait_ssh
 from lab.podman import podman
@@ -171,7 +171,6 @@ def test_survives_loss_of_one_control_plane_node(cfg, kubeconfigs):
         start_node(cfg.container(victim.name))
         wait_ssh(site.ip(victim), deadline_s=60)
         assert wait_booted(site.ip(victim), deadline_s=60) == "running"
-        gateway.route_sites(cfg)  # routes to the other site live in the netns and die with the container
     deadline = t0 + 120
     while time.monotonic() < deadline:  # bounded: the node has 120 s from `podman start` to rejoin
         h = etcdctl(cfg, site, "endpoint", "health")
@@ -185,21 +184,24 @@ def test_survives_loss_of_one_control_plane_node(cfg, kubeconfigs):
 
 
 @pytest.mark.tools
-def test_control_plane_playbook_rerun_from_pulumi_changes_nothing(cfg, kubeconfigs):
-    """Idempotence of the host-level steps: `pulumi up --replace` of each site's control-plane Playbook
-    resource runs playbooks/cluster.yml again, and every host reports changed=0; nothing else changes."""
+def test_every_host_playbook_rerun_from_pulumi_changes_nothing(cfg, kubeconfigs):
+    """Idempotence of the host-level steps: `pulumi up --replace` of every Playbook resource (each site's
+    hardening, network and control plane) runs site.yml, network.yml and cluster.yml again, and every host
+    reports changed=0; nothing else changes."""
     st = lab_stack(cfg)
-    urns = [r["urn"] for r in st.export_stack().deployment["resources"] if r["urn"].endswith("-control-plane")]
-    assert len(urns) == len(cfg.sites), urns
+    urns = [r["urn"] for r in st.export_stack().deployment["resources"]
+            if r["urn"].endswith(("-control-plane", "-network", "-hardening"))]
+    assert len(urns) == 3 * len(cfg.sites), urns
     events: list = []
     up = st.up(replace=urns, on_event=events.append)
     assert up.summary.result == "succeeded"
     touched = {u: op for u, op in changed_resources(events).items() if "::pulumi:providers:" not in u}
     assert {u for u, op in touched.items() if op not in ("same",)} <= {*urns}, touched
     outputs = [r["outputs"] for r in st.export_stack().deployment["resources"] if r["urn"] in urns]
-    recap = {host: stats for out in outputs for host, stats in out["recap"].items()}
-    hosts = {n.name for s in cfg.sites for n in s.nodes if n.role in ("control-plane", "gateway", "worker")}
-    assert set(recap) == hosts, recap
-    changes = {host: tasks for out in outputs for host, tasks in out["changes"].items()}
-    assert changes == {}, f"the re-run changed: {changes}"
+    hosts = {n.name for s in cfg.sites for n in s.nodes}
+    for out in outputs:
+        assert set(out["recap"]) <= hosts and out["recap"], out["name"]
+        assert out["changes"] == {}, f"the re-run of {out['name']} changed: {out['changes']}"
+    recap = {(out["name"], host): stats for out in outputs for host, stats in out["recap"].items()}
+    assert {h for _, h in recap} == hosts, recap
     assert all(stats["changed"] == 0 and stats["failed"] == 0 for stats in recap.values()), recap

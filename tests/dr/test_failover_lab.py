@@ -1,6 +1,7 @@
-"""Site failover executed on the lab: dc-almaty takes over the published portal (infra stack
-gateway.published_services) through its own gateway from the backup at its own S3, then fails back.
-The lab's state is restored afterwards: neither gateway has a route for the hostname, no backend runs."""
+"""Site failover executed on the deployed lab through the stack's inventory (SSH) and outputs, as on any
+inventory: dc-almaty takes over the published portal (infra stack gateway.published_services) through its own
+gateway from the backup at its own S3, then fails back. The lab's state is restored afterwards: neither
+gateway has a route for the hostname, no backend runs."""
 
 from __future__ import annotations
 
@@ -24,6 +25,11 @@ def lab(lab_deployment):
 
 
 @pytest.fixture(scope="module")
+def sites(lab_outputs):
+    return runbook.StackSites(lab_outputs)
+
+
+@pytest.fixture(scope="module")
 def published():
     """The stack's published service and its site (the site that serves it while nothing has failed)."""
     svc = yaml.safe_load(STACK.read_text())["gateway"]["published_services"][0]
@@ -31,12 +37,11 @@ def published():
 
 
 @pytest.mark.control("SC-BCK-02", "SC-AVL-01")
-def test_failover_and_failback_of_a_published_service(lab, published, tmp_path):
+def test_failover_and_failback_of_a_published_service(lab, sites, published, tmp_path):
     svc, primary = published
     secondary = next(s.name for s in lab.sites if s.name != primary)
     dr_cfg = load_config(inventory.state_dir(lab) / "dr" / "dr.json").model_copy(
         update={"staging_dir": tmp_path / "staging"})
-    sites = runbook.LabSites(lab)
     data = tmp_path / "portal"
     data.mkdir()
     (data / "index.html").write_text("<h1>eGov portal</h1>\n")

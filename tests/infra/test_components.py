@@ -9,7 +9,7 @@ import yaml
 
 from infra import components
 from infra import config as cfg
-from infra.program import build, compliance_summary
+from infra.program import build, check_kubernetes_releases, compliance_summary
 from tests.conftest import require_tool
 from toolchain import REPO
 
@@ -67,6 +67,10 @@ def test_site_inventory_groups_nodes_by_role(lab_cloud, checks):
     assert site.role_groups["gateway"] == ["almaty-gw"]
     assert inv["hosts"]["almaty-cp2"] == {"ansible_host": "10.210.2.11", "rack": "r2", "role": "control-plane",
                                           "site": "dc-almaty"}
+    # Gateways also face the transport network and the Internet.
+    assert inv["hosts"]["almaty-gw"] == {"ansible_host": "10.210.2.15", "rack": "r3", "role": "gateway",
+                                         "site": "dc-almaty", "transport_address": "10.210.254.11",
+                                         "public_address": "10.210.200.21"}
 
     @checks.on(site.urn)
     def _(urn):
@@ -83,27 +87,67 @@ def test_transport_gives_each_link_a_disjoint_30_and_a_key_per_end(lab_cloud, ch
     net = ipaddress.ip_network(link["subnet"])
     assert net.prefixlen == 30 and net.subnet_of(lab_cloud.transport.address_plan)
     assert [e["address"] for e in link["ends"].values()] == ["10.210.255.1/30", "10.210.255.2/30"]
+    assert (link["interface"], link["port"]) == ("wg0", 51820)
+    variables, files = transport.site_vars("dc-almaty", "/state")
 
-    @checks.on(*(e["key"].public_key for e in link["ends"].values()))
-    def _(a, b):
+    @checks.on(*(e["key"].public_key for e in link["ends"].values()), variables, files, pulumi.Output.is_secret(files))
+    def _(a, b, almaty, keys, secret):
         assert a != b
+        # dc-almaty's end of the link: its own key (a secret file), the peer's public key and endpoint.
+        assert almaty["transport_gateway"] == "almaty-gw"
+        assert almaty["transport_tunnels"] == [{
+            "interface": "wg0", "tunnel": "wireguard", "address": "10.210.255.2/30", "port": 51820,
+            "key_file": "/state/dc-almaty/transport/wg0.key", "peer": "dc-astana",
+            "peer_endpoint": "10.210.254.10:51820", "peer_public_key": a, "peer_address": "10.210.255.1",
+            "peer_subnets": ["10.210.1.0/24"]}]
+        assert almaty["network_remote_subnets"] == ["10.210.1.0/24"]
+        assert almaty["network_gateway_address"] == "10.210.2.15"
+        assert keys == {"dc-almaty/transport/wg0.key": "mock-private_key-transport-dc-astana-dc-almaty-dc-almaty\n"}
+        assert secret
 
     return transport.urn
 
 
 @pulumi.runtime.test
-def test_gateway_publishes_only_with_modern_tls(lab_cloud, checks):
+def test_ipsec_link_gets_a_pre_shared_key_and_no_wireguard_keys(lab_cloud, checks):
+    transport_cfg = lab_cloud.transport.model_copy(update={"links": [
+        lab_cloud.transport.links[0].model_copy(update={"tunnel": "ipsec"})]})
+    sites = {s.name: components.Site(s) for s in lab_cloud.sites}
+    transport = components.TransportNetwork("transport", transport_cfg, sites)
+    (link,) = transport.links
+    assert link["interface"] == "ipsec0" and link["psk"] is not None
+    assert all(e["key"] is None for e in link["ends"].values())
+    variables, files = transport.site_vars("dc-astana", "/state")
+
+    @checks.on(variables, files)
+    def _(astana, keys):
+        (tunnel,) = astana["transport_tunnels"]
+        assert (tunnel["tunnel"], tunnel["peer_public_key"]) == ("ipsec", "")
+        assert keys == {"dc-astana/transport/ipsec0.key": "mock-value-transport-dc-astana-dc-almaty-psk\n"}
+
+    return transport.urn
+
+
+@pulumi.runtime.test
+def test_gateway_vars_and_published_certificates_for_every_site(lab_cloud, checks):
     pki = components.Pki("pki", lab_cloud)
     sites = {s.name: components.Site(s) for s in lab_cloud.sites}
-    gateway = components.InternetAccessGateway("gateway", lab_cloud.gateway, sites, pki)
-    conf = gateway.reverse_proxy["dc-astana"]
-    assert "server_name portal.egov.gov.kz" in conf and "ssl_protocols TLSv1.2 TLSv1.3" in conf
-    assert gateway.reverse_proxy["dc-almaty"] == ""
-    assert gateway.egress_allow_list == ["repo.internet.lab"]
+    gateway = components.InternetAccessGateway("gateway", lab_cloud.gateway, sites, pki, lab_cloud.domain)
+    variables, files = gateway.site_vars("dc-almaty")
+    assert variables["internet_gateway_allowed_egress"] == ["repo.internet.lab"]
+    assert variables["internet_gateway_tls_min_version"] == "1.2"
+    assert variables["internet_gateway_published"] == ["portal.egov.gov.kz"]
+    # The portal is published at dc-astana, but dc-almaty holds its certificate too (it takes over on failover).
+    assert set(files) == {"dc-almaty/published/portal.egov.gov.kz.crt", "dc-almaty/published/portal.egov.gov.kz.key"}
+    assert gateway.endpoints(lab_cloud.site("dc-astana")) == {
+        "node": "astana-gw", "address": "10.210.1.15", "public_address": "10.210.200.20",
+        "transport_address": "10.210.254.10", "egress_proxy": "http://10.210.1.15:8888",
+        "health": "http://10.210.1.15:8081/healthz", "published": ["portal.egov.gov.kz"]}
 
-    @checks.on(gateway.certificates["egov-portal"].dns_names)
-    def _(names):
+    @checks.on(gateway.certificates["egov-portal"].dns_names, files["dc-almaty/published/portal.egov.gov.kz.key"])
+    def _(names, key):
         assert names == ["portal.egov.gov.kz"]
+        assert key == "mock-key_pem-gateway-egov-portal"
 
     return gateway.urn
 
@@ -112,24 +156,65 @@ def test_gateway_publishes_only_with_modern_tls(lab_cloud, checks):
 @pulumi.runtime.test
 def test_tenant_applies_the_chart_objects_to_each_reachable_cluster(lab_cloud, checks):
     tenant = components.Tenant(lab_cloud.tenants[0], lab_cloud.domain, {"astana": "kc-a", "almaty": "kc-b"},
-                               ["10.210.1.2", "10.210.2.2"])
-    kinds = {m["kind"] for m in tenant.manifests}
-    # The sites' gateway nodes (outside the cluster) may reach the tenant's pods, like gateway pods would.
-    gw = [m for m in tenant.manifests if m["metadata"]["name"] == "allow-ingress-from-gateway"]
-    assert gw and all({"ipBlock": {"cidr": "10.210.1.2/32"}} in m["spec"]["ingress"][0]["from"] and
-                      {"ipBlock": {"cidr": "10.210.2.2/32"}} in m["spec"]["ingress"][0]["from"] for m in gw)
+                               {"astana": ["10.210.1.15"], "almaty": ["10.210.2.15"]})
+    astana, almaty = tenant.manifests["astana"], tenant.manifests["almaty"]
+    kinds = {m["kind"] for m in astana}
+    # Each cluster's site gateway (outside the cluster) may reach the tenant's pods there, like gateway pods would.
+    for manifests, mine, other in ((astana, "10.210.1.15/32", "10.210.2.15/32"),
+                                   (almaty, "10.210.2.15/32", "10.210.1.15/32")):
+        gw = [m for m in manifests if m["metadata"]["name"] == "allow-ingress-from-gateway"]
+        assert gw and all({"ipBlock": {"cidr": mine}} in m["spec"]["ingress"][0]["from"] and
+                          {"ipBlock": {"cidr": other}} not in m["spec"]["ingress"][0]["from"] for m in gw)
     assert {"Namespace", "ResourceQuota", "LimitRange", "NetworkPolicy", "Role", "RoleBinding"} <= kinds
     assert not kinds & {"ClusterRole", "ClusterRoleBinding"}
-    (ns,) = [m for m in tenant.manifests if m["kind"] == "Namespace"]
+    (ns,) = [m for m in astana if m["kind"] == "Namespace"]
     assert ns["metadata"]["labels"]["pod-security.kubernetes.io/enforce"] == "restricted"
-    assert len(tenant.objects) == 2 * len(tenant.manifests)
+    assert tenant.namespaces == ["egov-prod"]
+    assert len(tenant.objects) == len(astana) + len(almaty)
 
     @checks.on(tenant.objects[0].manifest, tenant.objects[0].kubeconfig)
     def _(manifest, kubeconfig):
-        assert manifest in tenant.manifests
+        assert manifest in almaty
         assert kubeconfig == "kc-b"  # clusters in sorted order: almaty first
 
     return tenant.urn
+
+
+@pytest.mark.tools  # reads the archives' index
+@pulumi.runtime.test
+def test_platform_info_tells_tenants_their_gateways_and_the_shipped_images(lab_cloud, checks, tmp_path):
+    import io
+    import json
+    import tarfile
+
+    index = {"manifests": [{"digest": "sha256:ab", "annotations": {"io.containerd.image.name": name}}
+                           for name in ("sovcloud.local/sample-web:1", "sovcloud.local/sample-web@sha256:ab")]}
+    with tarfile.open(tmp_path / "sample-web.tar", "w") as tar:
+        data = json.dumps(index).encode()
+        info = tarfile.TarInfo("index.json")
+        info.size = len(data)
+        tar.addfile(info, io.BytesIO(data))
+    images = components.shipped_images(str(tmp_path))
+    assert images == {"sample-web": "sovcloud.local/sample-web:1@sha256:ab"}
+    pki = components.Pki("pki", lab_cloud)
+    sites = {s.name: components.Site(s) for s in lab_cloud.sites}
+    gateway = components.InternetAccessGateway("gateway", lab_cloud.gateway, sites, pki, lab_cloud.domain)
+    cluster = components.KubernetesCluster(lab_cloud.clusters[1], sites["dc-almaty"], pki)
+    cm, role, binding = components.cluster_platform(cluster, lab_cloud.site("dc-almaty"), gateway,
+                                                    pki.root.cert_pem, images)
+
+    @checks.on(cm.manifest, role.manifest, binding.manifest)
+    def _(cm, role, binding):
+        assert cm["metadata"] == {"name": "sovcloud-platform", "namespace": "kube-public"}
+        assert cm["data"] == {"gatewayAddresses": '["10.210.2.15/32"]', "gatewayPublicAddresses": "10.210.200.21",
+                              "domain": "gov.kz", "rootCA": "mock-cert_pem-pki-root",
+                              "sample-web.image": "sovcloud.local/sample-web:1@sha256:ab"}
+        # Every authenticated user may read that one ConfigMap, nothing else.
+        assert role["rules"] == [{"apiGroups": [""], "resources": ["configmaps"],
+                                  "resourceNames": ["sovcloud-platform"], "verbs": ["get"]}]
+        assert binding["subjects"][0]["name"] == "system:authenticated"
+
+    return cm.urn
 
 
 @pytest.mark.tools  # runs helm
@@ -140,12 +225,12 @@ def test_pulumi_tenant_and_an_agencys_helm_install_give_the_same_objects(lab_clo
     values = {"agency": tenant.name, "dataClassification": tenant.data_classification,
               "quota": {"requestsCpu": tenant.cpu, "requestsMemory": tenant.memory},
               "gateway": {"domain": lab_cloud.domain},
-              "network": {"gatewayAddresses": ["10.210.1.15/32", "10.210.2.15/32"]}, **tenant.chart_values}
+              "network": {"gatewayAddresses": ["10.210.1.15/32"]}, **tenant.chart_values}
     (tmp_path / "values.yaml").write_text(yaml.safe_dump(values))
     out = subprocess.run([require_tool("helm"), "template", tenant.name, str(REPO / "charts" / "tenant"),
                           "--values", str(tmp_path / "values.yaml")], capture_output=True, text=True, check=True)
     by_helm = [d for d in yaml.safe_load_all(out.stdout) if d]
-    by_pulumi = components.render_tenant_chart(tenant, lab_cloud.domain, ["10.210.1.15", "10.210.2.15"])
+    by_pulumi = components.render_tenant_chart(tenant, lab_cloud.domain, ["10.210.1.15"])
 
     def key(m: dict) -> tuple[str, str, str]:
         return m["kind"], m["metadata"].get("namespace", ""), m["metadata"]["name"]
@@ -171,11 +256,28 @@ def test_stack_outputs_and_compliance_summary(lab_cloud, checks):
     return res["clusters"]["almaty"].kubeconfig
 
 
-def _hosts(tmp_path) -> cfg.Hosts:
+def _hosts(tmp_path, versions=("1.33.13",)) -> cfg.Hosts:
     key = tmp_path / "id"
     key.write_text("key")
+    for version in versions:  # what `make setup` lays out per Kubernetes version
+        (tmp_path / "kubernetes" / version).mkdir(parents=True)
+        for binary in components.KUBERNETES_BINARIES:
+            (tmp_path / "kubernetes" / version / binary).write_text("")
     return cfg.parse_hosts({"ssh_user": "sovadmin", "ssh_private_key_file": str(key),
-                            "state_dir": str(tmp_path / "state"), "extra_vars": {"cluster_bin_dir": "~/bin"}})
+                            "state_dir": str(tmp_path / "state"),
+                            "extra_vars": {"cluster_kubernetes_dir": str(tmp_path / "kubernetes")}})
+
+
+def test_a_cluster_version_without_binaries_is_refused_before_anything_runs(lab_cloud, tmp_path):
+    hosts = _hosts(tmp_path)
+    newer = lab_cloud.model_copy(update={"clusters": [lab_cloud.clusters[0].model_copy(
+        update={"kubernetes_version": "1.34.2"}), lab_cloud.clusters[1]]})
+    with pytest.raises(cfg.ConfigError) as exc:
+        check_kubernetes_releases(newer, hosts)
+    ((field, message),) = exc.value.problems
+    assert field == "clusters[0].kubernetes_version"
+    assert "no Kubernetes 1.34.2 binaries" in message and "make setup" in message
+    check_kubernetes_releases(lab_cloud, hosts)  # the control: the version setup built passes
 
 
 @pulumi.runtime.test
@@ -211,21 +313,30 @@ def test_cluster_host_files_are_what_the_cluster_playbook_installs(lab_cloud, ch
 
 @pytest.mark.tools
 @pulumi.runtime.test
-def test_site_hosts_harden_before_the_control_plane_and_tenants_wait_for_both(lab_cloud, checks, tmp_path):
+def test_site_hosts_harden_then_network_then_control_plane_and_tenants_wait(lab_cloud, checks, tmp_path):
     res = build(lab_cloud, hosts=_hosts(tmp_path))
     astana = res["hosts"]["dc-astana"]
-    hardening, control_plane = astana.steps
-    assert hardening._name == "dc-astana-hardening" and control_plane._name == "astana-control-plane"
+    hardening, network, control_plane = astana.steps
+    assert (hardening._name, network._name, control_plane._name) == (
+        "dc-astana-hardening", "dc-astana-network", "astana-control-plane")
 
     @checks.on(hardening.playbook, hardening.limit, control_plane.playbook, control_plane.extra_vars,
-               control_plane.inventory, res["tenants"]["egov"].objects[0].kubeconfig)
-    def _(harden_book, limit, cp_book, cp_vars, inventory, tenant_kubeconfig):
+               control_plane.inventory, res["tenants"]["egov"].objects[0].kubeconfig, network.playbook,
+               network.files, hardening.extra_vars)
+    def _(harden_book, limit, cp_book, cp_vars, inventory, tenant_kubeconfig, net_book, net_files, harden_vars):
         assert harden_book.endswith("playbooks/site.yml") and cp_book.endswith("playbooks/cluster.yml")
+        assert net_book.endswith("playbooks/network.yml")
+        # The tunnel's private key and the published certificates reach the network playbook as files.
+        assert set(net_files) == {"dc-astana/transport/wg0.key", "dc-astana/published/portal.egov.gov.kz.crt",
+                                  "dc-astana/published/portal.egov.gov.kz.key"}
+        # The host firewall opens what the network needs: every playbook gets the site's network variables.
+        assert harden_vars["network_remote_subnets"] == cp_vars["network_remote_subnets"] == ["10.210.2.0/24"]
         assert limit == "dc_astana"
         assert cp_vars["cluster_state_dir"] == str(tmp_path / "state")
         assert cp_vars["cluster_service_cidr"] == "10.96.0.0/16"
         assert cp_vars["cluster_pod_cidrs"] == {"astana-w1": "10.64.0.0/24", "astana-w2": "10.64.1.0/24"}
-        assert not cp_vars["cluster_bin_dir"].startswith("~")  # expanded on the controller
+        # The cluster runs its own kubernetes_version's binaries.
+        assert cp_vars["cluster_bin_dir"] == str(tmp_path / "kubernetes" / "1.33.13")
         assert inventory["all"]["vars"]["ansible_user"] == "sovadmin"
         groups = inventory["all"]["children"]
         assert groups["dc_astana"]["hosts"]["astana-cp1"]["ansible_host"] == "10.210.1.10"

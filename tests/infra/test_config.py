@@ -85,6 +85,31 @@ def test_published_service_outside_government_domain():
     assert "government domain" in problems(data)["gateway.published_services[0].hostname"]
 
 
+def test_gateway_addresses_are_a_gateways_and_each_one_nodes():
+    data = lab_data()
+    data["sites"][0]["nodes"][5].pop("public_address")
+    data["sites"][1]["nodes"][0]["transport_address"] = "10.210.254.12"
+    found = problems(data)
+    assert "Internet-facing address" in found["sites[0].nodes[5].public_address"]
+    assert "only gateway nodes" in found["sites[1].nodes[0].transport_address"]
+    data = lab_data()
+    data["sites"][1]["nodes"][5]["transport_address"] = "10.210.254.10"  # astana-gw's
+    assert "already sites[0].nodes[5].transport_address" in problems(data)["sites[1].nodes[5].transport_address"]
+
+
+def test_a_linked_site_needs_a_gateway_with_a_transport_address():
+    data = lab_data()
+    data["sites"][1]["nodes"][5].pop("transport_address")
+    assert "no gateway with a transport_address" in problems(data)["transport.links[0].b"]
+
+
+def test_egress_allow_list_takes_host_names_only():
+    data = lab_data()
+    data["gateway"]["allowed_egress"] = ["repo.internet.lab", "0.0.0.0/0", "*.kz"]
+    found = problems(data)
+    assert set(found) == {"gateway.allowed_egress[1]", "gateway.allowed_egress[2]"}, found
+
+
 def test_all_problems_are_reported_at_once():
     data = lab_data()
     data["sites"][1]["country"] = "DE"
@@ -105,7 +130,8 @@ def valid_clouds(draw):
                  for j in range(n_cp)]
         nodes += [{"name": f"s{i}-w{j}", "role": "worker", "rack": draw(st.sampled_from(racks))}
                   for j in range(draw(st.integers(0, 4)))]
-        nodes.append({"name": f"s{i}-gw", "role": "gateway", "rack": racks[0]})
+        nodes.append({"name": f"s{i}-gw", "role": "gateway", "rack": racks[0],
+                      "transport_address": f"172.16.0.{i + 1}", "public_address": f"203.0.113.{i + 1}"})
         sites.append({"name": f"dc-{i}", "city": f"City {i}", "country": "KZ", "racks": racks,
                       "subnet": f"10.{i}.0.0/24", "nodes": nodes,
                       "power": draw(st.sampled_from(["N+1", "2N"]))})

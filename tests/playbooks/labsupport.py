@@ -1,13 +1,12 @@
 """Lab plumbing for the hardening tests and bench: test nodes, playbook and audit runs.
 
-The packages the roles add come from the offline apt repo of lab/hardening.py (nodes have no mirror).
+The packages the roles add come from the lab's offline apt repo (lab/packages.py; nodes have no mirror).
 """
 
 from __future__ import annotations
 
 import ipaddress
 import json
-import os
 import re
 import shutil
 import subprocess
@@ -17,7 +16,7 @@ from pathlib import Path
 
 import yaml
 
-from lab.hardening import ensure_offline_repo
+from infra import providers
 from lab.nodes import (
     SSH_USER,
     STANDALONE_NET,
@@ -29,6 +28,7 @@ from lab.nodes import (
     wait_booted,
     wait_ssh,
 )
+from lab.packages import ensure_offline_repo
 from lab.sshkey import ensure_key
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -77,17 +77,18 @@ def write_inventory(path: Path, nodes: dict[str, tuple[str, str]], repo: Path | 
         "ansible_user": SSH_USER,
         "ansible_ssh_private_key_file": str(ensure_key()),
         "ansible_ssh_common_args": "-o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null",
+        "ansible_host_key_checking": False,
         "ansible_python_interpreter": "/usr/bin/python3",
         # The lab image's /home/sovadmin is root-owned until hardened (SC-HST-09 fixes it).
         "ansible_remote_tmp": "/tmp/.ansible-sovadmin",
         # The lab nodes only reach the repo this machine ships them (see module docstring).
-        "hardening_apt_sources": [],
+        "package_source_mirrors": [],
         "hardening_ntp_servers": ["ntp.sovcloud.lab"],
         # This machine runs the playbook and the audit: fail2ban must never ban it (SC-HST-01).
         "hardening_fail2ban_ignoreip": [str(next(ipaddress.ip_network(STANDALONE_SUBNET).hosts()))],
     }
     if repo is not None:
-        allvars["hardening_apt_offline_repo"] = str(repo)
+        allvars["package_source_offline_repo"] = str(repo)
     inv = {"all": {"vars": allvars, "hosts": hosts, "children": groups}}
     path.write_text("---\n" + yaml.safe_dump(inv, sort_keys=False))
     return path
@@ -103,12 +104,7 @@ def parse_recap(stdout: str) -> dict[str, dict[str, int]]:
             for m in RECAP.finditer(stdout)}
 
 
-def ansible_env() -> dict[str, str]:
-    env = dict(os.environ)
-    env["ANSIBLE_CONFIG"] = str(ROOT / "ansible.cfg")
-    env["ANSIBLE_NOCOLOR"] = "1"
-    env["PATH"] = f"{Path(sys.executable).parent}:{env.get('PATH', '')}"
-    return env
+ansible_env = providers.ansible_env  # the product's playbook environment (mitogen, the repo's ansible.cfg)
 
 
 def run_playbook(inventory: Path, forks: int = 5, timeout: float = 1200,

@@ -38,3 +38,19 @@ def test_doctor_names_what_is_missing(tmp_path):
     assert out.returncode == 1
     assert "pulumi " in out.stdout and "MISSING (run `make setup`)" in out.stdout
     assert "not ready:" in out.stderr and "kube-apiserver" in out.stderr and "helm" in out.stderr
+
+
+def test_setup_builds_every_kubernetes_version_the_stacks_name(tmp_path, monkeypatch):
+    import toolchain.__main__ as setup
+
+    stack = tmp_path / "other.yaml"
+    stack.write_text("clusters:\n  - {name: a, kubernetes_version: 1.34.2}\n  - name: b\n"
+                     "    kubernetes_version: '1.9.11'\n")
+    monkeypatch.setattr(setup, "STACK_FILES", [*setup.STACK_FILES, stack])
+    versions = setup.kubernetes_versions()
+    assert versions == sorted({setup.pins.KUBERNETES, "1.34.2", "1.9.11"}, key=lambda v: [int(x) for x in v.split(".")])
+    assert versions[0] == "1.9.11"  # ordered as versions, not as strings
+    tool = setup.kubernetes("1.34.2", node=True)
+    assert tool.binaries() == {"kubelet": setup.HOME / "tools" / "kubernetes-node" / "1.34.2" / "bin" / "kubelet"}
+    assert "-X k8s.io/component-base/version.gitVersion=v1.34.2" in tool.ldflags
+    assert tool.local_replacement_version("k8s.io/api") == "v0.34.2"

@@ -9,6 +9,22 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version }}
 sovcloud.kz/agency: {{ .Values.agency }}
 {{- end }}
 
+{{/*
+The gateway nodes allowed in and out (network.gatewayAddresses), as a JSON list. Empty: the platform's own
+list, from ConfigMap kube-public/sovcloud-platform (key gatewayAddresses) that sovcloud's `pulumi up` keeps on
+every cluster, so an agency installing into the cluster needs to know nothing about the gateways. Offline
+(`helm template`) there is no cluster to ask: the value given is used.
+*/}}
+{{- define "tenant.gatewayAddresses" -}}
+{{- $given := .Values.network.gatewayAddresses -}}
+{{- if $given -}}
+{{- toJson $given -}}
+{{- else -}}
+{{- $platform := lookup "v1" "ConfigMap" "kube-public" "sovcloud-platform" -}}
+{{- dig "data" "gatewayAddresses" "[]" $platform -}}
+{{- end -}}
+{{- end }}
+
 {{/* Full namespace name from a suffix: <agency>-<suffix>. */}}
 {{- define "tenant.ns" -}}
 {{- printf "%s-%s" .root.Values.agency .suffix -}}
