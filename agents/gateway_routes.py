@@ -228,7 +228,8 @@ class Agent:
 def main(argv: list[str] | None = None) -> int:
     p = kubeapi.arguments(__doc__.splitlines()[0])
     p.add_argument("--domain", required=True, help="government domain every published hostname is under")
-    p.add_argument("--conf", default="/etc/nginx/conf.d/sovcloud-routes.conf", type=Path)
+    p.add_argument("--conf", default="/var/lib/sovcloud-gateway/routes.d/agencies.conf", type=Path,
+                   help="the nginx servers this agent writes (a file nginx.conf includes)")
     p.add_argument("--cert-dir", default="/var/lib/sovcloud-gateway-routes/certs", type=Path)
     p.add_argument("--routes-ca", required=True, type=Path, help="CA certificate that issues the hostnames'")
     p.add_argument("--routes-ca-key", required=True, type=Path)

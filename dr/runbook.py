@@ -37,6 +37,8 @@ from dr.config import DrConfig
 PUBLISH_DIR = "/srv/sovcloud-published"
 # Where the internet_gateway role installs the published services' certificates (internet_gateway_published_dir).
 PUBLISHED_CERTS = "/etc/nginx/sovcloud-published"
+# The gateway's runtime routes, which nginx includes (internet_gateway_routes_dir).
+ROUTES_DIR = "/var/lib/sovcloud-gateway/routes.d"
 
 
 class RunbookError(Exception):
@@ -102,7 +104,7 @@ class StackSites:
                 f"    location / {{ proxy_pass http://{upstream}; proxy_set_header Host $host; }}\n}}\n")
 
     def _route_file(self, svc: Service) -> str:
-        return f"/etc/nginx/sites-enabled/{svc.unit}"
+        return f"{ROUTES_DIR}/{svc.unit}.conf"
 
     def publish(self, site: str, svc: Service, data: Path) -> None:
         tar = subprocess.run(["tar", "-C", str(data), "-cf", "-", "."], capture_output=True, check=True).stdout
@@ -168,11 +170,11 @@ class StackSites:
             kc.flush()
             try:
                 answer = k8s.api_client(kc.name).call_api(
-                    "/readyz", "GET", auth_settings=["BearerToken"], response_types_map={200: "str"},
+                    "/readyz", "GET", auth_settings=["BearerToken"], _preload_content=False,
                     _return_http_data_only=True, _request_timeout=5)
             except Exception:  # noqa: BLE001 - any failure to answer is "not ready"
                 return False
-        return str(answer).strip() == "ok"
+        return answer.status == 200 and answer.data.strip() == b"ok"
 
     def observe(self, dr_cfg: DrConfig, svc: Service, origin: str, roles: dict[str, str]) -> dict:
         """The state description dr.failover plans from, observed now (roles are the runbook's record)."""

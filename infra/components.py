@@ -308,7 +308,9 @@ class InternetAccessGateway(pulumi.ComponentResource):
         files: dict[str, pulumi.Output[str]] = {}
         for svc in self.config.published_services:
             cert = self.certificates[svc.name]
-            files[f"{site}/published/{svc.hostname}.crt"] = cert.cert_pem
+            # The chain clients need up to the root they trust: the leaf and its site's CA.
+            files[f"{site}/published/{svc.hostname}.crt"] = pulumi.Output.concat(cert.cert_pem,
+                                                                                   cert.issuer_cert_pem)
             files[f"{site}/published/{svc.hostname}.key"] = cert.key_pem
         return {"internet_gateway_allowed_egress": self.egress_allow_list,
                 "internet_gateway_tls_min_version": self.config.tls_min_version,
@@ -416,7 +418,9 @@ class SiteHosts(pulumi.ComponentResource):
     """The host-level steps on one site's nodes, in order: node hardening (playbooks/site.yml), the site's
     network (playbooks/network.yml: routes to the other sites, the gateway's tunnels and Internet access
     gateway), then the cluster (playbooks/cluster.yml: etcd, kube-apiserver and friends, the API LB, workers)
-    installed from the cluster's Pulumi-issued PKI. Its resources end when the site's API serves."""
+    installed from the cluster's Pulumi-issued PKI, and on a hardened site last the file-integrity baseline
+    of the deployed nodes (playbooks/integrity.yml), again whenever a step before it ran. Its resources end
+    when the site's API serves."""
 
     def __init__(self, site: Site, cluster: KubernetesCluster | None, hosts: cfg.Hosts,
                  inventory: dict[str, Any], domain: str, gateway: InternetAccessGateway,
@@ -459,6 +463,12 @@ class SiteHosts(pulumi.ComponentResource):
                     "cluster_pod_cidrs": worker_pod_cidrs(site.config, cluster.config),
                     "cluster_domain": domain}),
                 files=cluster.host_files, sources=sources,
+                opts=pulumi.ResourceOptions(parent=self, depends_on=self.steps[:]), **common))
+        if hosts.harden:
+            # The steps' outputs change whenever one of them runs: then the baseline is taken again.
+            self.steps.append(Playbook(
+                f"{name}-integrity-baseline", str(PLAYBOOKS / "integrity.yml"), extra_vars=network,
+                triggers=[p.seconds for p in self.steps],
                 opts=pulumi.ResourceOptions(parent=self, depends_on=self.steps[:]), **common))
         self.register_outputs({"steps": [p.recap for p in self.steps]})
 

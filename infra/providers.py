@@ -177,7 +177,7 @@ class PlaybookProvider(ResourceProvider):
         return CheckResult(news, failures)
 
     def diff(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> DiffResult:
-        inputs = ("playbook", "fingerprint", "inventory", "limit", "extra_vars", "files", "files_dir")
+        inputs = ("playbook", "fingerprint", "inventory", "limit", "extra_vars", "files", "files_dir", "triggers")
         changed = [k for k in inputs if olds.get(k) != news.get(k)]
         return DiffResult(changes=bool(changed), replaces=[], delete_before_replace=False)
 
@@ -289,8 +289,12 @@ def playbook_fingerprint(playbook: str, sources: list[str] = ()) -> str:
 
     path = Path(playbook)
     roles_dir = path.parent / "roles"
-    pending = [r["role"] if isinstance(r, dict) else r
-               for play in yaml.safe_load(path.read_text()) for r in play.get("roles", [])]
+    plays = yaml.safe_load(path.read_text())
+    pending = [r["role"] if isinstance(r, dict) else r for play in plays for r in play.get("roles", [])]
+    # Roles a play's tasks include (ansible.builtin.include_role / import_role) count too.
+    pending += [task[key]["name"] for play in plays for section in ("pre_tasks", "tasks", "post_tasks")
+                for task in play.get(section, []) for key in task
+                if key.split(".")[-1] in ("include_role", "import_role")]
     seen: set[str] = set()
     digest = hashlib.sha256(path.read_bytes())
     while pending:
@@ -324,7 +328,8 @@ class Playbook(Resource):
     `files` (path relative to `files_dir` -> content, e.g. the cluster's PKI) are written on the controller
     with mode 0600 before the run, for the playbook to install; they and `extra_vars` are Pulumi secrets.
     `sources` (controller paths the playbook copies, e.g. binaries or packages) are part of its fingerprint:
-    when one changes the playbook runs again.
+    when one changes the playbook runs again. `triggers` (e.g. other Playbooks' outputs): it runs again
+    whenever they change.
     """
 
     recap: pulumi.Output[dict]
@@ -333,12 +338,12 @@ class Playbook(Resource):
     def __init__(self, name: str, playbook: str, inventory: pulumi.Input[dict], *, limit: str | None = None,
                  extra_vars: pulumi.Input[dict] | None = None, files: pulumi.Input[dict] | None = None,
                  files_dir: str, timeout_s: int = 1800, sources: list[str] = (),
-                 opts: pulumi.ResourceOptions | None = None):
+                 triggers: pulumi.Input[list] | None = None, opts: pulumi.ResourceOptions | None = None):
         super().__init__(PlaybookProvider(), name, {
             "name": name, "playbook": playbook, "fingerprint": playbook_fingerprint(playbook, sources),
             "inventory": inventory, "limit": limit, "extra_vars": pulumi.Output.secret(extra_vars or {}),
             "files": pulumi.Output.secret(files or {}), "files_dir": files_dir, "timeout_s": timeout_s,
-            "recap": None, "seconds": None}, opts)
+            "triggers": triggers or [], "recap": None, "seconds": None}, opts)
 
 
 class KubeObjectProvider(ResourceProvider):

@@ -115,7 +115,7 @@ def _host_step_progress():
     def on_event(event) -> None:
         pre, done = event.resource_pre_event, event.res_outputs_event
         meta = (pre or done).metadata if (pre or done) else None
-        if meta is None or not meta.urn.endswith(("-hardening", "-network", "-control-plane")):
+        if meta is None or not meta.urn.endswith(("-hardening", "-network", "-control-plane", "-integrity-baseline")):
             return
         name = meta.urn.rsplit("::", 1)[1]
         if pre and meta.op.value != "same":

@@ -56,6 +56,9 @@ def main(argv: list[str] | None = None) -> int:
             )
             s = ev["summary"]
             print(f"evidence: {args.out} " + " ".join(f"{k}={v}" for k, v in s.items()))
+            for c in ev["controls"]:
+                if c["status"] == "not-run":
+                    print(f"  {c['id']} not run: " + " | ".join(c["not_run_because"]))
         else:
             ev = bundle.verify(args.bundle, paths.ca_cert)
             print(

@@ -30,6 +30,21 @@ def _worst(statuses: list[str]) -> str:
     return "waived" if "waived" in statuses else "pass"
 
 
+def _not_run_because(checks: list[dict]) -> list[str]:
+    """Why a control is not run: each of its checks without a result in the inputs, or whose results say
+    it did not run (a skipped test, with the skip's own reason)."""
+    why = []
+    for k in checks:
+        if not k["results"]:
+            why.append(f"{k['layer']} check {k['check']}: no result among the inputs (run it and add its "
+                       "output to --results)")
+        elif k["status"] == "not-run":
+            reasons = sorted({(r["evidence"] or "no reason given").strip()[:200] for r in k["results"]
+                              if r["status"] == "not-run"})
+            why.append(f"{k['layer']} check {k['check']}: did not run: {'; '.join(reasons)}")
+    return why
+
+
 def evaluate(cat: Catalogue, results: list[CheckResult], lang: str) -> tuple[list[dict], list[dict]]:
     """Per-control status and evidence, and the results no catalogue check claims."""
     by_check: dict[tuple[str, str], list[CheckResult]] = {}
@@ -59,12 +74,14 @@ def evaluate(cat: Catalogue, results: list[CheckResult], lang: str) -> tuple[lis
             src = cat.sources[s.ref]
             text = f"{s.ref}: {src.kk if lang == 'kk' else src.title}"
             sources.append(text + (f" ({s.note})" if s.note else ""))
+        status = _worst([k["status"] for k in checks])
         controls.append(
             {
                 "id": c.id,
                 "title": c.title.model_dump(),
                 "statement": c.statement.model_dump(),
-                "status": _worst([k["status"] for k in checks]),
+                "status": status,
+                "not_run_because": _not_run_because(checks) if status == "not-run" else [],
                 "when": when,
                 "where": where,
                 "checks": checks,

@@ -108,7 +108,8 @@ tr.status-not-run td.st { background: #e0e0e0; }
 {% for c in ev.controls %}
 <tr id="{{ c.id }}" class="status-{{ c.status }}">
 <td><b>{{ c.id }}</b> {{ c.title[lang] }}<div class="small">{{ c.statement[lang] }}</div></td>
-<td class="st">{{ L[c.status] }}</td>
+<td class="st">{{ L[c.status] }}
+{%- for w in c.not_run_because | default([]) %}<div class="small">{{ w }}</div>{% endfor %}</td>
 <td>{% if not c.checks %}{{ L.no_checks }}{% endif %}<ul>
 {% for k in c.checks %}<li>[{{ k.layer }}] <code>{{ k.check }}</code>: {{ L[k.status] }}
 {%- for r in k.results %}<div class="small">{{ L[r.status] }} &middot; {{ r.where }} &middot; {{ r.when }}

@@ -72,8 +72,12 @@ def agencies(lab, helm, tmp_path_factory):
     cfg, kubeconfig, api = lab
     site = cfg.site(SITE)
     tmp = tmp_path_factory.mktemp("agencies")
-    digest = oci.manifest_digest(cluster.images_dir(inventory.state_dir(cfg)) / "sample-web.tar")  # as deployed
-    repo = cluster.SAMPLE_IMAGE.rsplit(":", 1)[0]
+    # What the platform tells an agency (ConfigMap kube-public/sovcloud-platform), read with the agency's own
+    # tools: the images every worker holds. The tenant chart finds the gateway nodes there by itself.
+    platform = client.CoreV1Api(api).read_namespaced_config_map("sovcloud-platform", "kube-public").data
+    image = platform["sample-web.image"]  # repo:tag@digest
+    repo, digest = image.split(":", 1)[0], image.split("@", 1)[1]
+    assert digest == oci.manifest_digest(cluster.images_dir(inventory.state_dir(cfg)) / "sample-web.tar")
     a, b = ("p" + secrets.token_hex(3) for _ in range(2))
     releases = []
 
@@ -81,9 +85,7 @@ def agencies(lab, helm, tmp_path_factory):
         return helm.run(*args, "--kubeconfig", kubeconfig, check=check)
 
     def onboard(agency: str, replicas: int, host: str | None):
-        tenant = {"agency": agency, "namespaces": ["prod"],
-                  # The lab's gateway is a node outside the cluster: its site address is what pods see.
-                  "network": {"gatewayAddresses": [f"{site.ip(site.gateway)}/32"]}}
+        tenant = {"agency": agency, "namespaces": ["prod"]}  # gateways: the platform's (sovcloud-platform)
         workload = {
             "agency": agency, "nameOverride": "web", "replicas": replicas,
             # Imported into every worker's containerd; IfNotPresent: no registry is asked for it.
@@ -130,6 +132,11 @@ def test_agency_workload_runs_under_restricted_pod_security(lab, agencies):
         assert pod.status.container_statuses[0].ready  # kubelet probes reach the pod (from its own node)
         # apiserver -> kubelet (logs, exec) over TLS verified against the cluster CA, by node address.
         core.read_namespaced_pod_log(pod.metadata.name, f"{a}-prod")
+    # The tenant was installed without naming its gateways: the chart took the site's gateway node from the
+    # platform (ConfigMap kube-public/sovcloud-platform).
+    policy = client.NetworkingV1Api(api).read_namespaced_network_policy("allow-ingress-from-gateway", f"{a}-prod")
+    blocks = [peer.ip_block.cidr for rule in policy.spec.ingress for peer in rule._from if peer.ip_block]
+    assert blocks == [f"{site.ip(site.gateway)}/32"], blocks
 
 
 # HTTPS from the stand-in Internet to the gateway, SNI and certificate checked against the stack's root CA.
@@ -174,7 +181,8 @@ def test_sample_workload_is_published_through_the_gateway_over_tls(agencies):
     got = _eventually(lambda: _from_internet(cfg, host), f"TLSv1.3 {BODY}\n", 60)
     assert got == f"TLSv1.3 {BODY}\n"
     conf = subprocess.run(["podman", "exec", cfg.container(site.gateway.name), "cat",
-                           "/etc/nginx/conf.d/sovcloud-routes.conf"], capture_output=True, text=True, env=env())
+                           "/var/lib/sovcloud-gateway/routes.d/agencies.conf"],
+                          capture_output=True, text=True, env=env())
     for pod in agencies["pods"][agencies["a"]]:
         assert f"server {pod.status.pod_ip}:8080;" in conf.stdout, conf.stdout
     # The pods' own addresses are not routed from the Internet at all.

@@ -185,19 +185,20 @@ def test_survives_loss_of_one_control_plane_node(cfg, kubeconfigs):
 
 @pytest.mark.tools
 def test_every_host_playbook_rerun_from_pulumi_changes_nothing(cfg, kubeconfigs):
-    """Idempotence of the host-level steps: `pulumi up --replace` of every Playbook resource (each site's
-    hardening, network and control plane) runs site.yml, network.yml and cluster.yml again, and every host
-    reports changed=0; nothing else changes."""
+    """Idempotence of the host-level steps: `pulumi up --replace` of each site's hardening, network and control
+    plane Playbook resources runs site.yml, network.yml and cluster.yml again (and so the integrity
+    baseline, which follows them), and every host reports changed=0; nothing else changes."""
     st = lab_stack(cfg)
-    urns = [r["urn"] for r in st.export_stack().deployment["resources"]
-            if r["urn"].endswith(("-control-plane", "-network", "-hardening"))]
-    assert len(urns) == 3 * len(cfg.sites), urns
+    resources = st.export_stack().deployment["resources"]
+    urns = [r["urn"] for r in resources if r["urn"].endswith(("-control-plane", "-network", "-hardening"))]
+    baselines = [r["urn"] for r in resources if r["urn"].endswith("-integrity-baseline")]
+    assert len(urns) == 3 * len(cfg.sites) and len(baselines) == len(cfg.sites), urns + baselines
     events: list = []
     up = st.up(replace=urns, on_event=events.append)
     assert up.summary.result == "succeeded"
     touched = {u: op for u, op in changed_resources(events).items() if "::pulumi:providers:" not in u}
-    assert {u for u, op in touched.items() if op not in ("same",)} <= {*urns}, touched
-    outputs = [r["outputs"] for r in st.export_stack().deployment["resources"] if r["urn"] in urns]
+    assert {u for u, op in touched.items() if op not in ("same",)} == {*urns, *baselines}, touched
+    outputs = [r["outputs"] for r in st.export_stack().deployment["resources"] if r["urn"] in urns + baselines]
     hosts = {n.name for s in cfg.sites for n in s.nodes}
     for out in outputs:
         assert set(out["recap"]) <= hosts and out["recap"], out["name"]

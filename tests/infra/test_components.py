@@ -316,9 +316,9 @@ def test_cluster_host_files_are_what_the_cluster_playbook_installs(lab_cloud, ch
 def test_site_hosts_harden_then_network_then_control_plane_and_tenants_wait(lab_cloud, checks, tmp_path):
     res = build(lab_cloud, hosts=_hosts(tmp_path))
     astana = res["hosts"]["dc-astana"]
-    hardening, network, control_plane = astana.steps
-    assert (hardening._name, network._name, control_plane._name) == (
-        "dc-astana-hardening", "dc-astana-network", "astana-control-plane")
+    hardening, network, control_plane, baseline = astana.steps
+    assert (hardening._name, network._name, control_plane._name, baseline._name) == (
+        "dc-astana-hardening", "dc-astana-network", "astana-control-plane", "dc-astana-integrity-baseline")
 
     @checks.on(hardening.playbook, hardening.limit, control_plane.playbook, control_plane.extra_vars,
                control_plane.inventory, res["tenants"]["egov"].objects[0].kubeconfig, network.playbook,

@@ -75,6 +75,14 @@ def test_fingerprint_follows_the_playbook_and_its_roles_only(tmp_path, book):
     assert playbook_fingerprint(str(book)) != before
 
 
+def test_fingerprint_follows_a_role_the_tasks_include(tmp_path, book):
+    tasks_book = book.parent / "tasks.yml"
+    tasks_book.write_text("- hosts: all\n  tasks:\n    - ansible.builtin.include_role:\n        name: other\n")
+    before = playbook_fingerprint(str(tasks_book))
+    (book.parent / "roles" / "other" / "tasks" / "main.yml").write_text("- ansible.builtin.debug: {msg: x}\n")
+    assert playbook_fingerprint(str(tasks_book)) != before
+
+
 def test_fingerprint_follows_the_controller_files_the_playbook_copies(tmp_path, book):
     debs, binary = tmp_path / "debs", tmp_path / "kubelet"
     debs.mkdir()
@@ -99,6 +107,7 @@ def test_diff_reruns_on_any_input_and_check_names_bad_fields(tmp_path, book):
     assert not provider.diff("id", old, props(tmp_path, book)).changes
     rotated = {**old, "files": {"site/pki/secret.key": "rotated\n"}}
     assert provider.diff("id", old, rotated).changes  # a re-issued certificate reaches the nodes
+    assert provider.diff("id", {**old, "triggers": [1.5]}, {**old, "triggers": [2.0]}).changes  # a step before ran
     failures = provider.check({}, {**old, "playbook": str(tmp_path / "missing.yml"), "files_dir": "rel"}).failures
     assert {f.property for f in failures} == {"playbook", "files_dir"}
 

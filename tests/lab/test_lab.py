@@ -136,6 +136,28 @@ def test_s3_endpoint_per_site(lab):
     listed = clients["dc-almaty"].list_objects_v2(Bucket=s3.BUCKET, Prefix=f"probe/{run}/")["Contents"]
     assert [o["Key"] for o in listed] == [f"probe/{run}/dc-almaty"]
 
+def test_the_lab_configures_nothing_on_its_nodes(lab):
+    """The lab is hardware: after `lab up` a gateway is wired to its three networks with a router's
+    capabilities, but runs no tunnel, firewall or proxy and has none installed (the stack's network playbook
+    brings them), and no node has a route to another site. The control: the gateway really is on all three
+    networks, and its site's nodes reach it."""
+    gw = CFG.container(ASTANA.gateway.name)
+    addrs = sh(gw, "ip -o -4 addr show").stdout
+    for net in (ASTANA.subnet, CFG.transport.subnet, CFG.internet.subnet):
+        assert f" {str(net.network_address).rsplit('.', 1)[0]}." in addrs, (net, addrs)
+    assert sh(CFG.container("astana-w1"), f"ping -c 1 -W 2 {ASTANA.ip(ASTANA.gateway)}").returncode == 0
+    for package in ("nginx-light", "tinyproxy", "wireguard-tools", "haproxy"):
+        r = sh(gw, f"dpkg-query -W -f='${{Status}}' {package}")
+        assert "install ok installed" not in r.stdout, f"{package} is on a gateway the stack never configured"
+    tables = sh(gw, "nft list tables").stdout
+    assert "sovcloud" not in tables, tables
+    for site in CFG.sites:
+        for n in site.nodes:
+            routes = sh(CFG.container(n.name), "ip -4 route show").stdout
+            others = [str(o.subnet) for o in CFG.sites if o is not site]
+            assert not any(o in routes for o in others), (n.name, routes)
+
+
 def test_standalone_node_for_playbook_tests(lab):
     ip, key = run_standalone("sovt-sa1")
     try:

@@ -58,6 +58,7 @@ def test_only_the_tunnel_crosses_between_sites(net):
     for side, pcap in pcaps.items():
         sh(gw, f"rm -f {pcap}")
         cmd = ["podman", "exec", gw, "timeout", "20", "tcpdump", "-i", ifname(gw, addresses[side]), "-n", "-U",
+               "--immediate-mode",  # every packet reaches the file as it passes: nothing pending at the stop
                "-w", pcap]
         caps.append(subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env()))
     try:

@@ -251,6 +251,29 @@ def test_skipped_test_leaves_its_control_not_run(tmp_path, catalogue_file, pki):
     assert {c["id"] for c in ev["controls"] if c["status"] == "not-run"} == owners
     assert ev["summary"] == {"pass": len(ev["controls"]) - len(owners), "fail": 0, "waived": 0,
                              "not-run": len(owners)}
+    # Each not-run control says why: the skipped check, with the skip's own reason.
+    for c in ev["controls"]:
+        if c["id"] in owners:
+            assert any(name.split("[")[0] in w and "did not run" in w and "host down" in w
+                       for w in c["not_run_because"]), c["not_run_because"]
+        else:
+            assert c["not_run_because"] == []
+    assert "host down" in (tmp_path / "b" / "report.html").read_text()
+
+
+def test_a_check_without_results_is_named_as_why_its_control_is_not_run(tmp_path, catalogue_file, pki, capsys):
+    out = tmp_path / "r"
+    _write_results(out, catalogue_file)
+    (out / "drill-site-a.json").unlink()  # no restore drill among the inputs
+    argv = ["build", "--stack", "lab", "--results", str(out), "--out", str(tmp_path / "b"), "--lang", "en",
+            "--key", str(pki.key), "--cert", str(pki.cert), "--catalogue", str(catalogue_file)]
+    assert main(argv) == 0
+    ev = json.loads((tmp_path / "b" / "evidence.json").read_text())
+    not_run = {c["id"]: c["not_run_because"] for c in ev["controls"] if c["status"] == "not-run"}
+    assert not_run and all(any("no result among the inputs" in w and "drill" in w for w in why)
+                           for why in not_run.values()), not_run
+    printed = capsys.readouterr().out
+    assert all(f"{cid} not run: " in printed for cid in not_run)
 
 
 @pytest.mark.parametrize(
