@@ -1,7 +1,8 @@
 """Run benchmarks one after another, each with its defaults: `python -m bench [name ...]` (`make bench`).
 
-Without names: every bench_*.py here except bench_hardening, which starts up to 12 lab nodes and is run by
-name (`python -m bench hardening`).
+Without names: every bench_*.py here except those that start lab nodes, which are run by name:
+`python -m bench hardening` (up to 12 standalone nodes), `python -m bench lab` (two whole labs, one after
+the other: hardened and not).
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ import sys
 from pathlib import Path
 
 HERE = Path(__file__).parent
-NEEDS_LAB = {"hardening"}
+NEEDS_LAB = {"hardening", "lab"}
 
 
 def main(names: list[str]) -> int:

@@ -23,14 +23,26 @@ GROUPS = ["control_plane", "worker", "gateway"]
 WAIVERS = Path(__file__).resolve().parents[1] / "tests" / "playbooks" / "lab-waivers.yml"
 
 
+# Lynis runs from a directory of its own on the node (its include/, plugins/ and db/ beside the script, the
+# layout of a release tarball): nothing lands in the paths the node's file-integrity baseline watches.
+LYNIS_DIR = "/var/tmp/sovcloud-lynis"  # noqa: S108 - on the audited node, made afresh by root, 0700
+_LYNIS_FILES = {"usr/sbin/lynis": "lynis", "usr/share/lynis/include": "include",
+                "etc/lynis/plugins": "plugins", "usr/share/lynis/db": "db",
+                "etc/lynis/default.prf": "default.prf"}
+
+
 def lynis(ip: str) -> tuple[int, list[str]]:
-    """Copy this machine's lynis (a shell program) to the node and run the quick audit there, as root.
-    Returns the hardening index and the suggestions (test IDs with their text)."""
-    tar = subprocess.run(["tar", "-C", "/", "-cf", "-", "usr/sbin/lynis", "usr/share/lynis", "etc/lynis"],
-                         capture_output=True, check=True).stdout
-    subprocess.run([*ssh_args(ip), "sudo tar -C / -xf -"], input=tar, check=True, capture_output=True)
-    r = subprocess.run([*ssh_args(ip), "sudo lynis audit system --quick --no-colors --no-log "
-                        "&& sudo cat /var/log/lynis-report.dat"], capture_output=True, text=True, timeout=900)
+    """Copy this machine's lynis (a shell program) to the node and run the quick audit there, as root, then
+    remove it. Returns the hardening index and the suggestions (test IDs with their text)."""
+    transform = [f"--transform=s|^{src}|{dst}|" for src, dst in _LYNIS_FILES.items()]
+    tar = subprocess.run(["tar", "-C", "/", "-cf", "-", *transform, *_LYNIS_FILES], capture_output=True,
+                         check=True).stdout
+    subprocess.run([*ssh_args(ip), f"sudo rm -rf {LYNIS_DIR} && sudo mkdir -m 700 {LYNIS_DIR} && "
+                    f"sudo tar -C {LYNIS_DIR} --no-same-owner -xf -"], input=tar, check=True, capture_output=True)
+    r = subprocess.run([*ssh_args(ip), f"sudo sh -c 'cd {LYNIS_DIR} && sh ./lynis audit system --quick --no-colors "
+                        f"--profile default.prf --logfile lynis.log --report-file report.dat && cat report.dat'; "
+                        f"sudo rm -rf {LYNIS_DIR}"],
+                       capture_output=True, text=True, timeout=900)
     m = re.search(r"Hardening index\s*:\s*(\d+)", r.stdout)
     if not m:
         raise RuntimeError(f"lynis on {ip} printed no hardening index (rc={r.returncode}): {r.stdout[-1500:]}")

@@ -57,12 +57,15 @@ def _committed_hosts() -> dict:
     return _committed()["sovcloud:hosts"]
 
 
-def lab_stack(cfg: LabConfig):
-    """The Pulumi stack that deploys the reference cloud onto lab instance `cfg`."""
+def lab_stack(cfg: LabConfig, harden: bool | None = None):
+    """The Pulumi stack that deploys the reference cloud onto lab instance `cfg`. Another instance than the
+    default may override the stack's `harden` (the hardening bench deploys with and without)."""
     from infra.automation import committed_stack, stack
 
     committed = _committed()
     if cfg.name == DEFAULT_INSTANCE:
+        if harden is not None:
+            raise ValueError("the default lab deploys the committed stack (Pulumi.lab.yaml): set harden there")
         return committed_stack(LAB_STACK)
     cloud = yaml.safe_load((REPO / committed["sovcloud:cloudFile"]).read_text())
     for site in cloud["sites"]:
@@ -73,6 +76,12 @@ def lab_stack(cfg: LabConfig):
             if node["role"] == "gateway":
                 node.update(transport_address=addresses["transport"], public_address=addresses["internet"])
     hosts = {**committed["sovcloud:hosts"], "state_dir": str(inventory.state_dir(cfg))}
+    if harden is not None:
+        hosts["harden"] = harden
+    # The controller is this machine, at each site network's first address.
+    bridges = [str(s.subnet.network_address + 1) for s in cfg.sites]
+    hosts["extra_vars"] = {**hosts["extra_vars"], "hardening_fail2ban_ignoreip": bridges,
+                           "hardening_firewall_etcd_client_cidrs": [f"{b}/32" for b in bridges]}
     state = inventory.state_dir(cfg)
     return stack(f"{LAB_STACK}-{cfg.name}", cloud, work_dir=state / "pulumi-workspace", hosts=hosts)
 
@@ -127,7 +136,7 @@ def _host_step_progress():
     return on_event
 
 
-def deploy(cfg: LabConfig) -> dict:
+def deploy(cfg: LabConfig, harden: bool | None = None) -> dict:
     from dr import jobs, k8s
     from dr.config import load_config
 
@@ -143,7 +152,7 @@ def deploy(cfg: LabConfig) -> dict:
         forget(cfg)
     progress("pulumi up --stack lab: PKI, then per site node hardening -> network (tunnels, Internet access "
              "gateway) -> cluster, then tenants")
-    up = lab_stack(cfg).up(on_output=lambda line: None, on_event=_host_step_progress())
+    up = lab_stack(cfg, harden).up(on_output=lambda line: None, on_event=_host_step_progress())
     if up.summary.result != "succeeded":
         raise RuntimeError(f"pulumi up of the lab stack: {up.summary.result}")
     (state / DEPLOYED_MARKER).touch()
