@@ -9,16 +9,10 @@ import time
 
 import pytest
 
+from tests.audit.facts import inventory_var
+
 # A WireGuard peer that has not completed a handshake for this long is down (keepalives every 25 s, rekey 120 s).
 HANDSHAKE_MAX_AGE_S = 180
-
-
-def inventory_var(host, name: str):
-    """A host variable of the audited inventory (the stack's: gateways carry their transport and public
-    addresses); None off an Ansible inventory."""
-    if type(host.backend).__name__ != "AnsibleBackend":
-        return None
-    return host.ansible.get_variables().get(name)
 
 
 def nft_chain(host, table: str, chain: str, evidence: list[str]) -> str:
