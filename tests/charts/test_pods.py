@@ -13,6 +13,7 @@ import json
 import secrets
 import subprocess
 import time
+from pathlib import Path
 
 import pytest
 import yaml
@@ -21,8 +22,9 @@ from kubernetes import client, config
 from lab import cluster, gateway, inventory, oci
 from lab.nodes import ssh
 from lab.podman import env
+from tests.docs import verbatim_block
 
-from .conftest import TENANT, WORKLOAD
+from .conftest import REPO, TENANT, WORKLOAD
 
 pytestmark = [pytest.mark.lab, pytest.mark.tools]
 
@@ -265,3 +267,30 @@ def test_gateway_refuses_a_route_into_another_agencys_namespace(agencies):
         assert _from_internet(cfg, host).startswith("refused")
     finally:
         _kubectl(kc, "-n", f"{b}-prod", "delete", "configmap", "steal", check=False)
+
+
+README = WORKLOAD / "README.md"
+README_MARK = "<!-- verbatim: tests/charts/test_pods.py -->"
+
+
+def test_the_workload_readme_onboards_an_agency_as_written(lab):
+    """charts/workload/README.md's onboarding, pasted verbatim into a shell on the lab machine: the tenant and
+    the workload install from what the platform publishes, and the page answers through the gateway."""
+    cfg, kubeconfig, _ = lab
+    block = verbatim_block(README, README_MARK)
+    assert f"KUBECONFIG={str(kubeconfig).replace(str(Path.home()), '~')}\n" in block, "the README names another cluster"
+    releases = (("web", "mvd-prod"), ("mvd", "sovcloud-tenants"))
+    try:
+        r = subprocess.run(["bash", "-e", "-o", "pipefail", "-c", block], cwd=REPO, capture_output=True,
+                           text=True, timeout=600)
+        assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+        assert r.stdout.endswith(BODY), r.stdout[-1500:]
+        workers = {n.name for n in cfg.site(SITE).nodes if n.role == "worker"}
+        running = [line.split() for line in r.stdout.splitlines() if line.startswith("web-")]
+        assert len(running) == 2 and all(p[2] == "Running" for p in running), r.stdout
+        assert all(workers & set(p) for p in running), r.stdout  # the NODE column of `get pods -o wide`
+    finally:
+        for release, ns in releases:
+            subprocess.run(["helm", "uninstall", release, "-n", ns, "--wait", "--ignore-not-found", "--kubeconfig",
+                            kubeconfig], capture_output=True, timeout=180)
+        Path("/tmp/sovcloud-root-ca.crt").unlink(missing_ok=True)

@@ -10,29 +10,22 @@ import subprocess
 
 import pytest
 
+from tests.docs import verbatim_block
 from toolchain import REPO
 
 GUIDE = REPO / "docs" / "deploying.md"
 MARK = "<!-- verbatim: tests/lab/test_guide.py -->"
 
 
-def verbatim_block(text: str) -> str:
-    """The fenced shell block right after the marker: what the guide tells the reader to run."""
-    after = text.split(MARK, 1)[1]
-    m = re.match(r"\s*```sh\n(.*?)\n```", after, re.S)
-    assert m, f"{GUIDE}: no ```sh block right after {MARK}"
-    return m.group(1)
-
-
 def test_verbatim_block_is_found():
-    block = verbatim_block(GUIDE.read_text())
+    block = verbatim_block(GUIDE, MARK)
     assert block.startswith("make setup\n") and "pulumi up --stack lab" in block
 
 
 @pytest.mark.lab
 @pytest.mark.tools
 def test_the_guide_deploys_the_lab_stack_as_written_and_a_second_up_changes_nothing(lab_deployment):
-    block = verbatim_block(GUIDE.read_text())
+    block = verbatim_block(GUIDE, MARK)
     # Each command as the guide gives it; the block's outputs end with the `sites` output (JSON).
     r = subprocess.run(["bash", "-e", "-o", "pipefail", "-c", block], cwd=REPO, capture_output=True, text=True,
                        timeout=1800)

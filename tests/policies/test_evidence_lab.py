@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import shutil
 import subprocess
 import sys
@@ -21,6 +20,7 @@ import pytest
 
 from lab import nodes
 from policies.evidence.results import read_results
+from tests.docs import verbatim_block
 from toolchain import REPO
 
 pytestmark = pytest.mark.lab
@@ -75,12 +75,6 @@ def audit(inv: Path, hosts: str, report: Path) -> Path:
     return report
 
 
-def readme_block() -> str:
-    """The README's compliance commands, exactly as printed."""
-    text = (REPO / "README.md").read_text()
-    return re.search(r"```sh\n(.*?)\n```", text[text.index("**Compliance teams**"):], re.S).group(1)
-
-
 OUTPUTS = ("reports", "evidence", "inventory.json")  # what the README's commands write in the checkout
 
 
@@ -93,7 +87,8 @@ def readme_run(tmp_path):
         if (REPO / name).exists():
             shutil.move(REPO / name, aside / name)
     t = time.monotonic()
-    r = subprocess.run(["bash", "-e", "-o", "pipefail", "-c", readme_block()], cwd=REPO, capture_output=True,
+    block = verbatim_block(REPO / "README.md", "**Compliance teams**")
+    r = subprocess.run(["bash", "-e", "-o", "pipefail", "-c", block], cwd=REPO, capture_output=True,
                        text=True, timeout=1500)
     took = time.monotonic() - t
     try:
