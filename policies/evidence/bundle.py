@@ -135,7 +135,7 @@ def build(
     )
     (out_dir / SIGNATURE).write_bytes(sig + b"\n")
     (out_dir / SIGNER).write_bytes(cert.read_bytes())
-    (out_dir / REPORT).write_text(report.render(evidence), encoding="utf-8")
+    (out_dir / REPORT).write_bytes(report.render(evidence).encode("utf-8"))
     return evidence
 
 
@@ -144,7 +144,8 @@ def verify(bundle: Path, ca_cert: Path) -> dict:
     try:
         evidence = json.loads((bundle / EVIDENCE).read_text(encoding="utf-8"))
         sig = (bundle / SIGNATURE).read_bytes()
-        html = (bundle / REPORT).read_text(encoding="utf-8")
+        # Bytes, not text: text mode would turn a \r the evidence carries (SSH's stderr) into \n.
+        html = (bundle / REPORT).read_bytes().decode("utf-8")
     except (OSError, ValueError) as err:
         raise VerifyError(f"{bundle}: incomplete or unreadable bundle: {err}") from None
     try:

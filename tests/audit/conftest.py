@@ -21,6 +21,8 @@ import yaml
 
 HERE = Path(__file__).resolve().parent
 GROUP_ROLES = ("control_plane", "worker", "gateway")
+# Ansible's default persistent_connection.control_path_dir, where testinfra looks for it.
+ANSIBLE_CONTROL_PATH_DIR = Path("~/.ansible/cp")
 
 
 @dataclass(frozen=True)
@@ -89,6 +91,11 @@ def pytest_configure(config):
     config.addinivalue_line("markers", "control(*ids): the control ID(s) this audit check proves")
     if not _hosts_given(config):
         return
+    if "ansible://" in str(config.option.hosts):
+        # testinfra multiplexes its SSH commands only when Ansible's control-path directory exists; Ansible
+        # makes it on first use of its ssh plugin, which the playbooks' mitogen strategy never uses. Without it
+        # every check opens a new connection (~10x slower over a whole inventory).
+        ANSIBLE_CONTROL_PATH_DIR.expanduser().mkdir(mode=0o700, parents=True, exist_ok=True)
     report = config.getoption("--audit-report")
     if report:
         Path(report).mkdir(parents=True, exist_ok=True)
