@@ -8,6 +8,8 @@ files stay as committed.
 from __future__ import annotations
 
 import json
+import os
+import socket
 from pathlib import Path
 from typing import Any
 
@@ -46,6 +48,26 @@ def stack(name: str, cloud: dict[str, Any], work_dir: Path, backend: Path = STAT
     if hosts:
         st.set_config("sovcloud:hosts", auto.ConfigValue(json.dumps(hosts)))
     return st
+
+
+def release_dead_locks(name: str, backend: Path = STATE) -> list[Path]:
+    """Remove the file backend's locks on stack `name` whose process, on this machine, is gone (a killed
+    `pulumi up` leaves its lock behind, and every later run of the stack then refuses to start). A lock held by
+    a live process, or taken on another machine, stays. Returns the locks removed."""
+    removed = []
+    for lock in sorted((backend / ".pulumi" / "locks").glob(f"*/*/{name}/*.json")):
+        try:
+            holder = json.loads(lock.read_text())
+            if holder.get("hostname") != socket.gethostname():
+                continue
+            os.kill(int(holder["pid"]), 0)
+        except ProcessLookupError:
+            lock.unlink(missing_ok=True)
+            lock.with_name(lock.name + ".attrs").unlink(missing_ok=True)  # the file backend's metadata of it
+            removed.append(lock)
+        except (OSError, ValueError, KeyError):
+            continue  # unreadable, or alive under another user: not ours to judge
+    return removed
 
 
 def changed_resources(events: list[auto.EngineEvent]) -> dict[str, str]:

@@ -57,6 +57,10 @@ def _committed_hosts() -> dict:
     return _committed()["sovcloud:hosts"]
 
 
+def stack_name(cfg: LabConfig) -> str:
+    return LAB_STACK if cfg.name == DEFAULT_INSTANCE else f"{LAB_STACK}-{cfg.name}"
+
+
 def lab_stack(cfg: LabConfig, harden: bool | None = None):
     """The Pulumi stack that deploys the reference cloud onto lab instance `cfg`. Another instance than the
     default may override the stack's `harden` (the hardening bench deploys with and without)."""
@@ -83,7 +87,7 @@ def lab_stack(cfg: LabConfig, harden: bool | None = None):
     hosts["extra_vars"] = {**hosts["extra_vars"], "hardening_fail2ban_ignoreip": bridges,
                            "hardening_firewall_etcd_client_cidrs": [f"{b}/32" for b in bridges]}
     state = inventory.state_dir(cfg)
-    return stack(f"{LAB_STACK}-{cfg.name}", cloud, work_dir=state / "pulumi-workspace", hosts=hosts)
+    return stack(stack_name(cfg), cloud, work_dir=state / "pulumi-workspace", hosts=hosts)
 
 
 def forget(cfg: LabConfig) -> None:
@@ -139,6 +143,7 @@ def _host_step_progress():
 def deploy(cfg: LabConfig, harden: bool | None = None) -> dict:
     from dr import jobs, k8s
     from dr.config import load_config
+    from infra.automation import release_dead_locks
 
     t0 = time.monotonic()
     state = inventory.state_dir(cfg)
@@ -147,6 +152,8 @@ def deploy(cfg: LabConfig, harden: bool | None = None) -> dict:
     # role's packages) and the images every worker imports.
     packages.ensure_offline_repo()
     cluster.ensure_images(state)
+    for lock in release_dead_locks(stack_name(cfg)):
+        progress(f"removed the lock of a pulumi run that no longer exists: {lock.name}")
     if _machines_newer_than_deployment(cfg):
         progress("nodes are newer than the lab stack's last deployment: forgetting its record of them")
         forget(cfg)
