@@ -439,7 +439,9 @@ class SiteHosts(pulumi.ComponentResource):
         network = transport_vars.apply(lambda t: {**extra, **t, **gateway_vars, "network_files_dir": state_dir})
         self.steps: list[Playbook] = []
         if hosts.harden:
-            self.steps.append(Playbook(f"{name}-hardening", str(PLAYBOOKS / "site.yml"), extra_vars=network,
+            # The file-integrity baseline is the last step's (integrity-baseline below), not hardening's too.
+            self.steps.append(Playbook(f"{name}-hardening", str(PLAYBOOKS / "site.yml"),
+                                       extra_vars=network.apply(lambda n: {**n, "hardening_aide_after_deploy": True}),
                                        sources=packages, opts=_child(self), **common))
         self.steps.append(Playbook(
             f"{name}-network", str(PLAYBOOKS / "network.yml"), extra_vars=network,
