@@ -1,7 +1,7 @@
 """Backup/restore throughput: the DR pipeline (AES-256-GCM + resumable multipart + signed manifest +
 verify) vs a plain boto3 upload_fileobj/download_fileobj of the same bytes to the same weed S3.
 
-    /work/main/.venv/bin/python -m bench.bench_dr [--mib 64]
+    .venv/bin/python -m bench.bench_dr [--mib 64]
 
 Starts its own single-site SeaweedFS on loopback and removes it afterwards; bounded by --mib.
 """

@@ -1,7 +1,7 @@
 """Availability prober at scale: one probe round (= what one scrape interval costs) over 1,000 targets
 vs 10 targets, side by side in one run, against one asyncio HTTP server on loopback serving every path.
 
-    /work/main/.venv/bin/python -m bench.bench_exporters [--targets 1000] [--rounds 5]
+    .venv/bin/python -m bench.bench_exporters [--targets 1000] [--rounds 5]
 
 The server runs in its own process so it does not share the prober's event loop. Bounded by
 --targets (<= 5000) x --rounds (<= 20), each probe by its 10 s timeout; stops the server at the end.

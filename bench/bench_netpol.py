@@ -1,7 +1,7 @@
 """NetworkPolicy agent at scale: what one sync costs a worker (render the nftables script from the API's
 lists, and load it with `nft -f`) for a large cluster vs a small one, side by side in one run.
 
-    /work/main/.venv/bin/python -m bench.bench_netpol [--tenants 200] [--pods-per-tenant 10] [--rounds 5]
+    .venv/bin/python -m bench.bench_netpol [--tenants 200] [--pods-per-tenant 10] [--rounds 5]
 
 Each tenant is one namespace with the tenant chart's six policies (default deny, DNS, Internet gateway,
 gateway in, monitoring in, same namespace); pods are spread over 4 workers and the bench renders for one
