@@ -1,4 +1,4 @@
-"""python -m dr {keygen,backup,sync,verify,restore,prune,drill,failover,failback} --config dr.yaml ..."""
+"""python -m dr {keygen,init-buckets,backup,sync,verify,restore,prune,drill,failover,failback} --config dr.yaml"""
 
 from __future__ import annotations
 
@@ -50,6 +50,11 @@ def main(argv: list[str] | None = None) -> int:
     k.add_argument("--signing-key", type=Path, required=True)
     k.add_argument("--verify-key", type=Path, required=True)
 
+    sub.add_parser(
+        "init-buckets",
+        help="create each site's bucket with object lock and a COMPLIANCE default retention (admin keys)",
+    )
+
     b = sub.add_parser("backup", help="back up etcd, a directory or a namespace to every site")
     bsub = b.add_subparsers(dest="kind", required=True)
     be = bsub.add_parser("etcd")
@@ -76,9 +81,11 @@ def main(argv: list[str] | None = None) -> int:
     r.add_argument("--etcd-data-dir", type=Path, help="fresh etcd data dir (etcd datasets)")
     r.add_argument("--target", type=Path, help="fresh directory (dir and k8s datasets)")
 
-    pr = sub.add_parser("prune", help="apply GFS retention at every site")
+    pr = sub.add_parser("prune", help="apply GFS retention at every site (admin keys; locked versions stay)")
     pr.add_argument("--origin")
-    pr.add_argument("--dataset", required=True)
+    which = pr.add_mutually_exclusive_group(required=True)
+    which.add_argument("--dataset")
+    which.add_argument("--all", action="store_true", help="every dataset of every origin found at each site")
     pr.add_argument("--dry-run", action="store_true")
 
     d = sub.add_parser("drill", help="backup -> destroy -> restore -> verify, measuring RTO/RPO")
@@ -125,6 +132,16 @@ def _dispatch(a, p) -> int:
     if a.config is None:
         p.error(f"{a.cmd} needs --config DR.yaml")
     cfg = load_config(a.config)
+    if a.cmd == "init-buckets":
+        out = {}
+        for s in cfg.sites:
+            try:
+                admin = s3io.admin_client(s)
+                out[s.name] = asdict(s3io.ensure_bucket(admin, s, admin=admin))
+            except s3io.S3Error as err:
+                out[s.name] = f"FAILED: {s3io.error_text(err)}"
+        _out(out)
+        return 0 if all(isinstance(v, dict) for v in out.values()) else 1
     if a.cmd == "backup":
         if a.kind == "etcd":
             rep = jobs.backup_etcd(cfg, _etcd(a), a.dataset, a.site)
@@ -171,13 +188,19 @@ def _dispatch(a, p) -> int:
                 "restored_from": f.site,
                 "timestamp": f.manifest["timestamp"],
                 "skipped_copies": f.skipped,
+                "older_versions_used": f.older_versions,
                 **out,
             }
         )
         return 0
     if a.cmd == "prune":
-        _out([retention.prune(cfg, s, a.origin or cfg.primary, a.dataset, a.dry_run) for s in cfg.sites])
-        return 0
+        if a.all:
+            res = retention.prune_all(cfg, a.dry_run, a.origin)
+        else:
+            res = [retention.prune(cfg, s, a.origin or cfg.primary, a.dataset, a.dry_run) for s in cfg.sites]
+        _out(res)
+        # Versions still locked are expected (kept_by_lock); a refused delete or an unreachable site is not.
+        return 1 if any(r.get("error") or r.get("delete_refused") for r in res) else 0
     if a.cmd == "drill":
         if a.namespace:
             from dr import k8s

@@ -126,25 +126,36 @@ class SiteResult:
 
 
 def push_site(cfg: DrConfig, target: SiteS3, bdir: Path, on_part: Callable[[int], None] | None = None) -> SiteResult:
-    """Upload a staged backup to one site (resuming), then verify the copy there end to end."""
+    """Upload a staged backup to one site (resuming), check that every version written is locked, then verify
+    the copy there end to end."""
     res = SiteResult(target.name)
     manifest = json.loads((bdir / "manifest.json").read_text())
     try:
         s3 = s3io.client(target)
-        res.bucket = asdict(s3io.ensure_bucket(s3, target))
+        res.bucket = asdict(s3io.ensure_bucket(s3, target, admin=s3io.admin_client(target)))
+        since = s3io.utcnow()
+        ups = []
         for obj in manifest["objects"]:
-            up = s3io.upload_file(
-                s3,
-                target.bucket,
-                obj["key"],
-                bdir / (obj["name"] + ".enc"),
-                obj["sha256"],
-                cfg.part_size,
-                on_part=on_part,
+            ups.append(
+                s3io.upload_file(
+                    s3,
+                    target.bucket,
+                    obj["key"],
+                    bdir / (obj["name"] + ".enc"),
+                    obj["sha256"],
+                    cfg.part_size,
+                    on_part=on_part,
+                )
             )
-            res.uploads.append(asdict(up))
         mkey = manifest_key(manifest["site"], manifest["dataset"], manifest["timestamp"])
-        s3io.put_small(s3, target.bucket, mkey, (bdir / "manifest.json").read_bytes())
+        ups.append(s3io.put_once(s3, target.bucket, mkey, (bdir / "manifest.json").read_bytes()))
+        for up in ups:
+            # The bucket's default retention locks what was just written for the configured days; a version
+            # found from an earlier push must be locked still.
+            not_before = s3io.utcnow() if up.skipped else s3io.lock_deadline(target, since)
+            until = s3io.check_locked(s3, target.bucket, up.key, up.version_id, not_before)
+            up.locked_until = until.isoformat()
+            res.uploads.append(asdict(up))
         verify_remote(cfg, target, mkey, s3=s3)
         res.status = "verified"
     except s3io.S3Error as err:
@@ -182,18 +193,17 @@ def verify_remote(cfg: DrConfig, site: SiteS3, mkey: str, s3=None, decrypt: bool
     return manifest
 
 
-def fetch_object(s3, site: SiteS3, obj: dict, dst: BinaryIO) -> None:
+def fetch_object(s3, site: SiteS3, obj: dict, dst: BinaryIO, version_id: str | None = None) -> None:
+    what = f"{obj['key']}{f' (version {version_id})' if version_id else ''} at {site.name}"
     try:
-        sha, size = s3io.download(s3, site.bucket, obj["key"], dst)
+        sha, size = s3io.download(s3, site.bucket, obj["key"], dst, version_id)
     except s3io.S3Error as err:
-        raise VerifyError(f"{obj['key']} at {site.name}: cannot download ({s3io.error_text(err)})") from None
+        raise VerifyError(f"{what}: cannot download ({s3io.error_text(err)})") from None
     if size != obj["size"]:
-        raise VerifyError(
-            f"{obj['key']} at {site.name}: size {size} != manifest size {obj['size']} (object truncated or replaced)"
-        )
+        raise VerifyError(f"{what}: size {size} != manifest size {obj['size']} (object truncated or replaced)")
     if sha != obj["sha256"]:
         raise VerifyError(
-            f"{obj['key']} at {site.name}: ciphertext sha256 {sha[:16]}... != manifest "
+            f"{what}: ciphertext sha256 {sha[:16]}... != manifest "
             f"{obj['sha256'][:16]}... (object corrupted or tampered)"
         )
 
@@ -261,7 +271,7 @@ def replicate(cfg: DrConfig, src: str, dst: str) -> dict:
     out: dict = {"from": src, "to": dst, "copied": [], "present": 0, "failed": {}, "drills_copied": 0}
     try:
         sa, sb = s3io.client(a), s3io.client(b)
-        s3io.ensure_bucket(sb, b)
+        s3io.ensure_bucket(sb, b, admin=s3io.admin_client(b))
         have = set(s3io.list_keys(sb, b.bucket, ""))
         keys = list(s3io.list_keys(sa, a.bucket, ""))
     except s3io.S3Error as err:

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 BUCKET = "sovcloud-backups"
 
@@ -22,6 +22,20 @@ class Retention(BaseModel):
     weekly: int = Field(default=4, ge=0)
     monthly: int = Field(default=6, ge=0)
 
+    def horizon(self) -> tuple[int, str]:
+        """The longest a backup can stay kept (in days, for backups taken at least daily) and which tier
+        sets it: a tier of N keeps the newest backup of each of its N newest periods, so at most N days,
+        N weeks or N months (31 days) old."""
+        tiers = [
+            (self.daily, f"retention.daily={self.daily}"),
+            (7 * self.weekly, f"retention.weekly={self.weekly}"),
+            (31 * self.monthly, f"retention.monthly={self.monthly}"),
+        ]
+        return max(tiers, key=lambda t: t[0])
+
+    def horizon_days(self) -> int:
+        return max(1, self.horizon()[0])  # S3 default retention is at least one day
+
 
 class SiteS3(BaseModel):
     model_config = ConfigDict(extra="forbid")
@@ -31,18 +45,57 @@ class SiteS3(BaseModel):
     country: Literal["KZ"] = "KZ"
     bucket: str = BUCKET
     region: str = "kz-1"
-    credentials_file: Path  # JSON {"access_key": ..., "secret_key": ...}; kept out of the config itself
-    object_lock_days: int = Field(default=0, ge=0, description="default GOVERNANCE retention; 0 = lock off")
+    # Keys are JSON files {"access_key": ..., "secret_key": ...}, kept out of the config itself.
+    # The backup writer's: put, get, list (backup, sync, verify, restore, drills). It needs no delete right,
+    # and should have none: then a stolen backup host cannot remove a backup.
+    credentials_file: Path
+    # Keys allowed to create the bucket, set its lock and delete expired versions (`init-buckets`, `prune`).
+    # Unset: credentials_file is used for those too (one identity does everything).
+    admin_credentials_file: Path | None = None
+    # Every backup object and manifest is locked: COMPLIANCE, because GOVERNANCE retention can be lifted by
+    # whoever may bypass it (the admin keys), which is the key an attacker wants. The bucket's default
+    # retention locks each new version; dr checks the lock of every version it writes.
+    object_lock_mode: str = "COMPLIANCE"
+    # Days each version stays locked. Unset: the retention policy's horizon (Retention.horizon_days), so any
+    # backup the policy still keeps is still locked; a shorter value is refused.
+    object_lock_retain_days: int | None = Field(default=None, ge=1)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _renamed(cls, data):
+        if isinstance(data, dict) and "object_lock_days" in data:
+            raise ValueError(
+                f"sites[{data.get('name', '?')}].object_lock_days was replaced by object_lock_retain_days "
+                "(COMPLIANCE mode, at least the retention policy's horizon): remove object_lock_days, and leave "
+                "object_lock_retain_days out to derive it from retention"
+            )
+        return data
+
+    @field_validator("object_lock_mode")
+    @classmethod
+    def _compliance(cls, v: str) -> str:
+        if v != "COMPLIANCE":
+            raise ValueError(
+                f"{v!r} is not allowed: set COMPLIANCE (GOVERNANCE retention can be lifted with the admin keys, "
+                "so it does not survive their theft; there is no unlocked mode)"
+            )
+        return v
 
     def credentials(self) -> tuple[str, str]:
-        try:
-            data = json.loads(self.credentials_file.read_text())
-            return data["access_key"], data["secret_key"]
-        except (OSError, ValueError, KeyError, TypeError) as err:
-            raise ConfigError(
-                f"sites[{self.name}].credentials_file {self.credentials_file}: need JSON "
-                f'{{"access_key": ..., "secret_key": ...}} ({err})'
-            ) from None
+        return _read_keys(self.credentials_file, f"sites[{self.name}].credentials_file")
+
+    def admin_credentials(self) -> tuple[str, str]:
+        if self.admin_credentials_file is None:
+            return self.credentials()
+        return _read_keys(self.admin_credentials_file, f"sites[{self.name}].admin_credentials_file")
+
+
+def _read_keys(path: Path, field: str) -> tuple[str, str]:
+    try:
+        data = json.loads(path.read_text())
+        return data["access_key"], data["secret_key"]
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        raise ConfigError(f'{field} {path}: need JSON {{"access_key": ..., "secret_key": ...}} ({err})') from None
 
 
 class DrConfig(BaseModel):
@@ -65,6 +118,18 @@ class DrConfig(BaseModel):
             raise ValueError(f"sites[].name must be unique; got {names}")
         if self.primary not in names:
             raise ValueError(f"primary {self.primary!r} is not one of sites[].name {names}")
+        # Backups are locked for at least as long as the policy may keep them: prune can only remove a
+        # version once its lock ends, and a backup the policy keeps must not be deletable before that.
+        need, tier = self.retention.horizon()
+        for s in self.sites:
+            if s.object_lock_retain_days is None:
+                s.object_lock_retain_days = self.retention.horizon_days()
+            elif s.object_lock_retain_days < need:
+                raise ValueError(
+                    f"sites[{s.name}].object_lock_retain_days: {s.object_lock_retain_days} days is shorter than "
+                    f"the retention policy keeps a backup ({tier}: up to {need} days); set it to at least {need}, "
+                    "or leave it out to derive it from retention"
+                )
         return self
 
     def site(self, name: str) -> SiteS3:
@@ -103,4 +168,5 @@ def load_config(path: Path | str) -> DrConfig:
     cfg.verify_key_file, cfg.staging_dir = rel(cfg.verify_key_file), rel(cfg.staging_dir)
     for s in cfg.sites:
         s.credentials_file = rel(s.credentials_file)
+        s.admin_credentials_file = rel(s.admin_credentials_file)
     return cfg

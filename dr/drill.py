@@ -235,7 +235,7 @@ def publish(cfg: DrConfig, result: DrillResult) -> dict[str, str]:
     for s in cfg.sites:
         try:
             c = s3io.client(s)
-            s3io.ensure_bucket(c, s)
+            s3io.ensure_bucket(c, s, admin=s3io.admin_client(s))
             s3io.put_small(c, s.bucket, f"drills/{result.site}/history/{stamp}.json", body)
             s3io.put_small(c, s.bucket, f"drills/{result.site}/latest.json", body)
             out[s.name] = "ok"

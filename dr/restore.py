@@ -43,15 +43,49 @@ class Fetched:
     manifest: dict
     files: dict[str, Path]  # part name -> plaintext file
     skipped: dict[str, str] = field(default_factory=dict)  # site -> why its copy was not used
+    # key -> the older (locked) version used, and why the current version was not: a writer key can add a
+    # version on top of a backup, but cannot remove or change the locked one underneath.
+    older_versions: dict[str, str] = field(default_factory=dict)
+
+
+def _first_good(s3, site: SiteS3, key: str, attempt, older: bool, used: dict[str, str]):
+    """attempt(version_id) on the current version of key; if that fails verification and `older` is set, on
+    each older version, newest first. Only a version passing every check is ever returned."""
+    try:
+        return attempt(None)
+    except (VerifyError, crypto.CryptoError) as err:
+        if not older:
+            raise
+        first = err
+    try:
+        versions = s3io.older_versions(s3, site.bucket, key)
+    except s3io.S3Error:
+        raise first from None  # no version listing (keys without s3:ListBucketVersions): the current one failed
+    for vid in versions:
+        try:
+            out = attempt(vid)
+        except (VerifyError, crypto.CryptoError):
+            continue
+        used[key] = f"version {vid}; the current version failed: {first}"
+        return out
+    raise first from None
 
 
 def fetch(
-    cfg: DrConfig, origin: str, dataset: str, ts: str | None, workdir: Path, sites: list[str] | None = None
+    cfg: DrConfig,
+    origin: str,
+    dataset: str,
+    ts: str | None,
+    workdir: Path,
+    sites: list[str] | None = None,
+    older_versions: bool = True,
 ) -> Fetched:
     """Fetch and fully verify one copy: the first site (primary first) whose copy passes every check.
 
     Signature, then ciphertext sha256/size, then GCM authentication, then plaintext sha256: all
     before anything is restored. A copy that fails is reported with the object and the failed check.
+    When the current version of the manifest or of an object fails, older versions of the same key are
+    tried (with older_versions): with object lock, the backup as written is one of them.
     """
     kek = crypto.load_kek(cfg.kek_file)
     workdir.mkdir(parents=True, exist_ok=True)
@@ -62,32 +96,44 @@ def fetch(
             s3 = s3io.client(site)
             stamp = ts or latest_timestamp(cfg, site, origin, dataset, s3)
             mkey = manifest_key(origin, dataset, stamp)
+            used: dict[str, str] = {}
+
+            def read_manifest(vid: str | None, site=site, s3=s3, mkey=mkey, stamp=stamp) -> dict:
+                where = f"{site.name}:{site.bucket}/{mkey}" + (f" (version {vid})" if vid else "")
+                try:
+                    raw = s3io.get_bytes(s3, site.bucket, mkey, vid)
+                except s3io.S3Error as err:
+                    msg = f"{where}: cannot read manifest ({s3io.error_text(err)})"
+                    raise (VerifyError(msg) if vid else RestoreError(msg)) from None
+                manifest = load_manifest(cfg, raw, where)
+                if (manifest.get("site"), manifest.get("dataset"), manifest.get("timestamp")) != (
+                    origin,
+                    dataset,
+                    stamp,
+                ):
+                    raise VerifyError(
+                        f"{where}: signed manifest names {manifest.get('site')}/"
+                        f"{manifest.get('dataset')}/{manifest.get('timestamp')}: copied to a wrong place"
+                    )
+                return manifest
+
+            manifest = _first_good(s3, site, mkey, read_manifest, older_versions, used)
             where = f"{site.name}:{site.bucket}/{mkey}"
-            try:
-                raw = s3io.get_bytes(s3, site.bucket, mkey)
-            except s3io.S3Error as err:
-                raise RestoreError(f"{where}: cannot read manifest ({s3io.error_text(err)})") from None
-            manifest = load_manifest(cfg, raw, where)
-            if (manifest.get("site"), manifest.get("dataset"), manifest.get("timestamp")) != (
-                origin,
-                dataset,
-                stamp,
-            ):
-                raise VerifyError(
-                    f"{where}: signed manifest names {manifest.get('site')}/"
-                    f"{manifest.get('dataset')}/{manifest.get('timestamp')}: copied to a wrong place"
-                )
             files: dict[str, Path] = {}
             sdir = Path(tempfile.mkdtemp(prefix=f"{site.name}-", dir=workdir))
             for obj in manifest["objects"]:
                 if not obj["key"].startswith(mkey.removesuffix("manifest.json")):
                     raise VerifyError(f"{where}: object {obj['key']} lies outside the backup prefix")
-                with tempfile.TemporaryFile(dir=sdir) as ct, open(sdir / obj["name"], "wb") as pt:
-                    fetch_object(s3, site, obj, ct)
-                    ct.seek(0)
-                    check_plaintext(obj, crypto.decrypt_stream(ct, pt, kek, obj["key"], obj["wrapped_key"]))
+
+                def read_object(vid: str | None, obj=obj, site=site, s3=s3, sdir=sdir) -> None:
+                    with tempfile.TemporaryFile(dir=sdir) as ct, open(sdir / obj["name"], "wb") as pt:
+                        fetch_object(s3, site, obj, ct, vid)
+                        ct.seek(0)
+                        check_plaintext(obj, crypto.decrypt_stream(ct, pt, kek, obj["key"], obj["wrapped_key"]))
+
+                _first_good(s3, site, obj["key"], read_object, older_versions, used)
                 files[obj["name"]] = sdir / obj["name"]
-            return Fetched(site.name, manifest, files, errors)
+            return Fetched(site.name, manifest, files, errors, used)
         except (VerifyError, crypto.CryptoError, RestoreError) as err:
             errors[site.name] = str(err)
         except s3io.S3Error as err:

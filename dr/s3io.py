@@ -1,10 +1,12 @@
-"""S3 access for one site: bucket set-up with capability probing, resumable multipart uploads."""
+"""S3 access for one site: the bucket's object lock (checked, and set up with the admin keys), resumable
+multipart uploads, the lock of each written version, older versions for restores."""
 
 from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import BinaryIO
 
@@ -14,11 +16,27 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from dr.config import SiteS3
 
-S3Error = (BotoCoreError, ClientError)
+
+class LockError(Exception):
+    """A bucket or an object version is not locked as the DR config requires; the message says how to fix it."""
+
+
+S3Error = (BotoCoreError, ClientError, LockError)
+# Host and S3 server clocks may differ: a version's lock may end this much earlier than the host expects.
+CLOCK_SKEW = timedelta(hours=1)
 
 
 def client(site: SiteS3):
-    access, secret = site.credentials()
+    """The backup writer's client (credentials_file)."""
+    return _client(site, *site.credentials())
+
+
+def admin_client(site: SiteS3):
+    """The client for bucket set-up and pruning (admin_credentials_file, else credentials_file)."""
+    return _client(site, *site.admin_credentials())
+
+
+def _client(site: SiteS3, access: str, secret: str):
     # Short timeouts and few retries: a dead site must be noticed in seconds so the other site proceeds.
     cfg = Config(
         s3={"addressing_style": "path"},
@@ -45,57 +63,114 @@ def error_text(err: Exception) -> str:
     return f"{type(err).__name__}: {err}"
 
 
+def error_code(err: Exception) -> str | None:
+    return err.response.get("Error", {}).get("Code") if isinstance(err, ClientError) else None
+
+
 @dataclass
 class BucketReport:
-    """What the server supports, as probed (SeaweedFS support for these varies by version)."""
+    """The site's bucket as found (and, with the admin keys, set up)."""
 
     site: str
     created: bool = False
-    versioning: str = "unknown"  # Enabled | unsupported: <error>
-    object_lock: str = "unknown"  # Enabled (GOVERNANCE n days) | Enabled (no default retention) | off | ...
+    versioning: str = "unknown"  # Enabled | Suspended | off
+    object_lock: str = "unknown"  # Enabled (COMPLIANCE n days)
     notes: list[str] = field(default_factory=list)
 
 
-def ensure_bucket(s3, site: SiteS3) -> BucketReport:
+def default_retention(s3, bucket: str) -> tuple[bool, str | None, int]:
+    """(object lock enabled, default retention mode, default retention days) of a bucket."""
+    try:
+        lock = s3.get_object_lock_configuration(Bucket=bucket).get("ObjectLockConfiguration", {})
+    except ClientError as err:
+        if error_code(err) in ("ObjectLockConfigurationNotFoundError", "NoSuchObjectLockConfiguration"):
+            return False, None, 0
+        raise
+    rule = lock.get("Rule", {}).get("DefaultRetention", {})
+    return lock.get("ObjectLockEnabled") == "Enabled", rule.get("Mode"), rule.get("Days") or 365 * rule.get("Years", 0)
+
+
+def ensure_bucket(s3, site: SiteS3, admin=None) -> BucketReport:
+    """Check that the site's bucket locks every new version in COMPLIANCE mode for at least
+    site.object_lock_retain_days; with `admin` (a client with the admin keys) create it or raise its default
+    retention first. The writer's keys only read the settings. Raises LockError naming the fix."""
+    days = site.object_lock_retain_days
+    where = f"bucket {site.bucket} at {site.name} ({site.endpoint})"
     rep = BucketReport(site.name)
     try:
         s3.head_bucket(Bucket=site.bucket)
     except ClientError as err:
-        if err.response.get("Error", {}).get("Code") not in ("404", "NoSuchBucket", "NotFound"):
+        if error_code(err) in ("403", "AccessDenied"):
+            raise LockError(
+                f"{where}: access denied to these keys (sites[{site.name}].credentials_file): wrong keys for this "
+                "site, or keys for another bucket"
+            ) from None
+        if error_code(err) not in ("404", "NoSuchBucket", "NotFound"):
             raise
-        # Object lock can only be switched on at creation: ask for it, fall back if refused.
+        if admin is None:
+            fix = "create it with the admin keys (`python -m dr init-buckets`)"
+            raise LockError(f"{where} does not exist: {fix}") from None
         try:
-            s3.create_bucket(Bucket=site.bucket, ObjectLockEnabledForBucket=True)
-        except ClientError as lock_err:
-            rep.notes.append(f"create with object lock refused ({error_text(lock_err)}); created without")
-            s3.create_bucket(Bucket=site.bucket)
+            # Object lock can only be switched on when the bucket is created; it turns versioning on for good.
+            admin.create_bucket(Bucket=site.bucket, ObjectLockEnabledForBucket=True)
+        except ClientError as cerr:
+            raise LockError(
+                f"{where}: creating it with object lock failed ({error_text(cerr)}): set "
+                f"sites[{site.name}].admin_credentials_file to keys that may create buckets"
+            ) from None
         rep.created = True
-    try:
-        s3.put_bucket_versioning(Bucket=site.bucket, VersioningConfiguration={"Status": "Enabled"})
-        got = s3.get_bucket_versioning(Bucket=site.bucket).get("Status", "")
-        rep.versioning = got if got == "Enabled" else f"unsupported: status {got!r} after enabling"
-    except ClientError as err:
-        rep.versioning = f"unsupported: {error_text(err)}"
-    try:
-        lock = s3.get_object_lock_configuration(Bucket=site.bucket).get("ObjectLockConfiguration", {})
-        enabled = lock.get("ObjectLockEnabled") == "Enabled"
-    except ClientError as err:
-        enabled, rep.object_lock = False, f"off ({error_text(err)})"
-    if enabled:
-        rep.object_lock = "Enabled (no default retention)"
-        if site.object_lock_days:
-            try:
-                s3.put_object_lock_configuration(
-                    Bucket=site.bucket,
-                    ObjectLockConfiguration={
-                        "ObjectLockEnabled": "Enabled",
-                        "Rule": {"DefaultRetention": {"Mode": "GOVERNANCE", "Days": site.object_lock_days}},
-                    },
-                )
-                rep.object_lock = f"Enabled (GOVERNANCE {site.object_lock_days} days)"
-            except ClientError as err:
-                rep.notes.append(f"default retention refused: {error_text(err)}")
+    rep.versioning = s3.get_bucket_versioning(Bucket=site.bucket).get("Status") or "off"
+    enabled, mode, have = default_retention(s3, site.bucket)
+    if not enabled:
+        raise LockError(
+            f"{where} has no object lock, and S3 can only enable it when a bucket is created: create a new "
+            f"bucket with `python -m dr init-buckets` (sites[{site.name}].bucket names it) and copy the backups "
+            "there with `python -m dr sync`"
+        )
+    if (mode != "COMPLIANCE" or have < days) and admin is not None:
+        try:
+            admin.put_object_lock_configuration(
+                Bucket=site.bucket,
+                ObjectLockConfiguration={
+                    "ObjectLockEnabled": "Enabled",
+                    "Rule": {"DefaultRetention": {"Mode": "COMPLIANCE", "Days": days}},
+                },
+            )
+            rep.notes.append(f"default retention was {mode or 'none'} {have} days; set to COMPLIANCE {days} days")
+            mode, have = "COMPLIANCE", days
+        except ClientError as err:
+            rep.notes.append(f"raising the default retention was refused: {error_text(err)}")
+    if mode != "COMPLIANCE" or have < days:
+        raise LockError(
+            f"{where} locks new versions {mode or 'not at all'}{f' for {have} days' if mode else ''}; the DR config "
+            f"needs COMPLIANCE for at least {days} days (sites[{site.name}].object_lock_retain_days): set it with "
+            "the admin keys (`python -m dr init-buckets`)"
+        )
+    rep.object_lock = f"Enabled (COMPLIANCE {have} days)"
     return rep
+
+
+def check_locked(s3, bucket: str, key: str, version_id: str | None, not_before: datetime) -> datetime:
+    """The retain-until date of a version, which must be locked in COMPLIANCE mode until not_before or later."""
+    kw = {"VersionId": version_id} if version_id else {}
+    head = s3.head_object(Bucket=bucket, Key=key, **kw)
+    mode, until = head.get("ObjectLockMode"), head.get("ObjectLockRetainUntilDate")
+    if mode != "COMPLIANCE" or until is None or until < not_before:
+        raise LockError(
+            f"{bucket}/{key} (version {head.get('VersionId') or version_id}) is locked {mode or 'not at all'}"
+            f"{f' until {until:%Y-%m-%d %H:%M}' if until else ''}; it must be COMPLIANCE until "
+            f"{not_before:%Y-%m-%d %H:%M} or later: fix the bucket's default retention (`python -m dr init-buckets`)"
+        )
+    return until
+
+
+def lock_deadline(site: SiteS3, since: datetime) -> datetime:
+    """The earliest acceptable retain-until of a version written at `since` (minus the clock skew allowed)."""
+    return since + timedelta(days=site.object_lock_retain_days) - CLOCK_SKEW
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
 
 
 def _md5(data: bytes) -> str:
@@ -121,14 +196,20 @@ def _parts(s3, bucket: str, key: str, upload_id: str) -> dict[int, dict]:
         marker = int(resp["NextPartNumberMarker"])
 
 
-def object_sha256(s3, bucket: str, key: str) -> str | None:
-    """The sha256 recorded in the object's metadata at upload, or None if absent."""
+def head(s3, bucket: str, key: str) -> dict | None:
+    """The current version's HEAD, or None if there is none."""
     try:
-        return s3.head_object(Bucket=bucket, Key=key).get("Metadata", {}).get("sha256")
+        return s3.head_object(Bucket=bucket, Key=key)
     except ClientError as err:
-        if err.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
+        if error_code(err) in ("404", "NoSuchKey", "NotFound"):
             return None
         raise
+
+
+def object_sha256(s3, bucket: str, key: str) -> str | None:
+    """The sha256 recorded in the object's metadata at upload, or None if absent."""
+    h = head(s3, bucket, key)
+    return None if h is None else h.get("Metadata", {}).get("sha256")
 
 
 @dataclass
@@ -137,6 +218,8 @@ class UploadResult:
     skipped: bool = False  # already complete at the target
     parts_reused: int = 0  # parts found from an interrupted upload
     parts_sent: int = 0
+    version_id: str | None = None  # the version written (or found, when skipped)
+    locked_until: str | None = None  # its COMPLIANCE retain-until (set by the caller that checked it)
 
 
 def upload_file(
@@ -154,8 +237,9 @@ def upload_file(
     resumed upload sends only what is missing. `on_part(n)` runs after each part is sent.
     """
     res = UploadResult(key)
-    if object_sha256(s3, bucket, key) == sha256:
-        res.skipped = True
+    h = head(s3, bucket, key)
+    if h is not None and h.get("Metadata", {}).get("sha256") == sha256:
+        res.skipped, res.version_id = True, h.get("VersionId")
         return res
     upload_id = _existing_upload(s3, bucket, key)
     have = _parts(s3, bucket, key, upload_id) if upload_id else {}
@@ -181,24 +265,37 @@ def upload_file(
             done.append({"PartNumber": n, "ETag": f'"{etag}"'})
             if len(data) < part_size:
                 break
-    s3.complete_multipart_upload(Bucket=bucket, Key=key, UploadId=upload_id, MultipartUpload={"Parts": done})
+    done_resp = s3.complete_multipart_upload(
+        Bucket=bucket, Key=key, UploadId=upload_id, MultipartUpload={"Parts": done}
+    )
+    res.version_id = done_resp.get("VersionId")
     return res
 
 
-def put_small(s3, bucket: str, key: str, body: bytes, content_type: str = "application/json") -> None:
-    s3.put_object(
+def put_small(s3, bucket: str, key: str, body: bytes, content_type: str = "application/json") -> str | None:
+    """Put a small object; returns the version id written."""
+    return s3.put_object(
         Bucket=bucket,
         Key=key,
         Body=body,
         ContentType=content_type,
         Metadata={"sha256": hashlib.sha256(body).hexdigest()},
-    )
+    ).get("VersionId")
 
 
-def download(s3, bucket: str, key: str, dst: BinaryIO) -> tuple[str, int]:
-    """Stream an object into dst; returns (sha256, size) of the bytes received."""
+def put_once(s3, bucket: str, key: str, body: bytes) -> UploadResult:
+    """put_small unless the current version already holds these bytes (a re-push adds no locked version)."""
+    h = head(s3, bucket, key)
+    if h is not None and h.get("Metadata", {}).get("sha256") == hashlib.sha256(body).hexdigest():
+        return UploadResult(key, skipped=True, version_id=h.get("VersionId"))
+    return UploadResult(key, parts_sent=1, version_id=put_small(s3, bucket, key, body))
+
+
+def download(s3, bucket: str, key: str, dst: BinaryIO, version_id: str | None = None) -> tuple[str, int]:
+    """Stream an object (the current version, or version_id) into dst; returns (sha256, size) received."""
     h, size = hashlib.sha256(), 0
-    body = s3.get_object(Bucket=bucket, Key=key)["Body"]
+    kw = {"VersionId": version_id} if version_id else {}
+    body = s3.get_object(Bucket=bucket, Key=key, **kw)["Body"]
     for chunk in body.iter_chunks(1 << 20):
         h.update(chunk)
         size += len(chunk)
@@ -206,11 +303,34 @@ def download(s3, bucket: str, key: str, dst: BinaryIO) -> tuple[str, int]:
     return h.hexdigest(), size
 
 
-def get_bytes(s3, bucket: str, key: str) -> bytes:
-    return s3.get_object(Bucket=bucket, Key=key)["Body"].read()
+def get_bytes(s3, bucket: str, key: str, version_id: str | None = None) -> bytes:
+    kw = {"VersionId": version_id} if version_id else {}
+    return s3.get_object(Bucket=bucket, Key=key, **kw)["Body"].read()
 
 
 def list_keys(s3, bucket: str, prefix: str) -> Iterator[str]:
     for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
         for o in page.get("Contents", []):
             yield o["Key"]
+
+
+def list_versions(s3, bucket: str, prefix: str) -> Iterator[dict]:
+    """Every version and delete marker under prefix: {"Key", "VersionId", "IsLatest", "LastModified",
+    "DeleteMarker": bool}."""
+    for page in s3.get_paginator("list_object_versions").paginate(Bucket=bucket, Prefix=prefix):
+        for v in page.get("Versions", []):
+            yield {**v, "DeleteMarker": False}
+        for v in page.get("DeleteMarkers", []):
+            yield {**v, "DeleteMarker": True}
+
+
+def older_versions(s3, bucket: str, key: str) -> list[str]:
+    """The version ids of `key` other than the current one, newest first (delete markers left out)."""
+    vs = [v for v in list_versions(s3, bucket, key) if v["Key"] == key and not v["DeleteMarker"] and not v["IsLatest"]]
+    return [v["VersionId"] for v in sorted(vs, key=lambda v: v["LastModified"], reverse=True)]
+
+
+def version_lock(s3, bucket: str, key: str, version_id: str) -> tuple[str | None, datetime | None, bool]:
+    """(mode, retain-until, legal hold on) of one version."""
+    h = s3.head_object(Bucket=bucket, Key=key, VersionId=version_id)
+    return h.get("ObjectLockMode"), h.get("ObjectLockRetainUntilDate"), h.get("ObjectLockLegalHoldStatus") == "ON"

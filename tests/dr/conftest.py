@@ -1,4 +1,7 @@
-"""Real servers for the DR tests: two SeaweedFS S3 sites and one etcd member, all on loopback."""
+"""Real servers for the DR tests: two SeaweedFS S3 sites and one etcd member, all on loopback.
+
+Each site runs with the lab appliance's identity config (lab.s3: admin, backup writer, monitor) and keys of
+its own, so the tests prove the identities the lab deploys."""
 
 from __future__ import annotations
 
@@ -17,8 +20,10 @@ import yaml
 from dr import crypto, sources
 from dr.config import load_config
 from dr.restore import free_port
+from lab.s3 import generate_identities
 from tests.conftest import require_tool
 
+# One Admin identity, the same at every site: WeedSite's default, for tests of other areas (monitoring, bench).
 ACCESS, SECRET = "dr-test-access", "dr-test-secret-0123456789"
 
 
@@ -34,26 +39,30 @@ def _free_low_port() -> int:
 
 
 class WeedSite:
-    """`weed server -s3` for one site; stop()/start() keep the data dir, like a site outage."""
+    """`weed server -s3` for one site; stop()/start() keep the data dir, like a site outage.
 
-    def __init__(self, name: str, base: Path, weed: str) -> None:
+    s3_config: a weed identity config file (e.g. lab.s3.generate_identities'); default one Admin identity
+    with ACCESS/SECRET."""
+
+    def __init__(self, name: str, base: Path, weed: str, s3_config: Path | None = None) -> None:
         self.name, self.weed = name, weed
         self.dir = base / name
         self.dir.mkdir(parents=True)
-        self.s3_config = base / f"{name}-s3.json"
-        self.s3_config.write_text(
-            json.dumps(
-                {
-                    "identities": [
-                        {
-                            "name": "dr",
-                            "credentials": [{"accessKey": ACCESS, "secretKey": SECRET}],
-                            "actions": ["Admin", "Read", "Write", "List", "Tagging"],
-                        }
-                    ]
-                }
+        self.s3_config = s3_config or base / f"{name}-s3.json"
+        if s3_config is None:
+            self.s3_config.write_text(
+                json.dumps(
+                    {
+                        "identities": [
+                            {
+                                "name": "dr",
+                                "credentials": [{"accessKey": ACCESS, "secretKey": SECRET}],
+                                "actions": ["Admin", "Read", "Write", "List", "Tagging"],
+                            }
+                        ]
+                    }
+                )
             )
-        )
         self.ports = {k: _free_low_port() for k in ("master", "volume", "filer", "s3")}
         self.endpoint = f"http://127.0.0.1:{self.ports['s3']}"
         self.proc: subprocess.Popen | None = None
@@ -106,12 +115,15 @@ class WeedSite:
 
 @pytest.fixture(scope="session")
 def sites(tmp_path_factory):
+    """Two sites, each with its own admin/backup/monitor keys (<base>/<site>-keys/<identity>.json)."""
     weed = require_tool("weed")
     base = tmp_path_factory.mktemp("weed")
     out = {}
     try:
         for name in ("dc-astana", "dc-almaty"):
-            s = WeedSite(name, base, weed)
+            keys = base / f"{name}-keys"
+            s = WeedSite(name, base, weed, s3_config=generate_identities(keys))
+            s.keys = keys
             out[name] = s
             s.start()
         yield out
@@ -141,14 +153,19 @@ def keys(tmp_path_factory):
 
 @pytest.fixture
 def make_cfg(sites, keys, tmp_path):
-    """A DR config for both sites with a fresh staging dir; kwargs override top-level fields."""
-    creds = tmp_path / "creds.json"
-    creds.write_text(json.dumps({"access_key": ACCESS, "secret_key": SECRET}))
+    """A DR config for both sites (the backup writer's keys, the admin's for set-up and prune) with a fresh
+    staging dir; kwargs override top-level fields, site=dict overrides fields of every site."""
 
-    def make(**over):
+    def make(site: dict | None = None, **over):
         data = {
             "sites": [
-                {"name": n, "endpoint": s.endpoint, "credentials_file": str(creds), "object_lock_days": 0}
+                {
+                    "name": n,
+                    "endpoint": s.endpoint,
+                    "credentials_file": str(s.keys / "backup.json"),
+                    "admin_credentials_file": str(s.keys / "admin.json"),
+                    **(site or {}),
+                }
                 for n, s in sites.items()
             ],
             "primary": "dc-astana",

@@ -15,6 +15,7 @@ import pytest
 from dr import k8s, s3io
 from dr.config import load_config
 from lab import cluster, inventory
+from lab.s3 import credentials_file, read_credentials
 from monitoring.exporters.config import DrillConfig, S3Store
 from monitoring.exporters.drills import DrillExporter
 
@@ -52,10 +53,16 @@ def tenant_namespaces(kc: str) -> list[str]:
     return sorted(i["metadata"]["name"] for i in items if "drill" not in i["metadata"]["name"])
 
 
-def exported(lab, site: str) -> dict:
-    """What the restore-drill exporter reports for `site`, reading the lab's S3 stores."""
-    stores = [S3Store(site=s.name, endpoint_url=s.endpoint, access_key_env="DR_LAB_KEY", secret_key_env="DR_LAB_KEY")
-              for s in lab["dr"].sites]
+def exported(lab, site: str, monkeypatch) -> dict:
+    """What the restore-drill exporter reports for `site`, reading the lab's S3 stores with each site's
+    read-only monitor keys (lab.s3)."""
+    stores = []
+    for i, s in enumerate(lab["dr"].sites):
+        access, secret = read_credentials(credentials_file(lab["lab"], s.name, "monitor"))
+        monkeypatch.setenv(f"DR_LAB_S3_{i}_ACCESS", access)
+        monkeypatch.setenv(f"DR_LAB_S3_{i}_SECRET", secret)
+        stores.append(S3Store(site=s.name, endpoint_url=s.endpoint, access_key_env=f"DR_LAB_S3_{i}_ACCESS",
+                              secret_key_env=f"DR_LAB_S3_{i}_SECRET"))
     e = DrillExporter(DrillConfig(stores=stores, sites=[site], timeout_seconds=10))
     # A private loop: asyncio.run() would leave the main thread without a current loop, which Pulumi's
     # mocks in later tests (tests/infra) need.
@@ -89,7 +96,6 @@ def check_result(lab, p: subprocess.CompletedProcess, site: str, dataset: str) -
 def test_drill_of_the_real_etcd_of_dc_astana(lab, monkeypatch):
     """Sentinel into the cluster's etcd -> snapshot of a real member -> encrypted to both sites' S3 ->
     restored into a fresh etcd -> sentinel and the tenant namespace's keys are there."""
-    monkeypatch.setenv("DR_LAB_KEY", "sovlab")
     site = lab["lab"].site("dc-astana")
     member = cluster.control_plane(site)[0]
     p = dr("--config", str(lab["dr_conf"]), "drill", "--dataset", "etcd", "--site", site.name,
@@ -99,7 +105,7 @@ def test_drill_of_the_real_etcd_of_dc_astana(lab, monkeypatch):
     res = check_result(lab, p, site.name, "etcd")
     assert res["details"]["source"] == f"https://{site.ip(member)}:2379"
     assert res["details"]["restored_registry_keys"] > 50  # a real cluster's etcd, not a scratch one
-    m = exported(lab, site.name)
+    m = exported(lab, site.name, monkeypatch)
     assert m["sovcloud_restore_drill_success"][site.name] == 1
     assert m["sovcloud_restore_drill_rto_seconds"][site.name] == res["rto_seconds"]
     assert m["sovcloud_restore_drill_rpo_seconds"][site.name] == res["rpo_seconds"]
@@ -110,7 +116,6 @@ def test_drill_of_the_real_etcd_of_dc_astana(lab, monkeypatch):
 def test_drill_of_tenant_namespaces(lab, site_name, monkeypatch):
     """Every egov tenant namespace of each cluster: sentinel ConfigMap -> export -> both S3 sites ->
     restored into a fresh namespace of the same cluster through its API LB -> every object verified."""
-    monkeypatch.setenv("DR_LAB_KEY", "sovlab")
     site = lab["lab"].site(site_name)
     kc = kubeconfig(lab["lab"], site)
     namespaces = tenant_namespaces(kc)
@@ -121,7 +126,7 @@ def test_drill_of_tenant_namespaces(lab, site_name, monkeypatch):
         d = res["details"]
         assert d["target_namespace"].startswith(f"{ns}-drill-") and d["sentinel"]
         assert d["objects"] >= 10  # quota, limits, RBAC, network policies, config of the tenant chart
-        m = exported(lab, site_name)
+        m = exported(lab, site_name, monkeypatch)
         assert m["sovcloud_restore_drill_success"][site_name] == 1
         assert m["sovcloud_restore_drill_rto_seconds"][site_name] == res["rto_seconds"]
     api = k8s.api_client(kc)  # the drill namespaces are gone (or going) again

@@ -83,28 +83,53 @@ def test_restore_refuses_non_empty_target(cfg, tmp_path):
     assert (target / "keep").read_text() == "do not overwrite"
 
 
-def test_bucket_capabilities_probed_and_reported(cfg):
+def test_bucket_lock_checked_and_reported(cfg):
     site = cfg.site("dc-astana")
-    rep = s3io.ensure_bucket(s3io.client(site), site)
-    # Whatever the server answers is reported; this weed build supports both.
+    rep = s3io.ensure_bucket(s3io.client(site), site)  # the writer's keys only read the settings
     assert rep.versioning == "Enabled"
-    assert rep.object_lock.startswith("Enabled")
+    assert rep.object_lock.startswith("Enabled (COMPLIANCE ") and rep.object_lock.endswith(" days)")
 
 
 @pytest.mark.control("SC-BCK-01")
-def test_prune_applies_gfs_at_every_site(make_cfg, tmp_path):
+def test_prune_applies_gfs_at_every_site_once_locks_end(make_cfg, tmp_path):
+    import time
     from datetime import UTC, datetime, timedelta
 
     from dr import retention
 
-    cfg = make_cfg(retention={"daily": 2, "weekly": 0, "monthly": 0})
+    cfg = make_cfg(retention={"daily": 1, "weekly": 0, "monthly": 0})
+    writer_only = make_cfg(retention={"daily": 1, "weekly": 0, "monthly": 0}, site={"admin_credentials_file": None})
     t0 = datetime(2026, 3, 1, 2, 0, tzinfo=UTC)
-    for day in range(4):
+    # Mar 1: a backup whose versions are locked for seconds only (the admin may set a retain-until on a put;
+    # the writer may not), standing for one whose lock has run out. Mar 2 and 3: pushed, locked for days.
+    expired = "backups/dc-astana/pruned/20260301T020000Z/"
+    until = s3io.utcnow() + timedelta(seconds=8)
+    for site in cfg.sites:
+        admin = s3io.admin_client(site)
+        for name in ("data.enc", "manifest.json"):
+            admin.put_object(Bucket=site.bucket, Key=expired + name, Body=b"{}", ObjectLockMode="COMPLIANCE",
+                             ObjectLockRetainUntilDate=until)
+    for day in (1, 2):
         part = backup.Part("data", "tar", lambda dst: dst.write(b"\0" * 1024))
         bdir = backup.stage(cfg, "dc-astana", "pruned", {"type": "raw"}, [part], None, now=t0 + timedelta(days=day))
         assert backup.push(cfg, bdir).good
     for site in cfg.sites:
         out = retention.prune(cfg, site, "dc-astana", "pruned")
-        assert out["kept"] == ["20260303T020000Z", "20260304T020000Z"]
-        assert out["pruned"] == ["20260301T020000Z", "20260302T020000Z"] and out["objects_deleted"] == 4
-        assert sorted(retention.backups_at(s3io.client(site), site, "dc-astana", "pruned").values()) == out["kept"]
+        assert out["kept"] == ["20260303T020000Z"] and out["pruned"] == [] and out["objects_deleted"] == 0
+        assert sorted(out["kept_by_lock"]) == ["20260301T020000Z", "20260302T020000Z"]
+        assert datetime.fromisoformat(out["kept_by_lock"]["20260302T020000Z"]) > datetime.now(UTC) + timedelta(hours=23)
+    time.sleep(max(0.0, (until - s3io.utcnow()).total_seconds()) + 1)
+    for site in cfg.sites:
+        # The writer's keys may not delete even a version whose lock has ended: reported, not raised.
+        out = retention.prune(writer_only, writer_only.site(site.name), "dc-astana", "pruned")
+        assert out["pruned"] == [] and list(out["delete_refused"]) == ["20260301T020000Z"]
+        assert "AccessDenied" in out["delete_refused"]["20260301T020000Z"]
+        out = retention.prune(cfg, site, "dc-astana", "pruned")
+        assert out["pruned"] == ["20260301T020000Z"] and out["objects_deleted"] == 2, out
+        assert list(out["kept_by_lock"]) == ["20260302T020000Z"] and out["delete_refused"] == {}
+        left = s3io.list_versions(s3io.admin_client(site), site.bucket, expired)
+        assert list(left) == []  # every version gone, not hidden behind a delete marker
+        assert sorted(retention.backups_at(s3io.client(site), site, "dc-astana", "pruned").values()) == [
+            "20260302T020000Z",
+            "20260303T020000Z",
+        ]

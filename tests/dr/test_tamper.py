@@ -1,4 +1,7 @@
-"""Tampered or corrupted backups are refused before anything is restored, naming object and check."""
+"""Tampered or corrupted backups are refused before anything is restored, naming object and check.
+
+The backup writer's keys can still put a new version on top of a backup (S3 has no "put if absent" that weed
+enforces); the locked version underneath stays, and a restore falls back to it."""
 
 from __future__ import annotations
 
@@ -28,9 +31,15 @@ def backed_up(cfg, tmp_path):
 
 
 def _refused(cfg, dataset, tmp_path) -> str:
+    """The tampered current version is refused (the message is returned); a default restore uses the locked
+    version as backed up instead and says why."""
     with pytest.raises(restore.RestoreError) as e:
-        restore.fetch(cfg, "dc-astana", dataset, None, tmp_path / "w", sites=["dc-astana"])
+        restore.fetch(cfg, "dc-astana", dataset, None, tmp_path / "w", sites=["dc-astana"], older_versions=False)
     assert "REFUSED" in str(e.value)
+    f = restore.fetch(cfg, "dc-astana", dataset, None, tmp_path / "w2", sites=["dc-astana"])
+    assert f.site == "dc-astana" and len(f.older_versions) == 1, f.older_versions
+    [why] = f.older_versions.values()
+    assert why.startswith("version ") and "the current version failed" in why
     return str(e.value)
 
 
@@ -77,18 +86,22 @@ def test_manifest_copied_to_other_backup_rejected(cfg, backed_up, tmp_path):
     # A validly signed old manifest replayed under a newer timestamp must not pass as that backup.
     newer = mkey.replace(m["timestamp"], "29991231T235959Z")
     s3.put_object(Bucket=site.bucket, Key=newer, Body=s3io.get_bytes(s3, site.bucket, mkey))
-    msg = _refused(cfg, dataset, tmp_path)
-    assert "wrong place" in msg
-    s3.delete_object(Bucket=site.bucket, Key=newer)
+    with pytest.raises(restore.RestoreError, match="REFUSED") as e:  # no older version to fall back to
+        restore.fetch(cfg, "dc-astana", dataset, None, tmp_path / "w", sites=["dc-astana"])
+    assert "wrong place" in str(e.value)
+    s3io.admin_client(site).delete_object(Bucket=site.bucket, Key=newer)  # a delete marker hides it
 
 
 def test_corrupt_copy_at_one_site_falls_back_to_the_other(cfg, backed_up, tmp_path):
     dataset, site, s3, _, m = backed_up
     key = m["objects"][0]["key"]
     s3.put_object(Bucket=site.bucket, Key=key, Body=b"garbage")
-    f = restore.fetch(cfg, "dc-astana", dataset, None, tmp_path / "w")
+    f = restore.fetch(cfg, "dc-astana", dataset, None, tmp_path / "w", older_versions=False)
     assert f.site == "dc-almaty"
     assert key in f.skipped["dc-astana"]
+    # With older versions, the primary's own locked copy serves.
+    g = restore.fetch(cfg, "dc-astana", dataset, None, tmp_path / "w2")
+    assert g.site == "dc-astana" and key in g.older_versions
     # verify names the corrupt site too.
     with pytest.raises(backup.VerifyError, match="size 7"):
         backup.verify_remote(cfg, site, backed_up[3])
