@@ -57,7 +57,7 @@ def run(d: Path, site: WeedSite, mib: int) -> None:
     cfg = load_config(d / "dr.yaml")
     data = os.urandom(mib << 20)
     s3 = s3io.client(cfg.sites[0])
-    s3io.ensure_bucket(s3, cfg.sites[0])
+    s3io.ensure_bucket(s3, cfg.sites[0], admin=s3)  # one Admin identity: it creates the locked bucket
     # Warm-up: weed grows its volumes on the first writes; keep that out of both measurements.
     s3.upload_fileobj(io.BytesIO(os.urandom(16 << 20)), cfg.sites[0].bucket, "bench/warmup")
 
