@@ -8,7 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from lab import api
+from lab import api, inventory, watch
 from lab.config import LabConfigError, load
 from lab.deploy import deploy
 from lab.nodes import ssh_args
@@ -29,6 +29,21 @@ def _elapsed(seconds: float) -> str:
 def _home(path: str | None) -> str:
     home = str(Path.home())
     return "-" if path is None else "~" + path[len(home):] if path.startswith(home) else path
+
+
+def _monitoring_lines(sites: dict, identity: str) -> list[str]:
+    """Where each site's Prometheus and Alertmanager answer, and the identity they require."""
+    table = [["site", "station", "Prometheus", "Alertmanager"]]
+    table += [[name, m["station"], m["prometheus"], m["alertmanager"]]
+              for name, site in sites.items() if (m := site.get("monitoring"))]
+    if len(table) == 1:
+        return []
+    widths = [max(len(r[i]) for r in table) for i in range(len(table[0]))]
+    identity = _home(identity)
+    return (["", "Monitoring (mutual TLS: the stack's operator identity, written by `make lab`):"]
+            + ["  " + "  ".join(v.ljust(w) for v, w in zip(r, widths, strict=True)).rstrip() for r in table]
+            + [f"  curl --cacert {identity}/ca.pem --cert {identity}/operator.pem --key {identity}/operator.key "
+               f"{table[1][3]}/api/v2/alerts"])
 
 
 def _sites_table(sites: dict) -> list[str]:
@@ -58,14 +73,13 @@ def summary(hardware: dict, deployment: dict, rows: list[dict]) -> str:
     total = hardware["seconds"] + deployment["seconds"]
     sick = [r["node"] for r in rows if not r["healthy"]]
     lines = [f"The sovereign cloud is up on the lab in {_elapsed(total)} (hardware {_elapsed(hardware['seconds'])}, "
-             f"pulumi up {_elapsed(deployment['pulumi']['seconds'])}, first backup "
-             f"{deployment['seconds'] - deployment['pulumi']['seconds']:.0f}s).", ""]
-    lines += _sites_table(sites)
+             f"pulumi up {_elapsed(deployment['pulumi']['seconds'])}).", ""]
+    identity = deployment["monitoring"]["identity"]
+    lines += _sites_table(sites) + _monitoring_lines(sites, identity) + watch.lines(sites, identity)
     lines += ["", "Admin kubeconfigs:"] + [f"  {site}: {_home(kc)}" for site, kc in deployment["kubeconfigs"].items()]
-    backups = ", ".join(f"{ns} (verified at {', '.join(b['sites'] or []) or 'no site'})"
-                        for ns, b in deployment["first_backup"].items())
     onboarded = ", ".join(f"{t} ({' '.join(ns)})" for t, ns in tenants.items())
-    lines += [f"Tenants: {onboarded}; first backup: {backups}",
+    lines += [f"Tenants: {onboarded}; backups and restore drills run on each site's monitoring station "
+              f"(DR config {_home(deployment['dr_config'])}; operator's guide: dr/README.md)",
               f"Evidence signer: {_home(deployment['evidence_pki'])}",
               f"Health: {len(rows) - len(sick)}/{len(rows)} nodes and endpoints healthy"
               + (f"; NOT healthy: {', '.join(sick)}" if sick else "") + " (`make lab-status` for the table)",
@@ -115,7 +129,9 @@ def main(argv: list[str] | None = None) -> int:
                 print(_table(rows))
                 if sites:
                     print("\nWhat the stack deployed (routes CA of each cluster: `pulumi stack output routes_ca`):")
-                    print("\n".join(_sites_table(sites)))
+                    identity = str(inventory.state_dir(cfg) / "monitoring")
+                    print("\n".join(_sites_table(sites) + _monitoring_lines(sites, identity)
+                                    + watch.lines(sites, identity)))
             return 0 if all(r["healthy"] for r in rows) else 1
         elif a.cmd == "down":
             print(json.dumps(api.down(cfg, standalone=a.standalone)))
