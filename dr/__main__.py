@@ -1,4 +1,5 @@
-"""python -m dr {keygen,init-buckets,backup,sync,verify,restore,prune,drill,failover,failback} --config dr.yaml"""
+"""python -m dr {keygen,init-buckets,backup,scheduled,sync,verify,restore,prune,drill,drill-results,failover,
+failback} --config dr.yaml ..."""
 
 from __future__ import annotations
 
@@ -88,15 +89,25 @@ def main(argv: list[str] | None = None) -> int:
     which.add_argument("--all", action="store_true", help="every dataset of every origin found at each site")
     pr.add_argument("--dry-run", action="store_true")
 
+    sc = sub.add_parser("scheduled", help="back up each tenant namespace whose backup-schedule ConfigMap says it "
+                        "is due (what the station's timer runs every few minutes)")
+    sc.add_argument("--kubeconfig")
+    sc.add_argument("--site", help="origin site: the cluster's (default: the primary)")
+
     d = sub.add_parser("drill", help="backup -> destroy -> restore -> verify, measuring RTO/RPO")
     d.add_argument("--site", help="site whose drill this is (default: the primary)")
-    d.add_argument("--dataset", default="etcd", help="`etcd` (scratch member, or --endpoint) or a dir dataset")
+    d.add_argument("--dataset", default="etcd", help="`etcd`: a scratch member; with --endpoint: the live etcd's "
+                   "dataset name (e.g. etcd-astana); else a dir dataset")
     _etcd_args(d, required=False)  # with --endpoint: drill a running cluster's etcd into a fresh one
     d.add_argument("--expect-key", action="append", default=[], help="etcd key the restore must hold")
     d.add_argument("--namespace", help="drill a tenant namespace: restore into a fresh namespace")
     d.add_argument("--kubeconfig")
     d.add_argument("--source", type=Path, help="dir drills: a drill directory that WILL be deleted")
     d.add_argument("--destroy-source", action="store_true", help="confirm --source may be deleted")
+
+    dres = sub.add_parser("drill-results", help="each site's newest published drill result, as files for "
+                          "`python -m policies.evidence build --results`")
+    dres.add_argument("--out", type=Path, required=True, help="directory for drill-<site>.json")
 
     for name in ("failover", "failback"):
         f = sub.add_parser(name, help=f"{name} plan from a site state description")
@@ -193,6 +204,17 @@ def _dispatch(a, p) -> int:
             }
         )
         return 0
+    if a.cmd == "drill-results":
+        written = drill.latest_results(cfg, a.out)
+        _out(written)
+        return 0 if all(v.endswith(".json") for v in written.values()) else 1
+    if a.cmd == "scheduled":
+        from dr import k8s, schedule
+
+        res = schedule.run(cfg, k8s.api_client(a.kubeconfig), a.site or cfg.primary)
+        _out(res)
+        failed = [ns for ns, r in res["namespaces"].items() if r.get("good") is False]
+        return 1 if failed or res["errors"] else 0
     if a.cmd == "prune":
         if a.all:
             res = retention.prune_all(cfg, a.dry_run, a.origin)
@@ -206,8 +228,8 @@ def _dispatch(a, p) -> int:
             from dr import k8s
 
             res = drill.drill_namespace(cfg, k8s.api_client(a.kubeconfig), a.namespace, a.site)
-        elif a.dataset == "etcd" and a.endpoint:
-            res = drill.drill_etcd_live(cfg, _etcd(a), a.site, expect_keys=tuple(a.expect_key))
+        elif a.endpoint:  # a live cluster's etcd, under its own dataset name (e.g. etcd-astana)
+            res = drill.drill_etcd_live(cfg, _etcd(a), a.site, dataset=a.dataset, expect_keys=tuple(a.expect_key))
         elif a.dataset == "etcd":
             res = drill.drill_etcd(cfg, a.site)
         else:

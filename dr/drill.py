@@ -43,6 +43,9 @@ class DrillResult:
     rto_target: int | None = None
     rpo_target: int | None = None
     details: dict | None = None  # what the restore reported (objects, retries, restored keys)
+    # Per named check (policies/controls.yaml `drill` checks, DRILL_CHECKS here and in dr/backup.py) whether
+    # the drill proved it: the evidence bundle's drill layer reads them.
+    checks: list[dict] | None = None
 
 
 def _run(
@@ -77,6 +80,16 @@ def _run(
     ok = err is None and rto is not None and rto <= cfg.rto_seconds and rpo is not None and rpo <= cfg.rpo_seconds
     if err is None and not ok:
         err = f"targets missed: rto {rto:.1f}s (target {cfg.rto_seconds}s), rpo {rpo:.1f}s (target {cfg.rpo_seconds}s)"
+    every_site = sorted(x.name for x in cfg.sites)
+    checks = [
+        {"name": "restore-drill", "ok": ok, "detail": err},
+        # Verified at every site after the push (each copy's signature, checksums and decryption).
+        {"name": "backup-replicated", "ok": sorted(replicated or []) == every_site,
+         "detail": f"verified at {sorted(replicated or [])} of {every_site}"},
+        # The restore decrypted and authenticated (AES-GCM) what was stored with the stack's KEK.
+        {"name": "backup-encrypted", "ok": restored_from is not None,
+         "detail": f"decrypted and authenticated from {restored_from}" if restored_from else err},
+    ]
     return DrillResult(
         site,
         dataset,
@@ -91,6 +104,7 @@ def _run(
         cfg.rto_seconds,
         cfg.rpo_seconds,
         details,
+        checks,
     )
 
 
@@ -225,6 +239,33 @@ def drill_dir(cfg: DrConfig, src: Path, dataset: str, site: str | None = None) -
         lambda: shutil.rmtree(src),
         do_restore,
     )
+
+
+def latest_results(cfg: DrConfig, out_dir: Path) -> dict[str, str]:
+    """Each site's newest published drill result (drills/<site>/latest.json, the newest across the stores) as
+    out_dir/drill-<site>.json, what `python -m policies.evidence build --results` reads; site -> file or why
+    there is none."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    found: dict[str, dict] = {}
+    errors: dict[str, str] = {}
+    for store in cfg.sites:
+        for site in cfg.sites:
+            try:
+                doc = json.loads(s3io.get_bytes(s3io.client(store), store.bucket, f"drills/{site.name}/latest.json"))
+            except (*s3io.S3Error, ValueError) as err:
+                errors.setdefault(site.name, f"{store.name}: {s3io.error_text(err)}")
+                continue
+            if site.name not in found or doc.get("finished", "") > found[site.name].get("finished", ""):
+                found[site.name] = doc
+    written = {}
+    for site in cfg.sites:
+        if site.name in found:
+            path = out_dir / f"drill-{site.name}.json"
+            path.write_text(json.dumps(found[site.name], indent=1))
+            written[site.name] = str(path)
+        else:
+            written[site.name] = f"no drill result: {errors.get(site.name)}"
+    return written
 
 
 def publish(cfg: DrConfig, result: DrillResult) -> dict[str, str]:

@@ -39,6 +39,12 @@ CLUSTER_BINARIES = {"cluster_bin_dir": KUBERNETES_BINARIES, "cluster_etcd_bin_di
 CLUSTER_ARTIFACT_DIRS = ["cluster_image_dir"]
 # A new package source (e.g. a newer containerd in the offline repo) runs every host step again.
 PACKAGE_SOURCE = "package_source_offline_repo"
+# What playbooks/monitoring.yml installs from the controller besides its roles: the exporters' and the DR jobs'
+# code, the rules and Alertmanager routing (generated, committed), the dashboard, and their Python packages (an
+# archive of wheels, like the offline apt repo).
+MONITORING_SOURCES = [*(str(REPO / "monitoring" / d) for d in ("exporters", "prometheus", "dashboards")),
+                      str(REPO / "dr")]
+MONITORING_WHEELHOUSE = "monitoring_python_wheels"
 # The inventory groups playbooks/site.yml and cluster.yml target, per node role.
 ROLE_GROUPS = {"control_plane": cfg.Role.CONTROL_PLANE, "worker": cfg.Role.WORKER, "gateway": cfg.Role.GATEWAY}
 
@@ -106,7 +112,8 @@ class Site(pulumi.ComponentResource):
                                **{k: str(getattr(n, k)) for k in ("transport_address", "public_address")
                                   if getattr(n, k) is not None}}
                       for n in site.nodes},
-            "vars": {"site_subnet": str(site.subnet)},
+            # The node with the site's Prometheus and Alertmanager (playbooks/monitoring.yml, the audit).
+            "vars": {"site_subnet": str(site.subnet), "site_monitoring_station": site.monitoring.name},
         }
         self.role_groups = {group: [n.name for n in site.nodes_with(role)] for group, role in ROLE_GROUPS.items()}
         self.register_outputs({"tier": site.tier, "city": site.city, "racks": site.racks,
@@ -424,7 +431,7 @@ class SiteHosts(pulumi.ComponentResource):
 
     def __init__(self, site: Site, cluster: KubernetesCluster | None, hosts: cfg.Hosts,
                  inventory: dict[str, Any], domain: str, gateway: InternetAccessGateway,
-                 transport: TransportNetwork, opts: pulumi.ResourceOptions | None = None):
+                 transport: TransportNetwork, monitoring: Any = None, opts: pulumi.ResourceOptions | None = None):
         super().__init__(f"{PKG}:index:SiteHosts", site.config.name,
                          {"hardened": hosts.harden, "control_plane": cluster is not None}, opts)
         name = site.config.name
@@ -436,8 +443,16 @@ class SiteHosts(pulumi.ComponentResource):
         # The site's network variables are every playbook's: the host firewall opens what the network needs.
         transport_vars, transport_files = transport.site_vars(name, state_dir)
         gateway_vars, gateway_files = gateway.site_vars(name)
-        network = transport_vars.apply(lambda t: {**extra, **t, **gateway_vars, "network_files_dir": state_dir})
+        # The host firewall (hardening) opens what the site's monitoring serves on each node.
+        node_ports = {"hardening_firewall_node_ports": monitoring.firewall_ports(name)} if monitoring else {}
+        if monitoring is not None and monitoring.backups is not None:
+            # The station snapshots the site's etcd (SC-BCK-01): etcd admits it as a client.
+            node_ports["hardening_firewall_etcd_client_cidrs"] = [
+                *extra.get("hardening_firewall_etcd_client_cidrs", []), f"{monitoring.station_address(site.config)}/32"]
+        network = transport_vars.apply(lambda t: {**extra, **t, **gateway_vars, **node_ports,
+                                                  "network_files_dir": state_dir})
         self.steps: list[Playbook] = []
+        self.control_plane: Playbook | None = None  # the cluster's step: what its in-cluster objects need first
         if hosts.harden:
             # The file-integrity baseline is the last step's (integrity-baseline below), not hardening's too.
             self.steps.append(Playbook(f"{name}-hardening", str(PLAYBOOKS / "site.yml"),
@@ -456,7 +471,7 @@ class SiteHosts(pulumi.ComponentResource):
                        *(str(Path(extra[var]) / b) for var, bins in CLUSTER_BINARIES.items() if var in extra
                          for b in bins),
                        *(extra[var] for var in CLUSTER_ARTIFACT_DIRS if var in extra)]
-            self.steps.append(Playbook(
+            self.control_plane = Playbook(
                 f"{cluster.config.name}-control-plane", str(PLAYBOOKS / "cluster.yml"),
                 extra_vars=network.apply(lambda n: {
                     **n, "cluster_bin_dir": extra["cluster_bin_dir"], "cluster_state_dir": state_dir,
@@ -465,6 +480,16 @@ class SiteHosts(pulumi.ComponentResource):
                     "cluster_pod_cidrs": worker_pod_cidrs(site.config, cluster.config),
                     "cluster_domain": domain}),
                 files=cluster.host_files, sources=sources,
+                opts=pulumi.ResourceOptions(parent=self, depends_on=self.steps[:]), **common)
+            self.steps.append(self.control_plane)
+        if monitoring is not None:
+            # Last before the baseline: the station probes the cluster's API, and its files are the baseline's.
+            monitoring_vars, monitoring_files = monitoring.site_vars(name, state_dir)
+            wheelhouse = [extra[MONITORING_WHEELHOUSE]] if extra.get(MONITORING_WHEELHOUSE) else []
+            self.steps.append(Playbook(
+                f"{name}-monitoring", str(PLAYBOOKS / "monitoring.yml"),
+                extra_vars=pulumi.Output.all(network, monitoring_vars).apply(lambda v: {**v[0], **v[1]}),
+                files=monitoring_files, sources=[*MONITORING_SOURCES, *packages, *wheelhouse],
                 opts=pulumi.ResourceOptions(parent=self, depends_on=self.steps[:]), **common))
         if hosts.harden:
             # The steps' outputs change whenever one of them runs: then the baseline is taken again.

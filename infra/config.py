@@ -64,6 +64,11 @@ class Site(_Strict):
     racks: list[Name] = Field(min_length=1)
     subnet: ipaddress.IPv4Network
     nodes: list[Node] = Field(min_length=1)
+    # The node that runs the site's Prometheus, Alertmanager, exporters and backup timers (SC-MON-01); default
+    # the first worker. Not a gateway: the site's monitoring must not go down with its Internet edge.
+    monitoring_node: Name | None = None
+    # The site's S3 appliance (backups land there; every other site probes it).
+    s3_endpoint: Annotated[str, Field(pattern=r"^https?://[^/\s]+$")] | None = None
 
     @model_validator(mode="after")
     def _nodes_in_known_racks(self) -> Site:
@@ -84,7 +89,23 @@ class Site(_Strict):
                     if getattr(node, key) is not None:
                         raise _FieldError(f"nodes[{i}].{key}", f"only gateway nodes face the transport network "
                                           f"and the Internet; remove it from {node.role.value} {node.name!r}")
+        if self.monitoring_node is not None:
+            node = next((n for n in self.nodes if n.name == self.monitoring_node), None)
+            if node is None:
+                raise _FieldError("monitoring_node", f"{self.monitoring_node!r} is not a node of the site; name one "
+                                  f"of {[n.name for n in self.nodes if n.role != Role.GATEWAY]}")
+            if node.role == Role.GATEWAY:
+                raise _FieldError("monitoring_node", f"{node.name!r} is the site's gateway, its Internet edge: "
+                                  "name a worker or control-plane node")
         return self
+
+    @property
+    def monitoring(self) -> Node:
+        """The site's monitoring station (monitoring_node, else its first worker, else first non-gateway)."""
+        if self.monitoring_node is not None:
+            return next(n for n in self.nodes if n.name == self.monitoring_node)
+        candidates = self.nodes_with(Role.WORKER) or [n for n in self.nodes if n.role != Role.GATEWAY]
+        return (candidates or self.nodes)[0]
 
     @property
     def gateway(self) -> Node | None:
@@ -275,6 +296,10 @@ class Hosts(_Strict):
     # Controller-side directory the playbooks install PKI and kubeconfigs from (<state_dir>/<site>/...).
     state_dir: str
     harden: bool = True
+    # The sites' S3 appliance credentials, <dir>/<site>/{backup,monitor,admin}.json (JSON access_key and
+    # secret_key): the backup writer (no delete), the exporters' read-only identity and the one that prunes after
+    # the object lock. With it the stations run the backups and drills (infra/site_backups.py).
+    s3_credentials_dir: str | None = None
     # Environment-specific variables for the playbooks (binary and package locations on the controller).
     extra_vars: dict[str, Any] = Field(default_factory=dict)
     timeout_s: int = Field(default=1800, ge=60)
@@ -287,9 +312,11 @@ class Hosts(_Strict):
                              "(the lab's is made by `make lab`)")
         return v
 
-    @field_validator("state_dir")
+    @field_validator("state_dir", "s3_credentials_dir")
     @classmethod
-    def _absolute(cls, v: str) -> str:
+    def _absolute(cls, v: str | None) -> str | None:
+        if v is None:
+            return v
         if not Path(v).expanduser().is_absolute():
             raise ValueError(f"{v!r} must be an absolute path (or start with ~)")
         return v

@@ -25,6 +25,8 @@ from infra.components import (
     node_address,
     shipped_images,
 )
+from infra.site_backups import S3_IDENTITIES, Backups, cluster_backup_rbac
+from infra.site_monitoring import Monitoring
 from toolchain import REPO
 
 
@@ -92,19 +94,39 @@ def check_kubernetes_releases(cloud: cfg.Cloud, hosts: cfg.Hosts) -> None:
         raise cfg.ConfigError(problems)
 
 
+def s3_credential_files(cloud: cfg.Cloud, hosts: cfg.Hosts) -> dict[str, dict[str, str]]:
+    """Per site with an S3 appliance, its identities' key files under hosts.s3_credentials_dir; every one must
+    exist before anything changes."""
+    root = Path(hosts.s3_credentials_dir).expanduser()
+    files = {s.name: {i: str(root / s.name / f"{i}.json") for i in S3_IDENTITIES} for s in cloud.sites if s.s3_endpoint}
+    missing = [f for site in files.values() for f in site.values() if not Path(f).is_file()]
+    if missing:
+        raise cfg.ConfigError([("sovcloud:hosts.s3_credentials_dir", f"{', '.join(missing)} missing: each site's S3 "
+                                "appliance keys as JSON {access_key, secret_key} per identity "
+                                f"({', '.join(S3_IDENTITIES)}); `make lab` writes the lab's")])
+    if not files:
+        raise cfg.ConfigError([("sovcloud:hosts.s3_credentials_dir", "no site has an s3_endpoint: give the sites "
+                                "theirs (sites[].s3_endpoint) or leave s3_credentials_dir out")])
+    return files
+
+
 def build(cloud: cfg.Cloud, kubeconfigs: dict[str, pulumi.Input[str]] | None = None,
           hosts: cfg.Hosts | None = None) -> dict[str, Any]:
     """Declare every resource of the stack. With `hosts` the stack hardens the nodes and bootstraps the
     clusters itself and applies the in-cluster platform to all of them; otherwise `kubeconfigs` (cluster ->
     kubeconfig) names the existing clusters that get it."""
+    credentials = None
     if hosts:
         check_kubernetes_releases(cloud, hosts)
+        credentials = s3_credential_files(cloud, hosts) if hosts.s3_credentials_dir else None
     pki = Pki("pki", cloud)
     sites = {s.name: Site(s, opts=pulumi.ResourceOptions(depends_on=[pki])) for s in cloud.sites}
     clusters = {c.name: KubernetesCluster(c, sites[c.site], pki) for c in cloud.clusters}
     gateway = InternetAccessGateway("gateway", cloud.gateway, sites, pki, cloud.domain)
     transport = TransportNetwork("transport", cloud.transport, sites)
     inventory = ansible_inventory(sites, hosts)
+    backups = Backups("backups", cloud, pki, clusters, credentials) if credentials else None
+    monitoring = Monitoring("monitoring", cloud, pki, clusters, transport, backups) if hosts else None
     site_hosts: dict[str, SiteHosts] = {}
     rbac = {}
     if hosts:
@@ -112,12 +134,17 @@ def build(cloud: cfg.Cloud, kubeconfigs: dict[str, pulumi.Input[str]] | None = N
                                 str(Path(hosts.extra_vars["cluster_image_dir"]).expanduser()))
         for name, site in sites.items():
             cluster = next((clusters[c.name] for c in cloud.clusters if c.site == name), None)
-            site_hosts[name] = SiteHosts(site, cluster, hosts, inventory, cloud.domain, gateway, transport)
+            site_hosts[name] = SiteHosts(site, cluster, hosts, inventory, cloud.domain, gateway, transport,
+                                       monitoring)
             if cluster is not None:
                 after = pulumi.ResourceOptions(depends_on=[site_hosts[name]])
                 rbac[cluster.config.name] = [*cluster_rbac(cluster, opts=after),
                                              *cluster_platform(cluster, site.config, gateway, pki.root.cert_pem,
-                                                               images, opts=after)]
+                                                               images, opts=after),
+                                             # Before the monitoring step ends: the station's first
+                                             # scheduled tenant backup comes minutes after it starts.
+                                             *(cluster_backup_rbac(cluster, opts=pulumi.ResourceOptions(
+                                                 depends_on=[site_hosts[name].control_plane])) if backups else [])]
         kubeconfigs = {name: c.kubeconfig for name, c in clusters.items()}
     kubeconfigs = kubeconfigs or {}
     # Each cluster's tenants admit the gateway nodes of the cluster's site (what sovcloud-platform tells them).
@@ -145,12 +172,27 @@ def build(cloud: cfg.Cloud, kubeconfigs: dict[str, pulumi.Input[str]] | None = N
     cluster_of = {c.site: c.name for c in cloud.clusters}
     pulumi.export("sites", {s.name: {"cluster": cluster_of.get(s.name),
                                      "api": clusters[cluster_of[s.name]].endpoint if s.name in cluster_of else None,
-                                     "gateway": gateway.endpoints(s)} for s in cloud.sites})
+                                     "gateway": gateway.endpoints(s),
+                                     "monitoring": monitoring.endpoints()[s.name] if monitoring else None}
+                            for s in cloud.sites})
     # Clients of the agencies' published hostnames verify them against the stack's root; the routes CA of each
     # cluster is the intermediate that issues them (on the gateway only).
     pulumi.export("routes_ca", {name: c.routes_ca.cert_pem for name, c in clusters.items()})
     pulumi.export("transport", [{"a": x["a"], "b": x["b"], "subnet": x["subnet"]} for x in transport.links])
     pulumi.export("tenants", {name: t.namespaces for name, t in tenants.items()})
     pulumi.export("compliance", compliance_summary(cloud))
+    if backups is not None:
+        # What `python -m dr` needs on an operator's machine besides the S3 keys (dr/config.py): the stores and
+        # the keys that decrypt, sign and verify every site's backups (losing them loses the backups).
+        pulumi.export("dr", {"sites": [{"name": s.name, "endpoint": s.s3_endpoint} for s in backups.stores()],
+                             "kek": pulumi.Output.secret(backups.kek.value),
+                             "signing_key_pem": pulumi.Output.secret(backups.signing.private_key_pem),
+                             "verify_key_pem": backups.signing.public_key_pem})
+    if monitoring is not None:
+        # Per site its Prometheus and Alertmanager, and the identity that reads them (mutual TLS).
+        pulumi.export("monitoring", {"endpoints": monitoring.endpoints(), "ca_pem": monitoring.ca.cert_pem,
+                                     "operator": {"cert_pem": monitoring.operator.cert_pem,
+                                                  "key_pem": pulumi.Output.secret(monitoring.operator.key_pem)}})
     return {"pki": pki, "sites": sites, "clusters": clusters, "gateway": gateway, "transport": transport,
-            "hosts": site_hosts, "rbac": rbac, "tenants": tenants}
+            "hosts": site_hosts, "rbac": rbac, "tenants": tenants, "monitoring": monitoring,
+            "backups": backups}

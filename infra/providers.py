@@ -157,6 +157,32 @@ class SigningKey(Resource):
                          {"purpose": purpose, "private_key_pem": None, "public_key_pem": None}, opts)
 
 
+class Ed25519KeyProvider(_ReplaceOnChange):
+    def create(self, props: dict[str, Any]) -> CreateResult:
+        from cryptography.hazmat.primitives import serialization
+        from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+        key = Ed25519PrivateKey.generate()
+        private = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                    serialization.NoEncryption()).decode()
+        public = key.public_key().public_bytes(serialization.Encoding.PEM,
+                                               serialization.PublicFormat.SubjectPublicKeyInfo).decode()
+        return CreateResult(id_=f"ed25519-{os.urandom(4).hex()}",
+                            outs={**props, "private_key_pem": private, "public_key_pem": public})
+
+
+class Ed25519Key(Resource):
+    """An Ed25519 key pair, e.g. the one that signs backup manifests (dr/crypto.py verifies them)."""
+
+    private_key_pem: pulumi.Output[str]
+    public_key_pem: pulumi.Output[str]
+
+    def __init__(self, name: str, purpose: str, opts: pulumi.ResourceOptions | None = None):
+        opts = pulumi.ResourceOptions.merge(opts, pulumi.ResourceOptions(additional_secret_outputs=_SECRET_OUTS))
+        super().__init__(Ed25519KeyProvider(), name,
+                         {"purpose": purpose, "private_key_pem": None, "public_key_pem": None}, opts)
+
+
 class PlaybookProvider(ResourceProvider):
     """`ansible-playbook` as a resource: host-level steps ordered by the graph like any other resource.
 

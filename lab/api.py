@@ -71,10 +71,10 @@ def up(config: LabConfig | str | Path | None = None) -> dict:
                       "instance": cfg.name}
             if n.role == "gateway":
                 run_node(cfg.container(n.name), n.name, gateway.gateway_networks(cfg, site),
-                         cfg.memory_mib[n.role], labels, gateway.gateway_run_args(cfg))
+                         cfg.node_memory_mib(n), labels, gateway.gateway_run_args(cfg))
             else:
                 run_node(cfg.container(n.name), n.name, [(cfg.network(site.name), site.ip(n))],
-                         cfg.memory_mib[n.role], labels, RUN_ARGS[n.role])
+                         cfg.node_memory_mib(n), labels, RUN_ARGS[n.role])
         s3.ensure_s3(cfg, site)
     t = step("containers", t)
     ips = [site.ip(n) for site in cfg.sites for n in site.nodes]

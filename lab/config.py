@@ -28,6 +28,8 @@ class Node(_Strict):
     name: str
     role: Role
     rack: str = Field(pattern=r"^[a-z0-9-]+$")
+    # A bigger machine than its role's (memory_mib), e.g. the worker that hosts a site's monitoring station.
+    memory_mib: int | None = Field(default=None, ge=256)
 
     @field_validator("name")
     @classmethod
@@ -113,7 +115,7 @@ class LabConfig(_Strict):
         return self
 
     def total_memory_mib(self) -> int:
-        per_site = [sum(self.memory_mib[n.role] for n in s.nodes) + self.memory_mib["s3"] for s in self.sites]
+        per_site = [sum(self.node_memory_mib(n) for n in s.nodes) + self.memory_mib["s3"] for s in self.sites]
         return sum(per_site) + 2 * 64  # + the two Internet test servers
 
     @property
@@ -133,6 +135,9 @@ class LabConfig(_Strict):
                     return s, n
         known = [n.name for s in self.sites for n in s.nodes]
         raise LabConfigError(f"no node named {name!r}; nodes: {known}")
+
+    def node_memory_mib(self, node: Node) -> int:
+        return node.memory_mib or self.memory_mib[node.role]
 
     def container(self, name: str) -> str:
         return f"{self.name}-{name}"

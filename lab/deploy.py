@@ -1,6 +1,7 @@
 """The reference deployment on the lab's "hardware" (after `lab.api.up`): one `pulumi up` of the lab stack
-(PKI -> node hardening -> each site's control plane -> tenants on both clusters), then the first backup of
-every tenant namespace to the sites' S3, then endpoints and a health summary.
+(PKI -> node hardening -> each site's network, control plane, monitoring and backup timers -> tenants on both
+clusters), then this machine's copies of what an operator reads from the stack (the evidence signer, the
+monitoring operator identity, the DR config), endpoints and a health summary.
 
 The default instance deploys the committed stack (Pulumi.lab.yaml, `pulumi up --stack lab` does the same);
 another instance (other name and subnets, e.g. a test's) gets its own stack `lab-<name>` whose cloud is
@@ -27,22 +28,25 @@ LAB_STACK = "lab"
 DEPLOYED_MARKER = "deployed"  # in the instance's state dir, touched after each successful `pulumi up`
 
 
-def _dr_config(cfg: LabConfig, state_dir: Path) -> Path:
-    """A DR config for the lab's S3 endpoints, with keys generated once (never stored in a bucket)."""
-    from dr import crypto
+def write_dr_config(cfg: LabConfig, state_dir: Path, outputs: dict) -> Path:
+    """`python -m dr --config <state>/dr/dr.json` on this machine, from the stack's `dr` output (stores, keys)
+    and the S3 appliances' keys: the operator's copy of what each site's station runs with."""
+    from lab import s3
 
+    dr = outputs["dr"].value
     d = state_dir / "dr"
-    d.mkdir(parents=True, exist_ok=True)
-    keys = {"kek": d / "kek", "signing": d / "signing.key", "verify": d / "verify.key"}
-    if not all(p.exists() for p in keys.values()):
-        crypto.keygen(keys["kek"], keys["signing"], keys["verify"])
-    creds = d / "s3-credentials.json"
-    creds.write_text(json.dumps({"access_key": "sovlab", "secret_key": "sovlab"}))
+    d.mkdir(mode=0o700, parents=True, exist_ok=True)
+    keys = {"kek": dr["kek"] + "\n", "signing.key": dr["signing_key_pem"], "verify.key": dr["verify_key_pem"]}
+    for name, text in keys.items():
+        (d / name).touch(mode=0o600)
+        (d / name).write_text(text)
     config = {
-        "sites": [{"name": s.name, "endpoint": endpoint(s), "credentials_file": str(creds)} for s in cfg.sites],
-        "primary": next(s.name for s in cfg.sites if s.role == "primary"),
-        "kek_file": str(keys["kek"]), "signing_key_file": str(keys["signing"]),
-        "verify_key_file": str(keys["verify"]), "staging_dir": str(d / "staging"),
+        "sites": [{"name": site["name"], "endpoint": site["endpoint"],
+                   "credentials_file": str(s3.credentials_file(cfg, site["name"], "backup")),
+                   "admin_credentials_file": str(s3.credentials_file(cfg, site["name"], "admin"))}
+                  for site in dr["sites"]],
+        "primary": cfg.primary.name, "kek_file": str(d / "kek"), "signing_key_file": str(d / "signing.key"),
+        "verify_key_file": str(d / "verify.key"), "staging_dir": str(d / "staging"),
     }
     path = d / "dr.json"
     path.write_text(json.dumps(config, indent=2))
@@ -75,11 +79,14 @@ def lab_stack(cfg: LabConfig, harden: bool | None = None):
     for site in cloud["sites"]:
         lab_site = cfg.site(site["name"])
         site["subnet"] = str(lab_site.subnet)
+        if "s3_endpoint" in site:
+            site["s3_endpoint"] = endpoint(lab_site)
         addresses = gateway.gateway_ips(cfg, lab_site)
         for node in site["nodes"]:
             if node["role"] == "gateway":
                 node.update(transport_address=addresses["transport"], public_address=addresses["internet"])
-    hosts = {**committed["sovcloud:hosts"], "state_dir": str(inventory.state_dir(cfg))}
+    hosts = {**committed["sovcloud:hosts"], "state_dir": str(inventory.state_dir(cfg)),
+             "s3_credentials_dir": str(inventory.state_dir(cfg) / "s3")}
     if harden is not None:
         hosts["harden"] = harden
     # The controller is this machine, at each site network's first address.
@@ -121,6 +128,19 @@ def _write_evidence_signer(state: Path, outputs: dict) -> Path:
     return d
 
 
+def write_monitoring_identity(state: Path, outputs: dict) -> Path:
+    """The stack's monitoring operator identity and CA, which Prometheus and Alertmanager require of clients
+    (e.g. `curl --cacert ca.pem --cert operator.pem --key operator.key https://<station>:9090/api/v1/targets`)."""
+    d = state / "monitoring"
+    d.mkdir(mode=0o700, exist_ok=True)
+    monitoring = outputs["monitoring"].value
+    (d / "operator.key").touch(mode=0o600)
+    (d / "operator.key").write_text(monitoring["operator"]["key_pem"])
+    (d / "operator.pem").write_text(monitoring["operator"]["cert_pem"])
+    (d / "ca.pem").write_text(monitoring["ca_pem"])
+    return d
+
+
 def _host_step_progress():
     """An engine-event handler printing one line per host step (Playbook resource) as it starts and ends."""
     started: dict[str, float] = {}
@@ -128,7 +148,8 @@ def _host_step_progress():
     def on_event(event) -> None:
         pre, done = event.resource_pre_event, event.res_outputs_event
         meta = (pre or done).metadata if (pre or done) else None
-        if meta is None or not meta.urn.endswith(("-hardening", "-network", "-control-plane", "-integrity-baseline")):
+        # The host steps are the SiteHosts components' children (Playbook resources).
+        if meta is None or "SiteHosts$" not in meta.urn:
             return
         name = meta.urn.rsplit("::", 1)[1]
         if pre and meta.op.value != "same":
@@ -141,8 +162,6 @@ def _host_step_progress():
 
 
 def deploy(cfg: LabConfig, harden: bool | None = None) -> dict:
-    from dr import jobs, k8s
-    from dr.config import load_config
     from infra.automation import release_dead_locks
 
     t0 = time.monotonic()
@@ -151,6 +170,7 @@ def deploy(cfg: LabConfig, harden: bool | None = None) -> dict:
     # What the stack's hosts.extra_vars point the roles at: the package source of the offline nodes (every
     # role's packages) and the images every worker imports.
     packages.ensure_offline_repo()
+    packages.ensure_wheels()
     cluster.ensure_images(state)
     for lock in release_dead_locks(stack_name(cfg)):
         progress(f"removed the lock of a pulumi run that no longer exists: {lock.name}")
@@ -168,20 +188,15 @@ def deploy(cfg: LabConfig, harden: bool | None = None) -> dict:
         cluster.wait_ready(site, state)
         kubeconfigs[site.name] = str(cluster.site_dir(site, state) / "kubeconfig" / "admin.conf")
     evidence_pki = _write_evidence_signer(state, up.outputs)
+    monitoring_identity = write_monitoring_identity(state, up.outputs)
+    dr_config = write_dr_config(cfg, state, up.outputs)
     t_up = round(time.monotonic() - t0, 1)
-    namespaces = [ns for names in up.outputs["tenants"].value.values() for ns in names]
-
-    progress(f"first backup of {namespaces} to every site's S3")
-    dr_cfg = load_config(_dr_config(cfg, state))
-    primary = dr_cfg.primary
-    backups = {}
-    for ns in namespaces:
-        report = jobs.backup_k8s(dr_cfg, k8s.api_client(kubeconfigs[primary]), ns, primary)
-        backups[ns] = {"good": report.good, "sites": report.to_dict().get("verified_sites")}
     return {"pulumi": {"changes": up.summary.resource_changes, "seconds": t_up},
             "stack": {k: up.outputs[k].value for k in ("sites", "tenants", "endpoints")},
             "kubeconfigs": kubeconfigs, "evidence_pki": str(evidence_pki),
+            "monitoring": {"endpoints": up.outputs["monitoring"].value["endpoints"],
+                           "identity": str(monitoring_identity)},
             "kubernetes": {e["site"]: {"api": e["api"], "ready": e["ready"], "kubeconfig": e["kubeconfig"]}
                            for e in cluster.endpoints(cfg)},
             "s3": {s.name: endpoint(s) for s in cfg.sites},
-            "first_backup": backups, "seconds": round(time.monotonic() - t0, 1)}
+            "dr_config": str(dr_config), "seconds": round(time.monotonic() - t0, 1)}

@@ -24,6 +24,9 @@ REPO = Path(__file__).resolve().parent.parent
 ROLES = REPO / "playbooks" / "roles"
 # `package_source_offline_repo` of the lab: a stable path a stack config can name.
 REPO_TAR = CACHE / "apt-offline.tar"
+# `monitoring_python_wheels` of the lab: the exporters' Python packages, as wheels.
+WHEELS_TAR = CACHE / "python-wheels.tar"
+PYPROJECT = REPO / "pyproject.toml"
 
 
 def role_packages() -> list[str]:
@@ -71,6 +74,46 @@ def ensure_offline_repo(packages: list[str] | None = None, tar: Path = REPO_TAR)
                         text=True).stdout
     (part / "Packages").write_text(pk)
     subprocess.run(["tar", "-C", str(part), "--sort=name", "-cf", str(tar.with_suffix(".tmp")), "."], check=True)
+    tar.with_suffix(".tmp").rename(tar)
+    stamp.write_text(key)
+    shutil.rmtree(part)
+    return tar
+
+
+def exporter_requirements() -> list[str]:
+    """The exporters' Python packages (the monitoring_exporters role's list) at the project's own pins."""
+    import tomllib
+
+    names = yaml.safe_load((ROLES / "monitoring_exporters" / "defaults" / "main.yml").read_text())[
+        "monitoring_exporters_python"]
+    pins = {re.split(r"[=<>!~\[]", d, maxsplit=1)[0].lower(): d
+            for d in tomllib.loads(PYPROJECT.read_text())["project"]["dependencies"]}
+    missing = [n for n in names if n.lower() not in pins]
+    if missing:
+        raise RuntimeError(f"monitoring_exporters_python names {missing}, which pyproject.toml does not pin: "
+                           "add them to [project] dependencies")
+    return [pins[n.lower()] for n in names]
+
+
+def ensure_wheels(tar: Path = WHEELS_TAR) -> Path:
+    """Tar of the wheels (with dependencies) of the exporters' packages for the nodes' Python (Debian 12:
+    CPython 3.11 on x86_64, as this machine's venv), downloaded once per change of the requirements."""
+    import sys
+
+    requirements = exporter_requirements()
+    key = hashlib.sha256("\n".join(requirements).encode()).hexdigest()[:12]
+    stamp = tar.with_suffix(".key")
+    if stamp.exists() and stamp.read_text() == key and tar.exists():
+        return tar
+    part = tar.with_suffix(".part")
+    shutil.rmtree(part, ignore_errors=True)
+    part.mkdir(parents=True)
+    subprocess.run([sys.executable, "-m", "pip", "download", "--quiet", "--only-binary=:all:",
+                    "--python-version", "3.11", "--platform", "manylinux_2_28_x86_64", "--platform",
+                    "manylinux2014_x86_64", "--platform", "manylinux_2_17_x86_64", "--dest", str(part),
+                    *requirements], check=True, timeout=600)
+    subprocess.run(["tar", "-C", str(part), "--sort=name", "--mtime=@0", "-cf", str(tar.with_suffix(".tmp")), "."],
+                   check=True)
     tar.with_suffix(".tmp").rename(tar)
     stamp.write_text(key)
     shutil.rmtree(part)

@@ -226,14 +226,22 @@ def rule_files(scale: float = 1.0) -> dict[str, dict]:
 
 
 EXPORTERS = ("prober", "backup", "drills", "certs", "transport")
+# Where each project exporter listens (9470 + its index), Prometheus' registry of default ports style.
+EXPORTER_PORTS = {kind: 9470 + i for i, kind in enumerate(EXPORTERS)}
+NODE_EXPORTER_PORT, PROMETHEUS_PORT, ALERTMANAGER_PORT, ALERTMANAGER_CLUSTER_PORT = 9100, 9090, 9093, 9094
 
 
 def prometheus_config(sites: list[dict], scrape_interval: str = "15s", evaluation_interval: str = "15s",
-                      rule_files: list[str] | None = None, alertmanagers: list[str] | None = None) -> dict:
+                      rule_files: list[str] | None = None, alertmanagers: list[str] | None = None,
+                      tls: dict | None = None, external_labels: dict | None = None) -> dict:
     """Scrape config for the site list the lab/infra code holds.
 
-    sites: [{"name": "dc-astana", "exporters": {"prober": "10.0.0.5:9470", ...}, "etcd": ["host:2379", ...]}]
-    Every target gets a `site` label; each exporter kind is one job `sovcloud-<kind>`.
+    sites: [{"name": "dc-astana", "exporters": {"prober": "10.0.0.5:9470", ...}, "etcd": ["host:2379", ...],
+             "nodes": {"astana-cp1": "10.0.0.10:9100", ...}, "prometheus": "host:9090",
+             "alertmanager": "host:9093"}]  (every key but name optional)
+    Every target gets a `site` label (node exporters a `node` label too); each exporter kind is one job
+    `sovcloud-<kind>`. `tls` (Prometheus' tls_config: ca_file, cert_file, key_file) makes every scrape and
+    the alert delivery HTTPS with that client identity.
     """
     jobs: dict[str, list[dict]] = {}
     for s in sites:
@@ -244,20 +252,29 @@ def prometheus_config(sites: list[dict], scrape_interval: str = "15s", evaluatio
             jobs.setdefault(f"sovcloud-{kind}", []).append({"targets": [addr], "labels": {"site": s["name"]}})
         if s.get("etcd"):
             jobs.setdefault("etcd", []).append({"targets": list(s["etcd"]), "labels": {"site": s["name"]}})
+        for node, addr in sorted(s.get("nodes", {}).items()):
+            jobs.setdefault("node", []).append({"targets": [addr], "labels": {"site": s["name"], "node": node}})
+        for job in ("prometheus", "alertmanager"):
+            if s.get(job):
+                jobs.setdefault(job, []).append({"targets": [s[job]], "labels": {"site": s["name"]}})
+    https = {"scheme": "https", "tls_config": tls} if tls else {}
     cfg: dict = {
         "global": {"scrape_interval": scrape_interval, "evaluation_interval": evaluation_interval,
-                   "external_labels": {"monitor": "sovcloud"}},
+                   "external_labels": external_labels or {"monitor": "sovcloud"}},
         "rule_files": rule_files if rule_files is not None else ["rules/*.yml"],
-        "scrape_configs": [{"job_name": job, "static_configs": tcs} for job, tcs in sorted(jobs.items())],
+        # The project's exporters label their series with the site they describe (a backup's origin, a probe's
+        # target): theirs win over the scraped site's (honor_labels), which `up` still carries.
+        "scrape_configs": [{"job_name": job, **({"honor_labels": True} if job.startswith("sovcloud-") else {}),
+                            **https, "static_configs": tcs} for job, tcs in sorted(jobs.items())],
     }
     if alertmanagers:
-        cfg["alerting"] = {"alertmanagers": [{"static_configs": [{"targets": alertmanagers}]}]}
+        cfg["alerting"] = {"alertmanagers": [{**https, "static_configs": [{"targets": alertmanagers}]}]}
     return cfg
 
 
 EXAMPLE_SITES = [
-    {"name": f"dc-{n}", "exporters": {k: f"monitoring.dc-{n}.sovcloud.internal:{9470 + i}"
-                                      for i, k in enumerate(EXPORTERS)},
+    {"name": f"dc-{n}", "exporters": {k: f"monitoring.dc-{n}.sovcloud.internal:{port}"
+                                      for k, port in EXPORTER_PORTS.items()},
      "etcd": [f"{n}-cp{i}.dc-{n}.sovcloud.internal:2381" for i in (1, 2, 3)]}
     for n in ("astana", "almaty", "shymkent")
 ]

@@ -40,13 +40,17 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("name", choices=sorted(cfgmod.MODELS))
     ap.add_argument("--config", required=True)
     ap.add_argument("--listen", default="127.0.0.1:9470", help="HOST:PORT for /metrics")
+    ap.add_argument("--tls-cert-file", help="serve HTTPS with this certificate (PEM)")
+    ap.add_argument("--tls-key-file", help="its private key (PEM)")
+    ap.add_argument("--tls-client-ca-file", help="admit only clients with a certificate from this CA (PEM)")
     ap.add_argument("--log-level", default="INFO")
     args = ap.parse_args(argv)
     logging.basicConfig(level=args.log_level, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     try:
         cfg = cfgmod.load(args.name, args.config)
         exporter = build(args.name, cfg)
-        server, _thread = serve(exporter.registry, args.listen)
+        server, _thread = serve(exporter.registry, args.listen, args.tls_cert_file, args.tls_key_file,
+                                args.tls_client_ca_file)
     except (cfgmod.ConfigError, ValueError, OSError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

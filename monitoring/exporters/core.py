@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import ssl
 import time
 from collections.abc import Iterable
 
@@ -70,9 +71,20 @@ class Exporter:
                 await asyncio.wait_for(stop.wait(), timeout=delay)
 
 
-def serve(registry: CollectorRegistry, listen: str):
-    """Start /metrics on host:port in a thread; returns (server, thread)."""
+def serve(registry: CollectorRegistry, listen: str, cert_file: str | None = None, key_file: str | None = None,
+          client_ca_file: str | None = None):
+    """Start /metrics on host:port in a thread; returns (server, thread). With a certificate it serves HTTPS
+    (TLS >= 1.2, SC-CRY-01) and with a client CA it admits only clients that
+    present a certificate from that CA: an endpoint that leaves the node is encrypted and authenticated."""
     host, _, port = listen.rpartition(":")
     if not host or not port.isdigit():
         raise ValueError(f"--listen {listen!r}: use HOST:PORT, e.g. 127.0.0.1:9470")
-    return start_http_server(int(port), addr=host.strip("[]"), registry=registry)
+    if (cert_file is None) != (key_file is None):
+        raise ValueError("--tls-cert-file and --tls-key-file: give both (a certificate needs its key) or neither")
+    if client_ca_file and not cert_file:
+        raise ValueError("--tls-client-ca-file needs --tls-cert-file/--tls-key-file: client certificates are "
+                         "verified only over TLS")
+    return start_http_server(int(port), addr=host.strip("[]"), registry=registry, certfile=cert_file,
+                             keyfile=key_file, client_cafile=client_ca_file,
+                             client_auth_required=client_ca_file is not None,
+                             tls_min_version=ssl.TLSVersion.TLSv1_2)

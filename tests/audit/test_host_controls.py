@@ -26,6 +26,9 @@ SYSCTLS = {
 # Below the NodePort range; 10250 (kubelet) is allowed on any Kubernetes node, the rest must match exactly.
 ROLE_TCP = {"control_plane": {22, 6443, 2379, 2380}, "worker": {22, 10250},
             "gateway": {22, 80, 443, 6443, 8081, 8888}}
+# Monitoring (SC-MON-01), mutual TLS: every node's exporter, the gateway's transport exporter, and on the site's
+# monitoring station (inventory var site_monitoring_station) Prometheus, Alertmanager and its cluster gossip.
+MONITORING_TCP = {"every": {9100}, "gateway": {9474}, "station": {9090, 9093, 9094}}
 # The tunnels' UDP is the transport table's to admit (tests/audit/test_network_controls.py), not this one's.
 ROLE_UDP = {"control_plane": set(), "worker": set(), "gateway": set()}
 BLACKLIST = ["cramfs", "freevxfs", "jffs2", "hfs", "hfsplus", "udf", "usb-storage", "dccp", "sctp", "rds",
@@ -183,6 +186,13 @@ def test_SC_HST_04_firewall_default_deny(host, evidence):
 
 @pytest.mark.control("SC-HST-04")
 def test_SC_HST_04_firewall_role_ports(host, node_role, evidence):
+    # A node of a stack-deployed site (its inventory names the station) serves monitoring; a node hardened
+    # on its own does not.
+    facts = host.ansible.get_variables() if type(host.backend).__name__ == "AnsibleBackend" else {}
+    station = facts.get("site_monitoring_station")
+    expected = ROLE_TCP[node_role] | (
+        MONITORING_TCP["every"] | MONITORING_TCP.get(node_role, set())
+        | (MONITORING_TCP["station"] if station == facts.get("inventory_hostname") else set()) if station else set())
     r = host.run("nft -j list chain inet sovcloud_host input")
     assert r.rc == 0, f"input chain not readable: {r.stderr}"
     text = host.run("nft list chain inet sovcloud_host input").stdout
@@ -193,9 +203,9 @@ def test_SC_HST_04_firewall_role_ports(host, node_role, evidence):
             p = p.strip()
             tcp.update(range(int(p.split("-")[0]), int(p.split("-")[1]) + 1) if "-" in p else
                        ({int(p)} if p.isdigit() else set()))
-    missing = ROLE_TCP[node_role] - tcp
+    missing = expected - tcp
     assert not missing, f"role {node_role}: tcp ports not open: {sorted(missing)}"
-    extra = {p for p in tcp if p < 30000} - ROLE_TCP[node_role] - {10250}
+    extra = {p for p in tcp if p < 30000} - expected - {10250}
     assert not extra, f"role {node_role}: unexpected tcp ports open: {sorted(extra)}"
     for p in ROLE_UDP[node_role]:
         assert re.search(rf"udp dport .*\b{p}\b", text), f"udp {p} not open"

@@ -316,9 +316,10 @@ def test_cluster_host_files_are_what_the_cluster_playbook_installs(lab_cloud, ch
 def test_site_hosts_harden_then_network_then_control_plane_and_tenants_wait(lab_cloud, checks, tmp_path):
     res = build(lab_cloud, hosts=_hosts(tmp_path))
     astana = res["hosts"]["dc-astana"]
-    hardening, network, control_plane, baseline = astana.steps
-    assert (hardening._name, network._name, control_plane._name, baseline._name) == (
-        "dc-astana-hardening", "dc-astana-network", "astana-control-plane", "dc-astana-integrity-baseline")
+    hardening, network, control_plane, monitoring, baseline = astana.steps
+    assert (hardening._name, network._name, control_plane._name, monitoring._name, baseline._name) == (
+        "dc-astana-hardening", "dc-astana-network", "astana-control-plane", "dc-astana-monitoring",
+        "dc-astana-integrity-baseline")
 
     @checks.on(hardening.playbook, hardening.limit, control_plane.playbook, control_plane.extra_vars,
                control_plane.inventory, res["tenants"]["egov"].objects[0].kubeconfig, network.playbook,
@@ -331,6 +332,11 @@ def test_site_hosts_harden_then_network_then_control_plane_and_tenants_wait(lab_
                                   "dc-astana/published/portal.egov.gov.kz.key"}
         # The host firewall opens what the network needs: every playbook gets the site's network variables.
         assert harden_vars["network_remote_subnets"] == cp_vars["network_remote_subnets"] == ["10.210.2.0/24"]
+        # ... and what the site's monitoring serves on each node (the station: Prometheus, Alertmanager).
+        node_ports = harden_vars["hardening_firewall_node_ports"]
+        assert node_ports["astana-cp1"] == [{"port": 9100, "proto": "tcp", "from": "cluster"}]
+        assert {r["port"] for r in node_ports["astana-w2"]} == {9100, 9090, "9093-9094"}
+        assert {r["port"] for r in node_ports["astana-gw"]} == {9100, 9474}
         assert limit == "dc_astana"
         assert cp_vars["cluster_state_dir"] == str(tmp_path / "state")
         assert cp_vars["cluster_service_cidr"] == "10.96.0.0/16"

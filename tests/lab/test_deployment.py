@@ -28,12 +28,6 @@ def test_both_sites_serve_kubernetes_with_the_tenant_platform(lab_deployment):
         assert "networkpolicy.networking.k8s.io/default-deny-all" in policies.split()
 
 
-@pytest.mark.control("SC-BCK-01")
-def test_first_backup_is_verified_at_both_sites(lab_deployment):
-    backups = lab_deployment["deploy"]["first_backup"]
-    assert backups and all(b["good"] and sorted(b["sites"]) == ["dc-almaty", "dc-astana"] for b in backups.values())
-
-
 def test_second_lab_up_changes_nothing_and_reports_healthy(lab_deployment):
     out = subprocess.run([sys.executable, "-m", "lab", "up"], cwd=REPO, capture_output=True, text=True,
                          timeout=1500)
