@@ -146,7 +146,16 @@ def test_readme_audit_and_evidence_pass_verbatim_and_one_broken_setting_turns_it
     for c in before["controls"]:
         assert (c["status"] == "not-run") == bool(c["not_run_because"]), c["id"]
         assert f"{c['id']} not run: " in r.stdout or c["status"] != "not-run"
-    assert {i["adapter"] for i in before["inputs"]} >= {"audit-json", "pulumi-events", "promtool", "junit"}
+    assert {i["adapter"] for i in before["inputs"]} >= {"audit-json", "pulumi-events", "promtool", "junit", "drill"}
+    # The alert rules' tests and the stations' scheduled restore drills (one result per site) ran: their
+    # layers have results, every one passing.
+    layer_results = {}
+    for c in before["controls"]:
+        for k in c["checks"]:
+            layer_results.setdefault(k["layer"], []).extend(r["status"] for r in k["results"])
+    assert layer_results["alert"] and set(layer_results["alert"]) == {"pass"}, layer_results["alert"]
+    drills = [r for c in before["controls"] for k in c["checks"] if k["layer"] == "drill" for r in k["results"]]
+    assert {r["where"] for r in drills} == {s.name for s in cfg.sites} and {r["status"] for r in drills} == {"pass"}
     # The README runs whole chart test files: their tests that prove no control are listed apart, nothing else.
     assert {(u["layer"], u["source"]) for u in before["unmatched"]} <= {("chart", "charts.xml")}, before["unmatched"]
     pki = Path(os.path.expanduser("~/.cache/sovcloud/lab/state/evidence-pki"))
