@@ -131,18 +131,23 @@ class SecretKey(Resource):
         super().__init__(SecretKeyProvider(), name, {"purpose": purpose, "bytes": nbytes, "value": None}, opts)
 
 
+def _key_pair(props: dict[str, Any], key, kind: str) -> CreateResult:
+    """A generated private key's PEM pair (PKCS#8, SubjectPublicKeyInfo) as a key resource's outputs."""
+    from cryptography.hazmat.primitives import serialization
+
+    private = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                serialization.NoEncryption()).decode()
+    public = key.public_key().public_bytes(serialization.Encoding.PEM,
+                                           serialization.PublicFormat.SubjectPublicKeyInfo).decode()
+    return CreateResult(id_=f"{kind}-{os.urandom(4).hex()}",
+                        outs={**props, "private_key_pem": private, "public_key_pem": public})
+
+
 class SigningKeyProvider(_ReplaceOnChange):
     def create(self, props: dict[str, Any]) -> CreateResult:
-        from cryptography.hazmat.primitives import serialization
         from cryptography.hazmat.primitives.asymmetric import ec
 
-        key = ec.generate_private_key(ec.SECP256R1())
-        private = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                    serialization.NoEncryption()).decode()
-        public = key.public_key().public_bytes(serialization.Encoding.PEM,
-                                               serialization.PublicFormat.SubjectPublicKeyInfo).decode()
-        return CreateResult(id_=f"ecdsa-{os.urandom(4).hex()}",
-                            outs={**props, "private_key_pem": private, "public_key_pem": public})
+        return _key_pair(props, ec.generate_private_key(ec.SECP256R1()), "ecdsa")
 
 
 class SigningKey(Resource):
@@ -159,16 +164,9 @@ class SigningKey(Resource):
 
 class Ed25519KeyProvider(_ReplaceOnChange):
     def create(self, props: dict[str, Any]) -> CreateResult:
-        from cryptography.hazmat.primitives import serialization
         from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-        key = Ed25519PrivateKey.generate()
-        private = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                    serialization.NoEncryption()).decode()
-        public = key.public_key().public_bytes(serialization.Encoding.PEM,
-                                               serialization.PublicFormat.SubjectPublicKeyInfo).decode()
-        return CreateResult(id_=f"ed25519-{os.urandom(4).hex()}",
-                            outs={**props, "private_key_pem": private, "public_key_pem": public})
+        return _key_pair(props, Ed25519PrivateKey.generate(), "ed25519")
 
 
 class Ed25519Key(Resource):

@@ -14,13 +14,14 @@ must not be readable from inside the cluster whose tenants they protect. The ten
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
 import pulumi
 
 from infra import config as cfg
-from infra.components import PKG, KubernetesCluster, Pki, node_address
+from infra.components import PKG, KubernetesCluster, Pki, _kubeconfig, node_address
 from infra.providers import Ed25519Key, KubeObject, SecretKey
 
 # Where the dr_station role installs what this component issues.
@@ -86,8 +87,6 @@ class Backups(pulumi.ComponentResource):
 
     def exporter_env(self, site: cfg.Site) -> pulumi.Output[dict[str, str]]:
         """The monitor identity of every store, as the exporters' environment (S3_<i>_ACCESS_KEY, ...)."""
-        import json
-
         parts = {}
         for i, s in enumerate(self.stores()):
             text = Path(self.credential_files[s.name]["monitor"]).expanduser().read_text()
@@ -118,7 +117,7 @@ class Backups(pulumi.ComponentResource):
             files[f"{pem}/etcd-client.crt"], files[f"{pem}/etcd-client.key"] = etcd_client.cert_pem, etcd_client.key_pem
             files[f"{pem}/kubeconfig"] = pulumi.Output.all(kc.kube_ca.cert_pem, self.pki.root.cert_pem,
                                                            client.cert_pem, client.key_pem).apply(
-                lambda a: _kubeconfig(cluster.name, kc.endpoint, a[0] + a[1], a[2], a[3]))
+                lambda a: _kubeconfig(cluster.name, kc.endpoint, a[0] + a[1], a[2], a[3], user="sovcloud:backup"))
             etcd = ["--endpoint", self.etcd_endpoint(site), "--cacert", f"{DR_DIR}/etcd-ca.crt",
                     "--cert", f"{DR_DIR}/etcd-client.crt", "--key", f"{DR_DIR}/etcd-client.key"]
             dataset = f"etcd-{cluster.name}"
@@ -140,12 +139,6 @@ class Backups(pulumi.ComponentResource):
             })
         return {"dr_station_config": self.dr_config(site), "dr_station_jobs": jobs,
                 "dr_station_files_src": f"{files_dir}/{pem}"}, pulumi.Output.secret(pulumi.Output.all(**files))
-
-
-def _kubeconfig(name: str, server: str, ca: str, cert: str, key: str) -> str:
-    from infra.components import _kubeconfig as kubeconfig
-
-    return kubeconfig(name, server, ca, cert, key, user="sovcloud:backup")
 
 
 def cluster_backup_rbac(cluster: KubernetesCluster, opts: pulumi.ResourceOptions | None = None) -> list[KubeObject]:
