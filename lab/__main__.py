@@ -31,6 +31,12 @@ def _home(path: str | None) -> str:
     return "-" if path is None else "~" + path[len(home):] if path.startswith(home) else path
 
 
+def _aligned(table: list[list[str]]) -> list[str]:
+    """Rows of cells as indented, column-aligned lines."""
+    widths = [max(len(r[i]) for r in table) for i in range(len(table[0]))]
+    return ["  " + "  ".join(v.ljust(w) for v, w in zip(r, widths, strict=True)).rstrip() for r in table]
+
+
 def _monitoring_lines(sites: dict, identity: str) -> list[str]:
     """Where each site's Prometheus and Alertmanager answer, and the identity they require."""
     table = [["site", "station", "Prometheus", "Alertmanager"]]
@@ -38,12 +44,15 @@ def _monitoring_lines(sites: dict, identity: str) -> list[str]:
               for name, site in sites.items() if (m := site.get("monitoring"))]
     if len(table) == 1:
         return []
-    widths = [max(len(r[i]) for r in table) for i in range(len(table[0]))]
     identity = _home(identity)
-    return (["", "Monitoring (mutual TLS: the stack's operator identity, written by `make lab`):"]
-            + ["  " + "  ".join(v.ljust(w) for v, w in zip(r, widths, strict=True)).rstrip() for r in table]
+    return (["", "Monitoring (mutual TLS: the stack's operator identity, written by `make lab`):"] + _aligned(table)
             + [f"  curl --cacert {identity}/ca.pem --cert {identity}/operator.pem --key {identity}/operator.key "
                f"{table[1][3]}/api/v2/alerts"])
+
+
+def _watch_lines(sites: dict, identity: str) -> list[str]:
+    table = watch.table(sites, identity)
+    return ["", "Watched and restorable (each site's own Prometheus):", *_aligned(table)] if table else []
 
 
 def _sites_table(sites: dict) -> list[str]:
@@ -52,8 +61,7 @@ def _sites_table(sites: dict) -> list[str]:
         gw = site["gateway"] or {}
         table.append([name, site["api"] or "-", gw.get("public_address", "-"), gw.get("address", "-"),
                       gw.get("egress_proxy", "-"), ", ".join(gw.get("published", [])) or "-"])
-    widths = [max(len(r[i]) for r in table) for i in range(len(table[0]))]
-    return ["  " + "  ".join(v.ljust(w) for v, w in zip(r, widths, strict=True)).rstrip() for r in table]
+    return _aligned(table)
 
 
 def stack_sites(cfg) -> dict | None:
@@ -75,7 +83,7 @@ def summary(hardware: dict, deployment: dict, rows: list[dict]) -> str:
     lines = [f"The sovereign cloud is up on the lab in {_elapsed(total)} (hardware {_elapsed(hardware['seconds'])}, "
              f"pulumi up {_elapsed(deployment['pulumi']['seconds'])}).", ""]
     identity = deployment["monitoring"]["identity"]
-    lines += _sites_table(sites) + _monitoring_lines(sites, identity) + watch.lines(sites, identity)
+    lines += _sites_table(sites) + _monitoring_lines(sites, identity) + _watch_lines(sites, identity)
     lines += ["", "Admin kubeconfigs:"] + [f"  {site}: {_home(kc)}" for site, kc in deployment["kubeconfigs"].items()]
     onboarded = ", ".join(f"{t} ({' '.join(ns)})" for t, ns in tenants.items())
     lines += [f"Tenants: {onboarded}; backups and restore drills run on each site's monitoring station "
@@ -131,7 +139,7 @@ def main(argv: list[str] | None = None) -> int:
                     print("\nWhat the stack deployed (routes CA of each cluster: `pulumi stack output routes_ca`):")
                     identity = str(inventory.state_dir(cfg) / "monitoring")
                     print("\n".join(_sites_table(sites) + _monitoring_lines(sites, identity)
-                                    + watch.lines(sites, identity)))
+                                    + _watch_lines(sites, identity)))
             return 0 if all(r["healthy"] for r in rows) else 1
         elif a.cmd == "down":
             print(json.dumps(api.down(cfg, standalone=a.standalone)))

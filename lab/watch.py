@@ -52,8 +52,8 @@ def site_watch(prometheus: str, site: str, identity: Path, timeout: float = 5) -
                            f"RTO {values['rto']:.1f}s RPO {values['rpo']:.1f}s") if values["drill"] else None}
 
 
-def lines(sites: dict, identity: str) -> list[str]:
-    """The table `lab status` prints under the deployed sites."""
+def table(sites: dict, identity: str) -> list[list[str]]:
+    """What `lab status` prints under the deployed sites: a header and a row per monitored site ([] if none)."""
     rows = [["site", "targets up", "firing", "newest backup", "last restore drill"]]
     for name, site in sites.items():
         if not site.get("monitoring"):
@@ -64,8 +64,4 @@ def lines(sites: dict, identity: str) -> list[str]:
             continue
         rows.append([name, f"{w['targets_up']}/{w['targets']}", ", ".join(w["firing"]) or "none",
                      w["last_backup"] or "none yet", w["last_drill"] or "none yet"])
-    if len(rows) == 1:
-        return []
-    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    return (["", "Watched and restorable (each site's own Prometheus):"]
-            + ["  " + "  ".join(v.ljust(w) for v, w in zip(r, widths, strict=True)).rstrip() for r in rows])
+    return rows if len(rows) > 1 else []
