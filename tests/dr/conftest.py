@@ -151,36 +151,42 @@ def keys(tmp_path_factory):
     return d
 
 
+def write_config(sites, keys, directory: Path, site: dict | None = None, **over) -> Path:
+    """<directory>/dr.yaml: a DR config for both sites (the backup writer's keys, the admin's for set-up and
+    prune), staging under directory; kwargs override top-level fields, site=dict overrides fields of every site
+    ("{admin}" in a value: that site's admin key file)."""
+    data = {
+        "sites": [
+            {
+                "name": n,
+                "endpoint": s.endpoint,
+                "credentials_file": str(s.keys / "backup.json"),
+                "admin_credentials_file": str(s.keys / "admin.json"),
+                **{k: v.replace("{admin}", str(s.keys / "admin.json")) if isinstance(v, str) else v
+                   for k, v in (site or {}).items()},
+            }
+            for n, s in sites.items()
+        ],
+        "primary": "dc-astana",
+        "kek_file": str(keys / "kek"),
+        "signing_key_file": str(keys / "signing.pem"),
+        "verify_key_file": str(keys / "verify.pem"),
+        "staging_dir": str(directory / "staging"),
+        "part_size_mib": 5,
+        **over,
+    }
+    path = directory / "dr.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
 @pytest.fixture
 def make_cfg(sites, keys, tmp_path):
-    """A DR config for both sites (the backup writer's keys, the admin's for set-up and prune) with a fresh
-    staging dir; kwargs override top-level fields, site=dict overrides fields of every site."""
+    """write_config's config, loaded, with a fresh staging dir and drill targets."""
 
     def make(site: dict | None = None, **over):
-        data = {
-            "sites": [
-                {
-                    "name": n,
-                    "endpoint": s.endpoint,
-                    "credentials_file": str(s.keys / "backup.json"),
-                    "admin_credentials_file": str(s.keys / "admin.json"),
-                    **(site or {}),
-                }
-                for n, s in sites.items()
-            ],
-            "primary": "dc-astana",
-            "kek_file": str(keys / "kek"),
-            "signing_key_file": str(keys / "signing.pem"),
-            "verify_key_file": str(keys / "verify.pem"),
-            "staging_dir": str(tmp_path / "staging"),
-            "part_size_mib": 5,
-            "rto_seconds": 600,
-            "rpo_seconds": 3600,
-            **over,
-        }
-        path = tmp_path / "dr.yaml"
-        path.write_text(yaml.safe_dump(data))
-        return load_config(path)
+        return load_config(write_config(sites, keys, tmp_path, site, **{"rto_seconds": 600, "rpo_seconds": 3600,
+                                                                         **over}))
 
     return make
 

@@ -19,6 +19,7 @@ import pytest
 from botocore.exceptions import ClientError
 
 from dr import jobs, restore, s3io
+from tests.dr.conftest import write_config
 
 pytestmark = [pytest.mark.tools, pytest.mark.control("SC-BCK-01")]
 REPO = Path(__file__).resolve().parents[2]
@@ -68,35 +69,13 @@ def locked(tmp_path_factory, make_cfg_module):
 
 @pytest.fixture(scope="module")
 def make_cfg_module(sites, keys, tmp_path_factory):
-    import yaml
-
     from dr.config import load_config
 
     d = tmp_path_factory.mktemp("lock-cfg")
 
     def make(**site_over):
         """The config (also written to make.path) with site_over set on every site."""
-        data = {
-            "sites": [
-                {
-                    "name": n,
-                    "endpoint": s.endpoint,
-                    "credentials_file": str(s.keys / "backup.json"),
-                    "admin_credentials_file": str(s.keys / "admin.json"),
-                    **{k: v.format(admin=s.keys / "admin.json") if isinstance(v, str) else v
-                       for k, v in site_over.items()},
-                }
-                for n, s in sites.items()
-            ],
-            "primary": "dc-astana",
-            "kek_file": str(keys / "kek"),
-            "signing_key_file": str(keys / "signing.pem"),
-            "verify_key_file": str(keys / "verify.pem"),
-            "staging_dir": str(d / "staging"),
-            "part_size_mib": 5,
-        }
-        make.path.write_text(yaml.safe_dump(data))
-        return load_config(make.path)
+        return load_config(write_config(sites, keys, d, site_over))
 
     make.path = d / "dr.yaml"
     return make
