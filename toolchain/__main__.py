@@ -16,26 +16,46 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import BIN, HOME, REPO, VENV, pins, tool_env
-from .gobuild import GoTool, build
+from . import BIN, HOME, PULUMI_HOME, REPO, VENV, pins, tool_env
+from .gobuild import GoTool, build, download
 
 PULUMI_SDK_MODULE = "github.com/pulumi/pulumi/sdk/v3"
 
+NODE_BINARIES = ["kubelet", "kube-proxy"]
+
+
 def kubernetes(version: str, node: bool = False) -> GoTool:
-    """The control plane (or, node=True, the kubelet) of Kubernetes `version`, built from k8s.io/kubernetes.
-    The kubelet is cached apart: adding it rebuilt nothing else."""
+    """The control plane (or, node=True, the kubelet and kube-proxy) of Kubernetes `version`, built from
+    k8s.io/kubernetes. The node binaries are cached apart: adding them rebuilt nothing else."""
     minor_patch = version.split(".", 1)[1]
     return GoTool(
         name="kubernetes-node" if node else "kubernetes",
         version=version,
         module="k8s.io/kubernetes",
         commands={c: f"k8s.io/kubernetes/cmd/{c}" for c in
-                  (["kubelet"] if node else ["kube-apiserver", "kube-controller-manager", "kube-scheduler"])},
+                  (NODE_BINARIES if node else ["kube-apiserver", "kube-controller-manager", "kube-scheduler"])},
         ldflags=[f"-X k8s.io/component-base/version.{k}={v}" for k, v in {
             "gitVersion": f"v{version}", "gitMajor": version.split(".")[0], "gitMinor": version.split(".")[1],
             "gitTreeState": "clean"}.items()],
         # staging modules k8s.io/api etc. are published as v0.<minor>.<patch>
         local_replacement_version=lambda module: f"v0.{minor_patch}",
+    )
+
+
+def conformance(version: str) -> GoTool:
+    """Kubernetes `version`'s conformance suite (e2e.test), its runner (ginkgo) and agnhost, the program most of
+    its test pods run, from the same module as the cluster (built by `make conformance`, not by setup)."""
+    tool = kubernetes(version)
+    return GoTool(
+        name="kubernetes-conformance", version=version, module="k8s.io/kubernetes",
+        commands={"agnhost": "k8s.io/kubernetes/test/images/agnhost",
+                  "ginkgo": "github.com/onsi/ginkgo/v2/ginkgo"},
+        tests={"e2e.test": "k8s.io/kubernetes/test/e2e"},
+        ldflags=tool.ldflags, local_replacement_version=tool.local_replacement_version,
+        # The proxy refuses the zips of sample-apiserver v0.33.6 and later; the suite only needs its API types.
+        overrides={"k8s.io/sample-apiserver": "v0.33.5"},
+        extra_modules=[f"github.com/onsi/ginkgo/v2/ginkgo@v{pins.GINKGO}"],
+        static=True,  # agnhost runs in the test images
     )
 
 
@@ -71,6 +91,20 @@ GO_TOOLS = [
         ldflags=[f"-X main.version={pins.PULUMI}"],
     ),
     GoTool(
+        name="pulumi-resource-kubernetes",
+        version=pins.PULUMI_KUBERNETES,
+        module="github.com/pulumi/pulumi-kubernetes/provider/v4",
+        module_version=pins.PULUMI_KUBERNETES_MODULE_VERSION,
+        commands={"pulumi-resource-kubernetes": "."},
+        # upstream's Makefile: `go generate` stamps the version into the schema the binary embeds
+        main_package="cmd/pulumi-resource-kubernetes",
+        generate_env={"VERSION": pins.PULUMI_KUBERNETES},
+        ldflags=[f"-X github.com/pulumi/pulumi-kubernetes/provider/v4/pkg/version.Version={pins.PULUMI_KUBERNETES}"],
+        # its go.mod replaces the SDK module with the repository's ../sdk, published at the same version
+        local_replacement_version=lambda module: f"v{pins.PULUMI_KUBERNETES}",
+        plugin="resource kubernetes",
+    ),
+    GoTool(
         name="helm",
         version=pins.HELM,
         module="helm.sh/helm/v3",
@@ -79,6 +113,21 @@ GO_TOOLS = [
     ),
     kubernetes(pins.KUBERNETES),
     kubernetes(pins.KUBERNETES, node=True),
+    GoTool(
+        name="coredns",
+        version=pins.COREDNS,
+        module="github.com/coredns/coredns",
+        commands={"coredns": "github.com/coredns/coredns"},
+        static=True,  # it is also the clusters' DNS image, alone in it
+    ),
+    GoTool(
+        name="local-path-provisioner",
+        version=pins.LOCAL_PATH_PROVISIONER,
+        module="github.com/rancher/local-path-provisioner",
+        commands={"local-path-provisioner": "github.com/rancher/local-path-provisioner"},
+        ldflags=[f"-X main.VERSION={pins.LOCAL_PATH_PROVISIONER}"],
+        static=True,  # alone in the clusters' storage image
+    ),
 ]
 LOGS = HOME / "logs"
 
@@ -188,6 +237,10 @@ def _elapsed(seconds: float) -> str:
 def ensure_go_tools() -> None:
     BIN.mkdir(parents=True, exist_ok=True)
     for tool in GO_TOOLS:
+        if tool.plugin:
+            _build(tool)
+            _install_plugin(tool)
+            continue
         for out, target in tool.binaries().items():
             official = _official_binary(out, tool.version)
             if official:
@@ -196,7 +249,7 @@ def ensure_go_tools() -> None:
             _build(tool)
             _link(target, BIN / out)
     # The SDK module ships the scripts the Python language host and dynamic providers run.
-    sdk = _go_module_dir(PULUMI_SDK_MODULE, f"v{pins.PULUMI}")
+    sdk = go_module_dir(PULUMI_SDK_MODULE, f"v{pins.PULUMI}")
     for script in ("cmd/pulumi-language-python-exec", "dist/pulumi-resource-pulumi-python"):
         src = sdk / "python" / script
         dst = BIN / src.name
@@ -204,6 +257,25 @@ def ensure_go_tools() -> None:
             dst.unlink(missing_ok=True)
             shutil.copyfile(src, dst)
             dst.chmod(0o755)
+
+
+def _install_plugin(tool: GoTool) -> None:
+    """`pulumi plugin install <kind> <name> <version> --file <binary>`, once per version: the engine then finds the
+    plugin by the version the program's SDK asks for, with automatic plugin downloads off."""
+    kind, name = tool.plugin.split()
+    if (PULUMI_HOME / "plugins" / f"{kind}-{name}-v{tool.version}" / f"pulumi-{kind}-{name}").exists():
+        return
+    (binary,) = tool.binaries().values()
+    _quiet(f"installing {binary.name} {tool.version} as a Pulumi plugin", f"setup-plugin-{name}.log",
+           [[str(BIN / "pulumi"), "plugin", "install", kind, name, tool.version, "--file", str(binary)]], tool_env())
+
+
+def _plugin_version(kind: str, name: str) -> list[str]:
+    """A command printing the installed version of a Pulumi plugin (what doctor checks)."""
+    script = ("import json, subprocess, sys; found = [p['version'] for p in json.loads(subprocess.run("
+              "['pulumi', 'plugin', 'ls', '--json'], capture_output=True, text=True, check=True).stdout or '[]') "
+              f"if (p['kind'], p['name']) == ({kind!r}, {name!r})]; print(max(found)) if found else sys.exit(1)")
+    return [sys.executable, "-c", script]
 
 
 def ensure_kubernetes_releases() -> None:
@@ -218,10 +290,8 @@ def ensure_kubernetes_releases() -> None:
                 _link(target, release / out)
 
 
-def _go_module_dir(module: str, version: str) -> Path:
-    out = subprocess.run(["go", "mod", "download", "-json", f"{module}@{version}"],
-                         cwd=HOME, check=True, capture_output=True, text=True).stdout
-    return Path(re.search(r'"Dir":\s*"([^"]+)"', out).group(1))
+def go_module_dir(module: str, version: str) -> Path:
+    return Path(download(module, version, HOME)["Dir"])
 
 
 def _link(target: Path, link: Path) -> None:
@@ -262,13 +332,17 @@ def checks() -> list[Check]:
         Check("pulumi python sdk", [str(VENV / "bin" / "python"), "-c",
                                     "import importlib.metadata as m; print(m.version('pulumi'))"],
               pins.PULUMI),
+        Check("pulumi-resource-kubernetes", _plugin_version("resource", "kubernetes"), pins.PULUMI_KUBERNETES),
         Check("helm", ["helm", "version", "--short"], pins.HELM),
         Check("kube-apiserver", ["kube-apiserver", "--version"], pins.KUBERNETES),
         Check("kube-controller-manager", ["kube-controller-manager", "--version"], pins.KUBERNETES),
         Check("kube-scheduler", ["kube-scheduler", "--version"], pins.KUBERNETES),
         Check("kubelet", ["kubelet", "--version"], pins.KUBERNETES),
+        Check("kube-proxy", ["kube-proxy", "--version"], pins.KUBERNETES),
+        Check("coredns", ["coredns", "-version"], pins.COREDNS),
+        Check("local-path-provisioner", ["local-path-provisioner", "--version"], pins.LOCAL_PATH_PROVISIONER),
         *(Check(f"stacks: {binary} {v}", [str(KUBERNETES_RELEASES / v / binary), "--version"], v)
-          for v in kubernetes_versions() for binary in ("kube-apiserver", "kubelet")),
+          for v in kubernetes_versions() for binary in ("kube-apiserver", *NODE_BINARIES)),
         Check("kubectl", ["kubectl", "version", "--client"]),
         Check("etcd", ["etcd", "--version"]),
         Check("prometheus", ["prometheus", "--version"]),

@@ -9,6 +9,18 @@ PULUMI = "3.259.0"
 HELM = "3.22.0"
 # kubectl on the machine is 1.32; the API server may be one minor ahead of it (version skew policy).
 KUBERNETES = "1.33.13"
+# The clusters' DNS (a Deployment in kube-system) and the gateways' allow-list resolver: one binary, built from
+# github.com/coredns/coredns.
+COREDNS = "1.15.0"
+# The clusters' storage: PersistentVolumes on the workers' disks, provisioned on demand (as kubespray's
+# local_path_provisioner), built from github.com/rancher/local-path-provisioner.
+LOCAL_PATH_PROVISIONER = "0.0.30"
+# The Kubernetes provider plugin of Pulumi and its Python SDK (pyproject.toml pins the same). The proxy refuses the
+# provider module's release tags; this pseudo-version is the commit of release v4.25.0.
+PULUMI_KUBERNETES = "4.25.0"
+PULUMI_KUBERNETES_MODULE_VERSION = "v4.0.0-20260115033456-f47bc2d6f199"
+# The conformance suite's test runner, at the version k8s.io/kubernetes 1.33 is tested with.
+GINKGO = "2.21.0"
 
 # CLI tools whose own pins clash with the project's dependencies get an isolated venv each
 # (as pipx would): package spec -> command.

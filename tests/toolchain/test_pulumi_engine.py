@@ -3,6 +3,7 @@
 Local file backend, passphrase secrets provider, no network: up -> preview shows no changes -> destroy.
 """
 
+import json
 import subprocess
 from importlib import metadata
 
@@ -12,7 +13,7 @@ from pulumi import automation as auto
 from pulumi.dynamic import CreateResult, Resource, ResourceProvider
 
 from tests.conftest import require_tool
-from toolchain import pins
+from toolchain import pins, tool_env
 
 pytestmark = pytest.mark.tools
 
@@ -84,3 +85,18 @@ def test_up_preview_destroy(tmp_path):
     assert destroy.summary.result == "succeeded"
     assert not target.exists()
     stack.workspace.remove_stack("smoke")
+
+
+def test_the_kubernetes_provider_plugin_is_installed_and_serves_its_schema_at_its_version():
+    """setup's build of pulumi-resource-kubernetes, installed as a plugin: the engine starts it and asks for its
+    schema, which carries the version `go generate` stamped in (nothing is downloaded: automatic plugin
+    acquisition is off)."""
+    require_tool("pulumi")
+    assert metadata.version("pulumi-kubernetes") == pins.PULUMI_KUBERNETES  # the SDK asks for this plugin version
+    out = subprocess.run(["pulumi", "package", "get-schema", f"kubernetes@{pins.PULUMI_KUBERNETES}"],
+                         capture_output=True, text=True, timeout=300, env=tool_env())
+    assert out.returncode == 0, out.stderr[-2000:]
+    schema = json.loads(out.stdout)
+    assert schema["name"] == "kubernetes" and schema["version"] == pins.PULUMI_KUBERNETES
+    assert {"kubernetes:core/v1:Namespace", "kubernetes:apps/v1:Deployment",
+            "kubernetes:helm.sh/v4:Chart"} <= set(schema["resources"])

@@ -51,6 +51,7 @@ def test_setup_builds_every_kubernetes_version_the_stacks_name(tmp_path, monkeyp
     assert versions == sorted({setup.pins.KUBERNETES, "1.34.2", "1.9.11"}, key=lambda v: [int(x) for x in v.split(".")])
     assert versions[0] == "1.9.11"  # ordered as versions, not as strings
     tool = setup.kubernetes("1.34.2", node=True)
-    assert tool.binaries() == {"kubelet": setup.HOME / "tools" / "kubernetes-node" / "1.34.2" / "bin" / "kubelet"}
+    assert tool.binaries() == {b: setup.HOME / "tools" / "kubernetes-node" / "1.34.2" / "bin" / b
+                               for b in ("kubelet", "kube-proxy")}
     assert "-X k8s.io/component-base/version.gitVersion=v1.34.2" in tool.ldflags
     assert tool.local_replacement_version("k8s.io/api") == "v0.34.2"
