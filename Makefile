@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 export SOVCLOUD_HOME ?= $(HOME)/.cache/sovcloud
 export PATH := $(SOVCLOUD_HOME)/bin:$(CURDIR)/$(VENV)/bin:$(PATH)
 
-.PHONY: setup doctor lab lab-down lab-status test lint bench
+.PHONY: setup doctor lab lab-down lab-status test lint bench conformance
 
 setup:
 	$(PYTHON) -m toolchain setup
@@ -31,3 +31,9 @@ test: setup
 
 bench: setup
 	$(PY) -m bench
+
+# The Kubernetes conformance suite of the lab clusters' version against one lab site (needs `make lab`); builds
+# the suite and its test images first. Every [Conformance] test takes hours: narrow it with ARGS, e.g.
+#   make conformance ARGS="--focus sig-network"
+conformance: setup
+	$(PY) -m bench.conformance $(ARGS)
