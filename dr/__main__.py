@@ -12,7 +12,7 @@ from pathlib import Path
 
 import yaml
 
-from dr import backup, crypto, drill, failover, jobs, restore, retention, s3io, sources
+from dr import backup, crypto, drill, failover, hooks, jobs, restore, retention, s3io, schedule, sources
 from dr.config import ConfigError, load_config
 
 ERRORS = (
@@ -23,6 +23,8 @@ ERRORS = (
     restore.RestoreError,
     sources.SourceError,
     failover.FailoverError,
+    hooks.HookError,
+    schedule.ScheduleError,
 )
 
 
@@ -80,7 +82,10 @@ def main(argv: list[str] | None = None) -> int:
         sp.add_argument("--timestamp", help="YYYYmmddTHHMMSSZ (default: newest)")
         sp.add_argument("--site", action="append", help="read only from this site (repeatable)")
     r.add_argument("--etcd-data-dir", type=Path, help="fresh etcd data dir (etcd datasets)")
-    r.add_argument("--target", type=Path, help="fresh directory (dir and k8s datasets)")
+    r.add_argument("--target", type=Path, help="fresh directory (dir datasets; k8s datasets: the objects as YAML)")
+    r.add_argument("--namespace", help="k8s datasets: a fresh namespace to recreate the backup in, volume data "
+                   "loaded into its pods (with --kubeconfig)")
+    r.add_argument("--kubeconfig", help="the cluster --namespace is restored into")
 
     pr = sub.add_parser("prune", help="apply GFS retention at every site (admin keys; locked versions stay)")
     pr.add_argument("--origin")
@@ -190,9 +195,14 @@ def _dispatch(a, p) -> int:
                     p.error("restore of an etcd dataset needs --etcd-data-dir (a fresh directory)")
                 out = restore.restore_etcd(f, a.etcd_data_dir)
                 out.pop("process", None)
+            elif kind == "k8s" and a.namespace:
+                from dr import k8s
+
+                out = restore.restore_k8s(f, k8s.api_client(a.kubeconfig), a.namespace)
             else:
                 if a.target is None:
-                    p.error(f"restore of a {kind} dataset needs --target (a fresh directory)")
+                    p.error(f"restore of a {kind} dataset needs --target (a fresh directory)"
+                            + (" or --namespace and --kubeconfig (a fresh namespace)" if kind == "k8s" else ""))
                 out = restore.restore_tar(f, a.target)
         _out(
             {

@@ -49,7 +49,7 @@ class Part:
     """One plaintext stream of a backup (an etcd snapshot, a tar of a directory or of k8s objects)."""
 
     name: str
-    kind: str  # etcd-snapshot | tar
+    kind: str  # etcd-snapshot | tar | dump (an application's own, dr/hooks.py)
     write: Callable[[BinaryIO], None]
 
 
@@ -222,6 +222,7 @@ class _Null:
 class Report:
     backup: str
     sites: dict[str, SiteResult]
+    source: dict = field(default_factory=dict)  # what was backed up (the manifest's `source`)
 
     @property
     def verified_sites(self) -> list[str]:
@@ -239,6 +240,7 @@ class Report:
             "verified_sites": self.verified_sites,
             "replicated": len(self.verified_sites) >= 2,
             "sites": {n: asdict(r) for n, r in self.sites.items()},
+            "source": self.source,
         }
 
 
@@ -247,7 +249,7 @@ def push(cfg: DrConfig, bdir: Path, on_part: Callable[[int], None] | None = None
 
     The staging copy is dropped only when every site holds a verified copy."""
     m = json.loads((bdir / "manifest.json").read_text())
-    rep = Report(manifest_key(m["site"], m["dataset"], m["timestamp"]), {})
+    rep = Report(manifest_key(m["site"], m["dataset"], m["timestamp"]), {}, m.get("source") or {})
     for site in cfg.ordered_sites():
         rep.sites[site.name] = push_site(cfg, site, bdir, on_part=on_part)
     if len(rep.verified_sites) == len(cfg.sites):

@@ -6,7 +6,7 @@ import tempfile
 from datetime import UTC, datetime
 from pathlib import Path
 
-from dr import backup, k8s, sources
+from dr import backup, hooks, k8s, sources
 from dr.config import DrConfig
 
 
@@ -69,17 +69,23 @@ def backup_dir(
 def backup_k8s(
     cfg: DrConfig, api, namespace: str, site: str | None = None, write_sentinel: bool = True
 ) -> backup.Report:
+    """The namespace's objects and, for each pod that declares one (dr/hooks.py), its application's dump."""
     sentinel = None
     if write_sentinel:
         sentinel = _sentinel(f"configmaps/{k8s.SENTINEL_CONFIGMAP}")
         k8s.write_sentinel(api, namespace, sentinel["value"])
+    declared, unhooked = hooks.scan(api, namespace)
     objects = k8s.export_namespace(api, namespace)
+    parts = [backup.Part("data", "tar", lambda dst: k8s.objects_to_tar(objects, dst))]
+    parts += [backup.Part(h.part, "dump", lambda dst, h=h: hooks.dump(api, namespace, h, dst)) for h in declared]
     bdir = backup.stage(
         cfg,
         site or cfg.primary,
         f"k8s-{namespace}",
-        {"type": "k8s", "namespace": namespace, "objects": len(objects)},
-        [backup.Part("data", "tar", lambda dst: k8s.objects_to_tar(objects, dst))],
+        {"type": "k8s", "namespace": namespace, "objects": len(objects),
+         "dumps": [{"part": h.part, "pod": h.pod, "container": h.container, "labels": h.labels} for h in declared],
+         "not_backed_up": unhooked},
+        parts,
         sentinel,
     )
     return backup.push(cfg, bdir)

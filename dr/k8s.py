@@ -49,6 +49,10 @@ RETRY_SECONDS = 90  # per call: longer than an LB needs to take a dead control-p
 REQUEST_TIMEOUT = (5, 30)  # connect, read: a request to a node that died mid-way must not hang
 
 
+# What the volume controllers wrote on a claim when they bound and provisioned it.
+CLAIM_BINDING_ANNOTATIONS = ("pv.kubernetes.io/", "volume.kubernetes.io/", "volume.beta.kubernetes.io/")
+
+
 class K8sRestoreError(Exception):
     pass
 
@@ -110,17 +114,18 @@ def clean(obj: dict, kind: str, api_version: str) -> dict:
     obj.setdefault("kind", kind)
     obj.setdefault("apiVersion", api_version)
     meta = {k: v for k, v in (obj.get("metadata") or {}).items() if k not in STRIP_META}
-    ann = {
-        k: v
-        for k, v in (meta.get("annotations") or {}).items()
-        if k != "kubectl.kubernetes.io/last-applied-configuration"
-    }
-    if ann:
-        meta["annotations"] = ann
-    else:
-        meta.pop("annotations", None)
+    _drop_annotations(meta, ("kubectl.kubernetes.io/last-applied-configuration",))
     obj["metadata"] = meta
     return obj
+
+
+def _drop_annotations(meta: dict, prefixes: tuple[str, ...]) -> None:
+    """Remove the annotations starting with any of `prefixes` from `meta` (and the field, if none are left)."""
+    kept = {k: v for k, v in (meta.get("annotations") or {}).items() if not k.startswith(prefixes)}
+    if kept:
+        meta["annotations"] = kept
+    else:
+        meta.pop("annotations", None)
 
 
 def _owned_by_controller(obj: dict) -> bool:
@@ -187,6 +192,11 @@ def _retarget(obj: dict, resource: str, source: str, target: str) -> dict:
     if resource == "rolebindings":
         obj["subjects"] = [{**s, "namespace": target} if s.get("namespace") == source else s
                            for s in obj.get("subjects") or []]
+    if resource == "persistentvolumeclaims":
+        # A fresh claim: the original's volume stays bound to the original claim (a claim naming it would pend
+        # forever), and the node the original was provisioned on may not exist where this restore runs.
+        obj["spec"] = {k: v for k, v in obj.get("spec", {}).items() if k != "volumeName"}
+        _drop_annotations(obj["metadata"], CLAIM_BINDING_ANNOTATIONS)  # the retargeted object's own metadata
     if resource == "services":
         # Cluster IPs are allocated per Service; the original still holds its own.
         obj["spec"] = {k: v for k, v in obj.get("spec", {}).items() if k not in ("clusterIP", "clusterIPs")}

@@ -176,9 +176,10 @@ def restore_etcd(f: Fetched, data_dir: Path, keep_running: bool = False):
     }
 
 
-def restore_k8s(f: Fetched, api, target: str, on_object=None) -> dict:
-    """Re-create a namespace backup in the fresh namespace `target` and read its sentinel back."""
-    from dr import k8s
+def restore_k8s(f: Fetched, api, target: str, on_object=None, data_deadline_s: float = 600) -> dict:
+    """Re-create a namespace backup in the fresh namespace `target`, read its sentinel back, then load each pod's
+    dump into the pod that replaces it and check the data is the backed-up data (dr/hooks.py)."""
+    from dr import hooks, k8s
 
     src = f.manifest.get("source", {})
     if src.get("type") != "k8s" or "data" not in f.files:
@@ -190,6 +191,14 @@ def restore_k8s(f: Fetched, api, target: str, on_object=None) -> dict:
     except k8s.K8sRestoreError as err:
         raise RestoreError(str(err)) from None
     out["sentinel"] = _check_sentinel(f.manifest, k8s.read_sentinel(api, target), f"namespace {target}")
+    out["dumps"] = []
+    for dumped in src.get("dumps", []):
+        try:
+            with open(f.files[dumped["part"]], "rb") as data:
+                out["dumps"].append(hooks.load_and_check(api, target, dumped["labels"], data, data_deadline_s))
+        except hooks.HookError as err:
+            raise RestoreError(f"namespace {target}, the data of {dumped['pod']}: {err}") from None
+    out["not_backed_up"] = src.get("not_backed_up", [])
     return out
 
 

@@ -4,8 +4,8 @@ its site's station (a systemd timer, infra/site_backups.py), backs up every name
 older than its schedule's last due time.
 
 What a dataset backup holds: the namespace's objects (dr/k8s.py: what a restore recreates, the sentinel that
-proves the RPO). Volume contents (kind: pvc) need volume snapshots, which this cloud's clusters do not have
-yet: the PVC objects are backed up, their data is not, and the result says so.
+proves the RPO) and the dump of each pod that declares its dump and load commands (dr/hooks.py). A volume
+claim mounted by a pod that declares none is listed as not backed up in the result.
 """
 
 from __future__ import annotations
@@ -13,9 +13,10 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
 
+import urllib3
 import yaml
 
-from dr import jobs, restore
+from dr import hooks, jobs, restore
 from dr.config import DrConfig
 
 LABEL = "sovcloud.kz/backup-schedule=true"
@@ -114,7 +115,12 @@ def schedules(api) -> tuple[list[Schedule], list[str]]:
     from kubernetes import client
 
     found, errors = [], []
-    for cm in client.CoreV1Api(api).list_config_map_for_all_namespaces(label_selector=LABEL).items:
+    try:
+        listed = client.CoreV1Api(api).list_config_map_for_all_namespaces(label_selector=LABEL).items
+    except (client.ApiException, urllib3.exceptions.HTTPError) as err:
+        why = getattr(err, "reason", err)
+        raise ScheduleError(f"cannot list the tenants' backup schedules at {api.configuration.host}: {why}") from None
+    for cm in listed:
         try:
             found.append(parse(cm.metadata.namespace, cm.data or {}))
         except ScheduleError as err:
@@ -147,12 +153,15 @@ def run(cfg: DrConfig, api, site: str, now: datetime | None = None) -> dict:
             newest = newest_backup(cfg, site, dataset)
             entry = {"agency": sched.agency, "schedule": sched.cron.expression, "due": due_at.isoformat(),
                      "newest": newest.isoformat() if newest else None}
-            if "pvc" in sched.kinds.get(ns, []):
-                entry["note"] = "objects only: volume data needs volume snapshots, which the clusters lack"
             if newest is not None and newest >= due_at:
                 results[ns] = {**entry, "action": "none: the newest backup is after the last due time"}
                 continue
-            report = jobs.backup_k8s(cfg, api, ns, site)
-            results[ns] = {**entry, "action": "backed up", "good": report.good, "report": report.to_dict()}
+            try:
+                report = jobs.backup_k8s(cfg, api, ns, site)
+            except hooks.HookError as err:  # this tenant's dump failed; the others are still backed up
+                results[ns] = {**entry, "action": "failed", "good": False, "error": str(err)}
+                continue
+            results[ns] = {**entry, "action": "backed up", "good": report.good, "report": report.to_dict(),
+                           "not_backed_up": report.source.get("not_backed_up", [])}
     return {"site": site, "now": now.isoformat(), "namespaces": results, "errors": errors,
             "schedules": [asdict(s) | {"cron": s.cron.expression} for s in found]}

@@ -21,7 +21,7 @@ from typing import Any
 import pulumi
 
 from infra import config as cfg
-from infra.components import PKG, KubernetesCluster, Pki, _kubeconfig, node_address
+from infra.components import PKG, KubernetesCluster, Pki, node_address
 from infra.providers import Ed25519Key, KubeObject, SecretKey
 
 # Where the dr_station role installs what this component issues.
@@ -107,17 +107,18 @@ class Backups(pulumi.ComponentResource):
             for identity in ("backup", "admin"):
                 files[f"{pem}/s3-{s.name}-{identity}.json"] = pulumi.Output.secret(
                     Path(self.credential_files[s.name][identity]).expanduser().read_text())
+        # The jobs that make and copy backups retry a minute after a failed run (`retry_after`: a site or API
+        # that was unreachable), as a Job's backoff would, instead of waiting for their next calendar time
+        # with a failed unit; monitoring pages the stale backups meanwhile. The drill and prune wait a day.
         jobs: dict[str, dict[str, Any]] = {
             "sync": {"description": "push staged backups, copy to each site what it lacks",
-                     "args": ["sync"], "on_calendar": "*:0/15", "first_after": "10min"}}
+                     "args": ["sync"], "on_calendar": "*:0/15", "first_after": "10min", "retry_after": "1min"}}
         if cluster is not None:
             kc = self.clusters[cluster.name]
             client, etcd_client = self.kube_clients[cluster.name], self.etcd_clients[cluster.name]
             files[f"{pem}/etcd-ca.crt"] = kc.etcd_ca.cert_pem
             files[f"{pem}/etcd-client.crt"], files[f"{pem}/etcd-client.key"] = etcd_client.cert_pem, etcd_client.key_pem
-            files[f"{pem}/kubeconfig"] = pulumi.Output.all(kc.kube_ca.cert_pem, self.pki.root.cert_pem,
-                                                           client.cert_pem, client.key_pem).apply(
-                lambda a: _kubeconfig(cluster.name, kc.endpoint, a[0] + a[1], a[2], a[3], user="sovcloud:backup"))
+            files[f"{pem}/kubeconfig"] = kc.client_kubeconfig(client, user="sovcloud:backup")
             etcd = ["--endpoint", self.etcd_endpoint(site), "--cacert", f"{DR_DIR}/etcd-ca.crt",
                     "--cert", f"{DR_DIR}/etcd-client.crt", "--key", f"{DR_DIR}/etcd-client.key"]
             dataset = f"etcd-{cluster.name}"
@@ -125,11 +126,11 @@ class Backups(pulumi.ComponentResource):
                 # Hourly: the cluster's state loses at most an hour (the exporter pages at two).
                 "etcd-snapshot": {"description": f"snapshot of {cluster.name}'s etcd to every site",
                                   "args": ["backup", "etcd", *etcd, "--dataset", dataset, "--site", site.name],
-                                  "on_calendar": "hourly", "first_after": "1min"},
+                                  "on_calendar": "hourly", "first_after": "1min", "retry_after": "1min"},
                 # Each tenant's backup-schedule ConfigMap says when (checked every 5 minutes).
                 "tenants": {"description": "tenant datasets as their backup-schedule ConfigMaps declare",
                             "args": ["scheduled", "--kubeconfig", f"{DR_DIR}/kubeconfig", "--site", site.name],
-                            "on_calendar": "*:0/5", "first_after": "2min"},
+                            "on_calendar": "*:0/5", "first_after": "2min", "retry_after": "1min"},
                 # Daily, and once soon after deployment: a restore into a scratch etcd, with RTO and RPO.
                 "drill": {"description": f"restore drill of {cluster.name}'s etcd into a scratch member",
                           "args": ["drill", "--dataset", dataset, *etcd, "--site", site.name],
@@ -143,11 +144,14 @@ class Backups(pulumi.ComponentResource):
 
 def cluster_backup_rbac(cluster: KubernetesCluster, opts: pulumi.ResourceOptions | None = None) -> list[KubeObject]:
     """What the stations' backup identity may do on a cluster: read every namespaced object a tenant backup
-    exports and the tenants' schedules, and write the one sentinel ConfigMap a backup proves its RPO with."""
+    exports and the tenants' schedules, write the one sentinel ConfigMap a backup proves its RPO with, and exec
+    the dump commands pods declare (dr/hooks.py; a websocket exec is authorized as `create`, older servers
+    asked for `get`)."""
     role = {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole",
             "metadata": {"name": "sovcloud:backup"},
             "rules": [{"apiGroups": ["*"], "resources": ["*"], "verbs": ["get", "list"]},
-                      {"apiGroups": [""], "resources": ["configmaps"], "verbs": ["create", "update", "patch"]}]}
+                      {"apiGroups": [""], "resources": ["configmaps"], "verbs": ["create", "update", "patch"]},
+                      {"apiGroups": [""], "resources": ["pods/exec"], "verbs": ["create", "get"]}]}
     binding = {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
                "metadata": {"name": "sovcloud:backup"},
                "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "sovcloud:backup"},

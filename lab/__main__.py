@@ -87,7 +87,7 @@ def summary(hardware: dict, deployment: dict, rows: list[dict]) -> str:
     lines += ["", "Admin kubeconfigs:"] + [f"  {site}: {_home(kc)}" for site, kc in deployment["kubeconfigs"].items()]
     onboarded = ", ".join(f"{t} ({' '.join(ns)})" for t, ns in tenants.items())
     lines += [f"Tenants: {onboarded}; backups and restore drills run on each site's monitoring station "
-              f"(DR config {_home(deployment['dr_config'])}; operator's guide: dr/README.md)",
+              f"(DR config {_home(deployment['dr_config'])}; operator's guide: docs/disaster-recovery.md)",
               f"Evidence signer: {_home(deployment['evidence_pki'])}",
               f"Health: {len(rows) - len(sick)}/{len(rows)} nodes and endpoints healthy"
               + (f"; NOT healthy: {', '.join(sick)}" if sick else "") + " (`make lab-status` for the table)",

@@ -16,7 +16,7 @@ from pathlib import Path
 from lab import cluster, gateway, inventory, s3
 from lab.config import LabConfig, load
 from lab.image import ensure_node_image
-from lab.nodes import ensure_network, run_node, system_state, wait_booted, wait_ssh
+from lab.nodes import ensure_network, run_node, ssh, system_state, wait_booted, wait_ssh
 from lab.podman import LABEL, PodmanError, podman, podman_json, process_alive, progress
 
 # Workers run containerd and runc inside the node, like kind's nodes: privileged (mounts, namespaces,
@@ -103,6 +103,31 @@ def status(config: LabConfig | str | Path | None = None) -> list[dict]:
              "ip": e["api"], "container": "-", "ssh": None, "systemd": "-", "healthy": e["ready"]}
             for e in cluster.endpoints(cfg)]
     return hardware_status(cfg) + apis
+
+
+def wait_healthy(config: LabConfig | str | Path | None = None, deadline_s: float = 180) -> list[dict]:
+    """Poll status() until every row is healthy; on timeout raise naming each unhealthy row and why (a
+    degraded node's failed systemd units, a stopped container, an API endpoint not ready)."""
+    cfg = _config(config)
+    end = time.monotonic() + deadline_s
+    while True:
+        rows = status(cfg)
+        sick = [r for r in rows if not r["healthy"]]
+        if not sick:
+            return rows
+        if time.monotonic() > end:
+            raise TimeoutError(f"lab not healthy after {deadline_s:.0f}s: " + "; ".join(map(_why_unhealthy, sick)))
+        time.sleep(5)
+
+
+def _why_unhealthy(row: dict) -> str:
+    if row["ssh"]:
+        out = ssh(row["ip"], "systemctl --failed --no-legend --plain", timeout=20).stdout
+        failed = [line.split()[0] for line in out.splitlines() if line.strip()]
+        return f"{row['node']} systemd {row['systemd']}, failed units: {failed or 'none'}"
+    if row["role"] == "k8s-api":
+        return f"{row['node']} at {row['ip']} not ready"
+    return f"{row['node']} container {row['container']}, ssh {row['ssh']}, systemd {row['systemd']}"
 
 
 def hardware_status(config: LabConfig | str | Path | None = None) -> list[dict]:

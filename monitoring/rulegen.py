@@ -73,6 +73,8 @@ def slo_rules(scale: float = 1.0, objective: float = OBJECTIVE) -> dict:
             "expr": f"sum by (target_site, service) (rate(sovcloud_probe_failures_total[{rng}]))\n"
                     f"/\nsum by (target_site, service) (rate(sovcloud_probe_total[{rng}]))",
         })
+    # No `for:` on the burn alerts: the short window is what keeps noise from paging (SRE workbook), and a
+    # `for:` would only delay the page and its resolution.
     burn = []
     for b, name in zip(BURN_WINDOWS, ("SLOErrorBudgetBurnFast", "SLOErrorBudgetBurnSlow"), strict=True):
         threshold = round(b.factor * budget, 8)
@@ -127,6 +129,8 @@ def backup_rules() -> dict:
 
 
 def drill_rules() -> dict:
+    # RestoreDrillFailed has no `for:`: a drill's result is one fact, not a noisy sample, and it stands until the
+    # next drill; a `for:` would only delay the page.
     return {"groups": [{"name": "sovcloud-restore-drills", "rules": [
         alert("RestoreDrillFailed",
               "max by (site) (\n  sovcloud_restore_drill_success == 0\n"
@@ -149,6 +153,8 @@ def drill_rules() -> dict:
 
 
 def cert_rules(warn_days: int = 21) -> dict:
+    # No `for:`: a certificate's expiry does not flap, and one handshake that negotiated an old TLS version
+    # is the proof (the exporter reports what it saw, never a timeout, as a version).
     return {"groups": [{"name": "sovcloud-certificates", "rules": [
         alert("CertificateExpiringSoon",
               f"sovcloud_cert_not_after_timestamp_seconds - time() < {warn_days} * 86400",

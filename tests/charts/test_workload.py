@@ -6,6 +6,8 @@ from __future__ import annotations
 import pytest
 import yaml
 
+from dr import hooks
+
 from .conftest import WORKLOAD, by_kind, ci_values, one
 
 pytestmark = pytest.mark.tools
@@ -210,3 +212,56 @@ def test_statefulset_identity_and_volumes(helm):
         m["name"]: m["mountPath"] for m in sts["spec"]["template"]["spec"]["containers"][0]["volumeMounts"]
     }
     assert mounts == {"tmp": "/tmp", "data": "/data"}
+
+
+EXAMPLES = WORKLOAD / "examples"
+DIGEST = {"image.digest": "sha256:" + "a" * 64}
+
+
+def test_the_visits_example_a_database_and_its_web_tier(helm):
+    """charts/workload/examples: PostgreSQL as a StatefulSet on the default StorageClass, probed over TCP; the web
+    tier names it by its Service; both read its password from the Secret, mounted for their user alone."""
+    db = helm.template(WORKLOAD, [EXAMPLES / "visits-db.yaml"], sets=DIGEST, namespace=NS, release="visits-db")
+    app = helm.template(WORKLOAD, [EXAMPLES / "visits-app.yaml"], sets=DIGEST, namespace=NS, release="visits")
+    (sts,) = by_kind(db, "StatefulSet")
+    pod = sts["spec"]["template"]["spec"]
+    assert restricted_violations(pod) == []
+    (vct,) = sts["spec"]["volumeClaimTemplates"]
+    assert "storageClassName" not in vct["spec"]  # the cluster's default
+    (container,) = pod["containers"]
+    assert container["readinessProbe"]["tcpSocket"] == container["livenessProbe"]["tcpSocket"] == {"port": "http"}
+    service = one(db, "Service", "visits-db", NS)
+    assert service["spec"]["ports"][0]["port"] == 5432
+    (deployment,) = by_kind(app, "Deployment")
+    web = deployment["spec"]["template"]["spec"]
+    assert restricted_violations(web) == []
+    assert {"name": "DB_HOST", "value": service["metadata"]["name"]} in web["containers"][0]["env"]
+    assert "httpGet" in web["containers"][0]["readinessProbe"]  # the default probe type
+    for spec in (pod, web):
+        (volume,) = [v for v in spec["volumes"] if "secret" in v]
+        assert volume["secret"] == {"secretName": "visits-db", "defaultMode": 0o440}
+        assert {"name": volume["name"], "mountPath": "/run/secrets/db", "readOnly": True} in (
+            spec["containers"][0]["volumeMounts"])
+    # Only the web tier's pods may open a connection to the database, and they may open one to it (the
+    # tenant denies every connection in and out that no policy allows).
+    ingress = one(db, "NetworkPolicy", "visits-db-ingress", NS)["spec"]["ingress"]
+    assert ingress == [{"from": [{"podSelector": {"matchLabels": {"app.kubernetes.io/name": "visits"}}}],
+                        "ports": [{"protocol": "TCP", "port": 5432}]}]
+    egress = one(app, "NetworkPolicy", "visits-egress", NS)["spec"]
+    assert egress["podSelector"]["matchLabels"]["app.kubernetes.io/name"] == "visits"
+    assert egress["egress"] == [{"to": [{"podSelector": {"matchLabels": {"app.kubernetes.io/name": "visits-db"}}}],
+                                 "ports": [{"protocol": "TCP", "port": 5432}]}]
+    assert not [d for d in db if d["metadata"]["name"].endswith("-egress")]  # none unless asked for
+    # The database declares its dump and load for the DR tooling (dr/hooks.py reads these annotations); the
+    # stateless web tier declares none.
+    hook = hooks.from_pod({"metadata": {"name": "visits-db-0", **sts["spec"]["template"]["metadata"]}, "spec": pod})
+    assert hook.dump[0] == "pg_dump" and hook.load[0] == "psql" and hook.container == "visits-db"
+    assert hooks.from_pod({"metadata": {"name": "w", **deployment["spec"]["template"]["metadata"]},
+                           "spec": web}) is None
+
+
+def test_a_dump_without_its_load_is_refused(helm, tmp_path):
+    """A dump no restore could load is refused at install, naming the value (the visits example, which sets
+    both, renders above)."""
+    (values := tmp_path / "no-load.yaml").write_text(yaml.safe_dump({"backup": {"dump": ["pg_dump"], "load": []}}))
+    assert "/backup/load" in helm.template_error(WORKLOAD, [EXAMPLES / "visits-db.yaml", values], DIGEST)

@@ -5,7 +5,6 @@ gateway has a route for the hostname, no backend runs."""
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import pytest
@@ -76,7 +75,4 @@ def test_failover_and_failback_of_a_published_service(lab, sites, published, tmp
             sites.unpublish(site, svc)
     for site in (primary, secondary):  # back to the lab's state: the hostname is routed nowhere
         assert not sites.serves(site, svc)
-    deadline = time.monotonic() + 90  # bounded: others' playbooks may be restarting a node's sshd right now
-    while (sick := [r["node"] for r in api.status(lab) if not r["healthy"]]) and time.monotonic() < deadline:
-        time.sleep(5)
-    assert sick == [], f"lab not healthy after the failover test: {sick}"
+    api.wait_healthy(lab, deadline_s=90)  # bounded: others' playbooks may be restarting a node's sshd right now

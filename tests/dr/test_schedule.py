@@ -50,3 +50,23 @@ def test_the_tenant_charts_configmap_is_read_as_rendered():
     assert parsed.namespaces == ["egov-prod"] and parsed.kinds == {"egov-prod": ["pvc"]}
     with pytest.raises(ScheduleError, match="configmap ns/backup-schedule"):
         schedule.parse("ns", {"backup.yaml": yaml.safe_dump({"schedule": "daily"})})
+
+
+def test_an_unreachable_cluster_api_is_one_line_naming_it_not_a_traceback(keys, tmp_path, capsys):
+    """What the station's tenants job prints while its site's API is down (the stack's retry picks it up later)."""
+    from dr.__main__ import main
+
+    (kubeconfig := tmp_path / "kubeconfig").write_text(yaml.safe_dump({
+        "apiVersion": "v1", "kind": "Config", "current-context": "c",
+        "clusters": [{"name": "c", "cluster": {"server": "https://127.0.0.1:9"}}],  # discard: refused at once
+        "contexts": [{"name": "c", "context": {"cluster": "c", "user": "u"}}],
+        "users": [{"name": "u", "user": {"token": "t"}}]}))
+    (conf := tmp_path / "dr.yaml").write_text(yaml.safe_dump({
+        "sites": [{"name": "dc-astana", "endpoint": "http://127.0.0.1:9", "credentials_file": str(tmp_path / "c")}],
+        "primary": "dc-astana", "kek_file": str(keys / "kek"), "verify_key_file": str(keys / "verify.pem"),
+        "staging_dir": str(tmp_path / "staging")}))
+    (tmp_path / "c").write_text('{"access_key": "a", "secret_key": "s"}')
+    assert main(["--config", str(conf), "scheduled", "--kubeconfig", str(kubeconfig)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: cannot list the tenants' backup schedules at https://127.0.0.1:9: ") and (
+        err.count("\n") == 1), err
