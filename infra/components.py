@@ -31,14 +31,26 @@ PLAYBOOKS = REPO / "playbooks"
 # Certificate groups (O) of the node agents, bound to their read-only ClusterRoles by cluster_rbac.
 NETPOL_AGENTS = "sovcloud:netpol-agents"
 ROUTE_AGENTS = "sovcloud:gateway-route-agents"
+# An agency's identity on a cluster: a client certificate from the cluster's CA in the tenant chart's groups
+# (`<prefix><agency>:admin`, the chart's default rbac.groupPrefix). Kubernetes cannot revoke a client certificate,
+# so it is short-lived: valid for a week, re-issued by any `pulumi up` in its last three days. (OIDC needs an
+# identity provider the sites do not run yet; certificates work with every apiserver as it is.)
+AGENCY_GROUP_PREFIX = "sovcloud:agency:"
+AGENCY_CREDENTIAL_DAYS, AGENCY_CREDENTIAL_ROTATE_DAYS = 7, 3
 # Controller-side inputs of playbooks/cluster.yml, by the extra var naming where they are (see the roles).
 # cluster_bin_dir is the cluster's own: <cluster_kubernetes_dir>/<its kubernetes_version> (as `make setup` lays
 # out every version the stacks name).
-KUBERNETES_BINARIES = ["kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubelet"]
+KUBERNETES_BINARIES = ["kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubelet", "kube-proxy"]
+# Every cluster's DNS domain (what the apiserver's certificate names and what Kubernetes' tests expect), and its
+# DNS Service's address: the tenth of the service range, as kubeadm and kubespray place it.
+CLUSTER_DNS_DOMAIN = "cluster.local"
+CLUSTER_DNS_HOST = 10
 CLUSTER_BINARIES = {"cluster_bin_dir": KUBERNETES_BINARIES, "cluster_etcd_bin_dir": ["etcd", "etcdctl"]}
 CLUSTER_ARTIFACT_DIRS = ["cluster_image_dir"]
 # A new package source (e.g. a newer containerd in the offline repo) runs every host step again.
 PACKAGE_SOURCE = "package_source_offline_repo"
+# ... and so does a rebuilt binary of the gateways' allow-list resolver (the network step's).
+GATEWAY_RESOLVER = "internet_gateway_dns_binary"
 # What playbooks/monitoring.yml installs from the controller besides its roles: the exporters' and the DR jobs'
 # code, the rules and Alertmanager routing (generated, committed), the dashboard, and their Python packages (an
 # archive of wheels, like the offline apt repo).
@@ -137,6 +149,7 @@ class KubernetesCluster(pulumi.ComponentResource):
         self.endpoint = f"https://{lb_ip}:{API_PORT}"
         self.site_name = s.name
         first_service_ip = str(cluster.service_cidr.network_address + 1)
+        self.dns_ip = cluster_dns_ip(cluster)
         # Separate CAs per cluster and purpose: an etcd certificate must not authenticate to the apiserver
         # (and the reverse) just because both chain to the same root; components trust only their own CA.
         self.etcd_ca = pki.intermediate(f"{cluster.name}-etcd-ca", f"{cluster.name} etcd CA", self)
@@ -154,7 +167,7 @@ class KubernetesCluster(pulumi.ComponentResource):
         self.apiserver = leaf(
             "apiserver", "kube-apiserver", self.kube_ca,
             dns_names=["localhost", "kubernetes", "kubernetes.default", "kubernetes.default.svc",
-                       "kubernetes.default.svc.cluster.local", *(n.name for n in cps)],
+                       f"kubernetes.default.svc.{CLUSTER_DNS_DOMAIN}", *(n.name for n in cps)],
             ip_addresses=[lb_ip, first_service_ip, "127.0.0.1", *(node_address(s, n) for n in cps)])
         client = {"server": False, "client": True}
         self.clients = {
@@ -186,6 +199,11 @@ class KubernetesCluster(pulumi.ComponentResource):
                          ip_addresses=[node_address(s, n)])
             for n in workers
         }
+        # kube-proxy on each worker (Services' ClusterIPs as nftables rules): the user the default RBAC binds
+        # to system:node-proxier, one key per node, so a node's credentials are never another's.
+        self.kube_proxies = {
+            n.name: leaf(f"kube-proxy-{n.name}", "system:kube-proxy", self.kube_ca, **client) for n in workers
+        }
         # The node agents (agents/) are identities of their own with read-only RBAC (cluster_rbac): each
         # worker's NetworkPolicy agent reads pods, namespaces and policies; the gateway's route agent reads
         # route registrations, Services and EndpointSlices. The kubelet's identity may do neither.
@@ -208,16 +226,21 @@ class KubernetesCluster(pulumi.ComponentResource):
         # SC-DATA-02: losing this key loses every secret of the cluster; it lives only in encrypted state.
         self.encryption_key = SecretKey(f"{cluster.name}-secrets-encryption", "kube-apiserver aescbc",
                                         opts=_child(self))
-        # Host clients get the chain up to the root: OpenSSL-based clients (Python's kubernetes client, the
-        # dynamic providers) do not take an intermediate alone as a trust anchor; Go clients do.
-        self.kubeconfig = pulumi.Output.secret(pulumi.Output.all(
-            self.kube_ca.cert_pem, pki.root.cert_pem, self.admin.cert_pem, self.admin.key_pem,
-        ).apply(lambda a: _kubeconfig(cluster.name, self.endpoint, a[0] + a[1], a[2], a[3])))
+        self._root_pem = pki.root.cert_pem
+        self.kubeconfig = self.client_kubeconfig(self.admin)
         self.host_files = self._host_files(pki, cps)
         self.register_outputs({"endpoint": self.endpoint, "kubeconfig": self.kubeconfig,
                                "control_plane": [n.name for n in cps],
                                "racks": sorted({n.rack for n in cps})})
 
+
+    def client_kubeconfig(self, client: Certificate, user: str | None = None) -> pulumi.Output[str]:
+        """A kubeconfig (a secret) for `client`, a certificate from this cluster's CA, through the site's API LB.
+        Host clients get the chain up to the root: OpenSSL-based clients (Python's kubernetes client, the dynamic
+        providers) do not take an intermediate alone as a trust anchor; Go clients do."""
+        return pulumi.Output.secret(pulumi.Output.all(
+            self.kube_ca.cert_pem, self._root_pem, client.cert_pem, client.key_pem,
+        ).apply(lambda a: _kubeconfig(self.config.name, self.endpoint, a[0] + a[1], a[2], a[3], user=user)))
 
     def _host_files(self, pki: Pki, cps: list[cfg.Node]) -> pulumi.Output[dict[str, str]]:
         """What playbooks/cluster.yml installs, as files under <state_dir>/<site>/ (pki/, kubeconfig/)."""
@@ -225,6 +248,7 @@ class KubernetesCluster(pulumi.ComponentResource):
                                          **{f"apiserver-{n.name}": self.apiserver for n in cps}, **self.clients,
                                          **{f"kubelet-{n}": c for n, c in self.kubelets.items()},
                                          **{f"kubelet-serving-{n}": c for n, c in self.kubelet_serving.items()},
+                                         **{f"kube-proxy-{n}": c for n, c in self.kube_proxies.items()},
                                          **{f"netpol-{n}": c for n, c in self.netpol_agents.items()},
                                          **{f"gateway-routes-{n}": c for n, c in self.route_agents.items()},
                                          "gateway-routes-ca": self.routes_ca}
@@ -254,6 +278,9 @@ class KubernetesCluster(pulumi.ComponentResource):
                 files[f"{site}/kubeconfig/kubelet-{node}.conf"] = _kubeconfig(
                     self.config.name, self.endpoint, values["kubernetes-ca.crt"], values[f"kubelet-{node}.crt"],
                     values[f"kubelet-{node}.key"], user=f"system:node:{node}")
+                files[f"{site}/kubeconfig/kube-proxy-{node}.conf"] = _kubeconfig(
+                    self.config.name, self.endpoint, values["kubernetes-ca.crt"], values[f"kube-proxy-{node}.crt"],
+                    values[f"kube-proxy-{node}.key"], user="system:kube-proxy")
             return files
 
         return pulumi.Output.secret(pulumi.Output.all(**parts).apply(layout))
@@ -408,6 +435,11 @@ def ansible_inventory(sites: dict[str, Site], hosts: cfg.Hosts | None = None) ->
     return inventory
 
 
+def cluster_dns_ip(cluster: cfg.Cluster) -> str:
+    """The ClusterIP of the cluster's DNS Service (kube-system/kube-dns), every kubelet's clusterDNS."""
+    return str(cluster.service_cidr.network_address + CLUSTER_DNS_HOST)
+
+
 def worker_pod_cidrs(site: cfg.Site, cluster: cfg.Cluster) -> dict[str, str]:
     """Each worker's pod subnet: the cluster's pod CIDR cut into /24s, handed out in declaration order (the
     config check guarantees one per worker; the range usually holds many more)."""
@@ -449,7 +481,10 @@ class SiteHosts(pulumi.ComponentResource):
             # The station snapshots the site's etcd (SC-BCK-01): etcd admits it as a client.
             node_ports["hardening_firewall_etcd_client_cidrs"] = [
                 *extra.get("hardening_firewall_etcd_client_cidrs", []), f"{monitoring.station_address(site.config)}/32"]
-        network = transport_vars.apply(lambda t: {**extra, **t, **gateway_vars, **node_ports,
+        # Pods reach the API (the `kubernetes` Service) and the gateway's resolver from their own addresses:
+        # Services are not masqueraded, so NetworkPolicies see the pod behind them.
+        pod_cidrs = {"hardening_firewall_pod_cidrs": [str(cluster.config.pod_cidr)]} if cluster else {}
+        network = transport_vars.apply(lambda t: {**extra, **t, **gateway_vars, **node_ports, **pod_cidrs,
                                                   "network_files_dir": state_dir})
         self.steps: list[Playbook] = []
         self.control_plane: Playbook | None = None  # the cluster's step: what its in-cluster objects need first
@@ -461,7 +496,8 @@ class SiteHosts(pulumi.ComponentResource):
         self.steps.append(Playbook(
             f"{name}-network", str(PLAYBOOKS / "network.yml"), extra_vars=network,
             files=pulumi.Output.all(transport_files, pulumi.Output.all(**gateway_files))
-            .apply(lambda fs: {**fs[0], **fs[1]}), sources=packages,
+            .apply(lambda fs: {**fs[0], **fs[1]}),
+            sources=[*packages, *([extra[GATEWAY_RESOLVER]] if extra.get(GATEWAY_RESOLVER) else [])],
             opts=pulumi.ResourceOptions(parent=self, depends_on=self.steps[:]), **common))
         if cluster is not None:
             extra = {**extra, "cluster_bin_dir": kubernetes_release(hosts, cluster.config.kubernetes_version)}
@@ -477,7 +513,9 @@ class SiteHosts(pulumi.ComponentResource):
                     **n, "cluster_bin_dir": extra["cluster_bin_dir"], "cluster_state_dir": state_dir,
                     "cluster_api_port": API_PORT,
                     "cluster_service_cidr": str(cluster.config.service_cidr),
+                    "cluster_pod_cidr": str(cluster.config.pod_cidr),
                     "cluster_pod_cidrs": worker_pod_cidrs(site.config, cluster.config),
+                    "cluster_dns_ip": cluster.dns_ip, "cluster_dns_domain": CLUSTER_DNS_DOMAIN,
                     "cluster_domain": domain}),
                 files=cluster.host_files, sources=sources,
                 opts=pulumi.ResourceOptions(parent=self, depends_on=self.steps[:]), **common)
@@ -574,8 +612,38 @@ def cluster_platform(cluster: KubernetesCluster, site: cfg.Site, gateway: Intern
             "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": name},
             "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "Group", "name": "system:authenticated"}]},
     }
+    objects.update(_platform_policy_guard())
     return [KubeObject(f"{cluster.config.name}-{key}", cluster.kubeconfig, manifest, opts=opts)
             for key, manifest in objects.items()]
+
+
+def _platform_policy_guard() -> dict[str, dict[str, Any]]:
+    """Agencies write NetworkPolicies in their namespaces (their workloads' own allows), but the tenant chart's
+    (default deny, the gateway's and monitoring's allows: SC-NET-03) are the platform's: an agency may neither
+    change nor delete them. A ValidatingAdmissionPolicy (CEL, in the apiserver: no webhook to run)."""
+    name = "sovcloud-platform-network-policies"
+    return {
+        "platform-policy-guard": {
+            "apiVersion": "admissionregistration.k8s.io/v1", "kind": "ValidatingAdmissionPolicy",
+            "metadata": {"name": name},
+            "spec": {
+                "failurePolicy": "Fail",
+                "matchConstraints": {"resourceRules": [{
+                    "apiGroups": ["networking.k8s.io"], "apiVersions": ["v1"], "operations": ["UPDATE", "DELETE"],
+                    "resources": ["networkpolicies"]}]},
+                "matchConditions": [{"name": "agencies", "expression":
+                                     f"request.userInfo.groups.exists(g, g.startsWith('{AGENCY_GROUP_PREFIX}'))"}],
+                "validations": [{
+                    "expression": "!has(oldObject.metadata.labels) || "
+                                  "!('app.kubernetes.io/name' in oldObject.metadata.labels) || "
+                                  "oldObject.metadata.labels['app.kubernetes.io/name'] != 'tenant'",
+                    "message": "this NetworkPolicy is the platform's (the tenant chart's, SC-NET-03): agencies "
+                               "add their own allows next to it, they do not change or delete it"}]}},
+        "platform-policy-guard-binding": {
+            "apiVersion": "admissionregistration.k8s.io/v1", "kind": "ValidatingAdmissionPolicyBinding",
+            "metadata": {"name": name},
+            "spec": {"policyName": name, "validationActions": ["Deny"]}},
+    }
 
 
 def render_tenant_chart(tenant: cfg.Tenant, domain: str, gateway_addresses: list[str] = ()) -> list[dict[str, Any]]:
@@ -583,6 +651,7 @@ def render_tenant_chart(tenant: cfg.Tenant, domain: str, gateway_addresses: list
     `gateway_addresses`: the cluster's site's gateway nodes, which its pods may be reached from (and reach)."""
     network = {**tenant.chart_values.get("network", {}), "gatewayAddresses": [f"{a}/32" for a in gateway_addresses]}
     values = {**tenant.chart_values, "agency": tenant.name, "dataClassification": tenant.data_classification,
+              "rbac": {"groupPrefix": AGENCY_GROUP_PREFIX},
               "gateway": {"domain": domain}, "network": network,
               "quota": {"requestsCpu": tenant.cpu, "requestsMemory": tenant.memory}}
     out = subprocess.run(
@@ -595,13 +664,26 @@ def render_tenant_chart(tenant: cfg.Tenant, domain: str, gateway_addresses: list
 
 class Tenant(pulumi.ComponentResource):
     """An agency's tenancy on every cluster of its sites (applied when the cluster is reachable). Each cluster's
-    copy of the chart admits that cluster's site gateways, as `helm install` on it does (sovcloud-platform)."""
+    copy of the chart admits that cluster's site gateways, as `helm install` on it does (sovcloud-platform).
+    On the clusters this stack runs (`issuers`), the agency gets its own kubeconfig (`kubeconfigs`): it acts as
+    its tenant's admin group, never as the cluster's admin."""
 
     def __init__(self, tenant: cfg.Tenant, domain: str, kubeconfigs: dict[str, str],
-                 gateway_addresses: dict[str, list[str]], opts: pulumi.ResourceOptions | None = None):
+                 gateway_addresses: dict[str, list[str]], issuers: dict[str, KubernetesCluster] | None = None,
+                 opts: pulumi.ResourceOptions | None = None):
         super().__init__(f"{PKG}:index:Tenant", tenant.name,
                          {"data_classification": tenant.data_classification, "sites": tenant.sites}, opts)
         self.tenant_name = tenant.name
+        self.credentials = {
+            cluster: Certificate(f"{tenant.name}-{cluster}-agency-admin", kind="leaf",
+                                 common_name=f"{AGENCY_GROUP_PREFIX}{tenant.name}:admin-user",
+                                 organization=f"{AGENCY_GROUP_PREFIX}{tenant.name}:admin", issuer=issuer.kube_ca,
+                                 validity_days=AGENCY_CREDENTIAL_DAYS,
+                                 rotate_before_days=AGENCY_CREDENTIAL_ROTATE_DAYS, server=False, client=True,
+                                 opts=_child(self))
+            for cluster, issuer in sorted((issuers or {}).items()) if cluster in kubeconfigs}
+        self.kubeconfigs = {cluster: issuers[cluster].client_kubeconfig(cert, user=f"{tenant.name}-admin")
+                            for cluster, cert in self.credentials.items()}
         self.manifests = {cluster: render_tenant_chart(tenant, domain, gateway_addresses.get(cluster, []))
                           for cluster in sorted(kubeconfigs)} or {"": render_tenant_chart(tenant, domain)}
         self.objects: list[KubeObject] = []

@@ -8,6 +8,7 @@ from typing import Any
 import pulumi
 import yaml
 
+from infra import cluster_dns, cluster_storage
 from infra import config as cfg
 from infra.components import (
     KUBERNETES_BINARIES,
@@ -110,6 +111,12 @@ def s3_credential_files(cloud: cfg.Cloud, hosts: cfg.Hosts) -> dict[str, dict[st
     return files
 
 
+# The image archives the in-cluster platform runs (cluster_image_dir/<name>.tar): archive -> what runs it.
+CLUSTER_IMAGES = {cluster_dns.IMAGE_ARCHIVE: "the clusters' DNS, CoreDNS",
+                  cluster_storage.IMAGE_ARCHIVE: "the clusters' storage provisioner",
+                  cluster_storage.HELPER_IMAGE_ARCHIVE: "the storage provisioner's helper pods, a busybox"}
+
+
 def build(cloud: cfg.Cloud, kubeconfigs: dict[str, pulumi.Input[str]] | None = None,
           hosts: cfg.Hosts | None = None) -> dict[str, Any]:
     """Declare every resource of the stack. With `hosts` the stack hardens the nodes and bootstraps the
@@ -132,19 +139,34 @@ def build(cloud: cfg.Cloud, kubeconfigs: dict[str, pulumi.Input[str]] | None = N
     if hosts:
         images = shipped_images(hosts.extra_vars.get("cluster_image_dir") and
                                 str(Path(hosts.extra_vars["cluster_image_dir"]).expanduser()))
+        missing = [f"{archive}.tar ({what})" for archive, what in CLUSTER_IMAGES.items() if archive not in images]
+        if cloud.clusters and missing:
+            raise cfg.ConfigError([("sovcloud:hosts.extra_vars.cluster_image_dir",
+                                    f"{', '.join(missing)} missing among the images every worker imports "
+                                    f"({hosts.extra_vars.get('cluster_image_dir', 'not set')}): the clusters' "
+                                    "platform runs them; `make lab` builds the lab's, or put those OCI archives "
+                                    "there")])
         for name, site in sites.items():
             cluster = next((clusters[c.name] for c in cloud.clusters if c.site == name), None)
             site_hosts[name] = SiteHosts(site, cluster, hosts, inventory, cloud.domain, gateway, transport,
                                        monitoring)
             if cluster is not None:
                 after = pulumi.ResourceOptions(depends_on=[site_hosts[name]])
+                # As soon as the cluster serves, before the site's later host steps end.
+                serving = pulumi.ResourceOptions(depends_on=[site_hosts[name].control_plane])
                 rbac[cluster.config.name] = [*cluster_rbac(cluster, opts=after),
                                              *cluster_platform(cluster, site.config, gateway, pki.root.cert_pem,
                                                                images, opts=after),
-                                             # Before the monitoring step ends: the station's first
-                                             # scheduled tenant backup comes minutes after it starts.
-                                             *(cluster_backup_rbac(cluster, opts=pulumi.ResourceOptions(
-                                                 depends_on=[site_hosts[name].control_plane])) if backups else [])]
+                                             # The monitoring step's probes and every tenant's pods resolve
+                                             # names with it.
+                                             *cluster_dns.cluster_dns(cluster, site.config,
+                                                                      images[cluster_dns.IMAGE_ARCHIVE], opts=serving),
+                                             # Claims of PersistentVolumes (a StatefulSet's) bind once it runs.
+                                             *cluster_storage.cluster_storage(cluster, site.config, images,
+                                                                              opts=serving),
+                                             # The station's first scheduled tenant backup comes minutes after
+                                             # the monitoring step starts.
+                                             *(cluster_backup_rbac(cluster, opts=serving) if backups else [])]
         kubeconfigs = {name: c.kubeconfig for name, c in clusters.items()}
     kubeconfigs = kubeconfigs or {}
     # Each cluster's tenants admit the gateway nodes of the cluster's site (what sovcloud-platform tells them).
@@ -156,7 +178,8 @@ def build(cloud: cfg.Cloud, kubeconfigs: dict[str, pulumi.Input[str]] | None = N
                      if c.site in t.sites and c.name in kubeconfigs}
         # In-cluster objects wait for the clusters, and for the control planes when this stack runs them.
         after = [*clusters.values(), *(site_hosts[s] for s in t.sites if s in site_hosts)]
-        tenants[t.name] = Tenant(t, cloud.domain, reachable, gateways, opts=pulumi.ResourceOptions(depends_on=after))
+        tenants[t.name] = Tenant(t, cloud.domain, reachable, gateways, issuers=clusters if hosts else None,
+                                 opts=pulumi.ResourceOptions(depends_on=after))
 
     pulumi.export("endpoints", {name: c.endpoint for name, c in clusters.items()})
     pulumi.export("kubeconfigs", pulumi.Output.secret({name: c.kubeconfig for name, c in clusters.items()}))
@@ -180,6 +203,9 @@ def build(cloud: cfg.Cloud, kubeconfigs: dict[str, pulumi.Input[str]] | None = N
     pulumi.export("routes_ca", {name: c.routes_ca.cert_pem for name, c in clusters.items()})
     pulumi.export("transport", [{"a": x["a"], "b": x["b"], "subnet": x["subnet"]} for x in transport.links])
     pulumi.export("tenants", {name: t.namespaces for name, t in tenants.items()})
+    # Each agency's own kubeconfig per cluster this stack runs (its tenant's admin group, short-lived): what the
+    # platform hands the agency instead of the cluster's admin credentials.
+    pulumi.export("agency_kubeconfigs", pulumi.Output.secret({name: t.kubeconfigs for name, t in tenants.items()}))
     pulumi.export("compliance", compliance_summary(cloud))
     if backups is not None:
         # What `python -m dr` needs on an operator's machine besides the S3 keys (dr/config.py): the stores and

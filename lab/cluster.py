@@ -10,6 +10,8 @@ instance's state dir (inventory.state_dir):
 
 from __future__ import annotations
 
+import os
+import re
 import ssl
 import subprocess
 import tempfile
@@ -22,9 +24,18 @@ from lab import inventory, oci
 from lab.config import LabConfig, Site
 from lab.nodes import ssh
 from lab.podman import progress
+from toolchain import BIN, pins
 
 API_PORT = 6443
 SAMPLE_IMAGE = "sovcloud.local/sample-web:1"
+# Images of one binary `make setup` built (static: alone in the image), run by the stack's in-cluster platform:
+# archive name -> (binary, image ref). The archive names are the ones infra/cluster_dns.py and
+# infra/cluster_storage.py look for.
+BINARY_IMAGES = {
+    "coredns": ("coredns", f"sovcloud.local/coredns:{pins.COREDNS}"),
+    "local-path-provisioner": ("local-path-provisioner",
+                               f"sovcloud.local/local-path-provisioner:{pins.LOCAL_PATH_PROVISIONER}"),
+}
 IMAGES = {
     # The pod sandbox only has to hold the pod's namespaces; containerd stops it with SIGKILL.
     "pause": {"ref": "sovcloud.local/pause:1", "entrypoint": ["/bin/busybox", "sleep", "2147483647"]},
@@ -33,6 +44,9 @@ IMAGES = {
                    "files": {f"/www/{page}": oci.File(b"sovcloud sample workload\n")
                              for page in ("index.html", "healthz", "readyz")},  # the workload chart's probes
                    "ports": [8080]},
+    # The storage provisioner's helper pods: a shell to make and remove volume directories on a worker.
+    "busybox": {"ref": "sovcloud.local/busybox:1", "entrypoint": ["/bin/sh"], "user": "0:0",
+                "links": {f"/bin/{applet}": "busybox" for applet in ("sh", "mkdir", "rm", "ls")}},
 }
 
 
@@ -63,24 +77,133 @@ def ensure_debs(name: str, packages: list[str], state_dir: Path | None = None) -
     return d
 
 
+def static_busybox(state_dir: Path | None = None) -> oci.File:
+    """Debian's static busybox (package busybox-static), as an image file: the one program of the images here."""
+    deb = next(ensure_debs("busybox", ["busybox-static"], state_dir).glob("*.deb"))
+    with tempfile.TemporaryDirectory() as tmp:
+        subprocess.run(["dpkg-deb", "-x", str(deb), tmp], check=True)
+        return oci.File((Path(tmp) / "bin" / "busybox").read_bytes(), 0o755)
+
+
+def with_libraries(programs: list[Path], root: Path = Path("/")) -> dict[str, oci.File]:
+    """Programs and every shared library they load (ldd), at their paths in the image. Programs and libraries
+    under `root` (packages unpacked there) keep their path below it; the rest come from the host, Debian 12 as the
+    nodes are."""
+    unpacked = root != Path("/")
+    env = {"LD_LIBRARY_PATH": ":".join(str(root / d) for d in ("usr/lib/x86_64-linux-gnu", "lib/x86_64-linux-gnu"))}
+    files = {}
+    for program in programs:
+        out = subprocess.run(["ldd", str(program)], capture_output=True, text=True, check=True,
+                             env={**os.environ, **env} if unpacked else None).stdout
+        if "not found" in out:
+            raise FileNotFoundError(f"{program} needs libraries the host lacks:\n{out}")
+        for path in [program, *sorted({Path(m) for m in re.findall(r"(/\S+)", out)})]:
+            inside = f"/{path.relative_to(root)}" if unpacked and path.is_relative_to(root) else str(path)
+            files[inside] = oci.File(path.resolve().read_bytes(), 0o755)
+    return files
+
+
+def _stale(archives: list[Path], inputs: list[Path]) -> bool:
+    """An archive is missing or older than something it is built from: build it again."""
+    newest = max(p.stat().st_mtime for p in inputs)
+    return not all(a.exists() and a.stat().st_mtime >= newest for a in archives)
+
+
 def images_dir(state_dir: Path | None = None) -> Path:
     """Where `ensure_images` writes the archives (the stack's `cluster_image_dir`)."""
     return (state_dir or inventory.STATE_DIR).parent / "images"
 
 
 def ensure_images(state_dir: Path | None = None) -> Path:
-    """The OCI archives workers import (kube_node role): the pod sandbox and the sample workload, both one
-    static busybox from Debian. Built every time (well under a second): the archives are reproducible, so
-    unchanged images give identical files and the role imports nothing."""
+    """The OCI archives workers import (kube_node role): the pod sandbox, the sample workload and the storage
+    helper, each one static busybox from Debian (built every time, well under a second), and the clusters' DNS
+    and storage provisioner. The archives are reproducible, so unchanged images give identical files and the
+    role imports nothing."""
     d = images_dir(state_dir)
-    deb = next(ensure_debs("busybox", ["busybox-static"], state_dir).glob("*.deb"))
-    with tempfile.TemporaryDirectory() as tmp:
-        subprocess.run(["dpkg-deb", "-x", str(deb), tmp], check=True)
-        busybox = oci.File((Path(tmp) / "bin" / "busybox").read_bytes(), 0o755)
+    busybox = static_busybox(state_dir)
     for name, image in IMAGES.items():
         oci.build(oci.Image(image["ref"], {"/bin/busybox": busybox, **image.get("files", {})},
-                            image["entrypoint"], exposed_ports=image.get("ports", [])), d / f"{name}.tar")
+                            image["entrypoint"], user=image.get("user", oci.Image.user),
+                            exposed_ports=image.get("ports", []), links=image.get("links", {})), d / f"{name}.tar")
+    for name, (binary, ref) in BINARY_IMAGES.items():
+        path = BIN / binary
+        if not path.is_file():
+            raise FileNotFoundError(f"{path} missing: `make setup` builds it")
+        archive = d / f"{name}.tar"
+        if _stale([archive], [path]):  # seconds to compress: once
+            oci.build(oci.Image(ref, {f"/{binary}": oci.File(path.read_bytes(), 0o755)}, [f"/{binary}"], env=[]),
+                      archive)
+    sample_app_images(d, busybox, state_dir)
     return d
+
+
+# The sample agency application of charts/workload/examples: a web tier that records each visit in its database
+# and answers the count, and the database, PostgreSQL from Debian (the workload chart runs it as a StatefulSet).
+SAMPLE_DB_IMAGE = "sovcloud.local/sample-db:15"
+SAMPLE_APP_IMAGE = "sovcloud.local/sample-app:1"
+PG = "/usr/lib/postgresql/15"
+# The uid the workload chart runs as (runAsUser), named: initdb and psql look their user up.
+SAMPLE_USER = b"app:x:10001:10001::/tmp:/bin/sh\n"
+SAMPLE_DB_ENTRY = b"""#!/bin/sh
+# PostgreSQL with its data on the StatefulSet's volume ($PGDATA), initialised on first start; the superuser's
+# password is the agency's Secret, mounted at /run/secrets/db. Connections from the pod network need it.
+set -eu
+if [ ! -s "$PGDATA/PG_VERSION" ]; then
+  initdb --pgdata="$PGDATA" --username=postgres --pwfile=/run/secrets/db/password --auth-local=trust \
+    --auth-host=scram-sha-256 --encoding=UTF8 --locale=C --no-instructions
+  echo "host all all 0.0.0.0/0 scram-sha-256" >> "$PGDATA/pg_hba.conf"
+fi
+exec postgres -D "$PGDATA" -c listen_addresses='*' -c port=5432 -c unix_socket_directories=/tmp
+"""
+SAMPLE_APP_VISIT = b"""#!/bin/sh
+# One visit: recorded in the database at the Service $DB_HOST, and the number of visits so far answered.
+printf 'Content-Type: text/plain\r\n\r\n'
+export PGPASSWORD="$(cat /run/secrets/db/password)" PGCONNECT_TIMEOUT=5 PGOPTIONS='-c client_min_messages=warning'
+exec psql -h "$DB_HOST" -U postgres -tAq \
+  -c 'CREATE TABLE IF NOT EXISTS visits (at timestamptz NOT NULL DEFAULT now())' \
+  -c 'INSERT INTO visits DEFAULT VALUES' -c 'SELECT count(*) FROM visits' 2>&1
+"""
+
+
+def sample_app_images(d: Path, busybox: oci.File, state_dir: Path | None = None) -> None:
+    """sample-db.tar and sample-app.tar: PostgreSQL 15 and its client from Debian's packages, with the libraries
+    they load, on Debian's static busybox (the shell and the web server)."""
+    debs = ensure_debs("postgresql", ["postgresql-15", "postgresql-client-15", "libpq5"], state_dir)
+    archives = [d / "sample-db.tar", d / "sample-app.tar"]
+    if not _stale(archives, [*debs.glob("*.deb"), Path(__file__)]):  # this file: the scripts and file lists
+        return  # tens of seconds to unpack and compress: only when something changed
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        for deb in sorted(debs.glob("*.deb")):
+            subprocess.run(["dpkg-deb", "-x", str(deb), tmp], check=True)
+        shell = {"/bin/busybox": busybox, "/etc/passwd": oci.File(b"root:x:0:0::/root:/bin/sh\n" + SAMPLE_USER),
+                 "/etc/group": oci.File(b"root:x:0:\napp:x:10001:\n")}
+        links = {f"/bin/{a}": "busybox" for a in ("sh", "cat", "mkdir", "ls", "printf", "httpd", "wget")}
+        env = [f"PATH={PG}/bin:/bin", "TZ=UTC"]
+        # The server, and the client tools a backup dumps and restores it with.
+        server = with_libraries([root / f"{PG[1:]}/bin/{b}"
+                                 for b in ("postgres", "initdb", "pg_isready", "psql", "pg_dump", "pg_restore")], root)
+        # initdb loads PL/pgSQL and the text search dictionaries; the rest of share/ is the catalogue's SQL.
+        modules = {f"{PG}/lib/{m}": oci.File((root / f"{PG[1:]}/lib/{m}").read_bytes(), 0o755)
+                   for m in ("plpgsql.so", "dict_snowball.so")}
+        share = {f"/{f.relative_to(root)}": oci.File(f.read_bytes())
+                 for f in (root / "usr/share/postgresql/15").rglob("*") if f.is_file() and "man" not in f.parts}
+        # Debian's PostgreSQL reads time zones from the system's tzdata (the host's, as the libraries).
+        zones = Path("/usr/share/zoneinfo")
+        share |= {str(f): oci.File(f.read_bytes()) for f in zones.rglob("*")
+                  if f.is_file() and not f.is_symlink() and f.relative_to(zones).parts[0] not in ("posix", "right")}
+        oci.build(oci.Image(SAMPLE_DB_IMAGE, {**shell, **server, **modules, **share,
+                                              "/usr/local/bin/sample-db": oci.File(SAMPLE_DB_ENTRY, 0o755)},
+                            ["/bin/sh", "/usr/local/bin/sample-db"], user="10001:10001",
+                            env=[*env, "PGDATA=/data/pgdata"], exposed_ports=[5432], links=links),
+                  archives[0])
+        client = with_libraries([root / f"{PG[1:]}/bin/psql"], root)
+        pages = {f"/www/{p}": oci.File(b"sovcloud sample app\n") for p in ("index.html", "healthz", "readyz")}
+        oci.build(oci.Image(SAMPLE_APP_IMAGE, {**shell, **client, **pages,
+                                               "/www/cgi-bin/visit": oci.File(SAMPLE_APP_VISIT, 0o755)},
+                            ["/bin/busybox", "httpd", "-f", "-p", "8080", "-h", "/www"], user="10001:10001",
+                            env=env, exposed_ports=[8080], links=links),
+                  archives[1])
 
 
 def ssl_context(site: Site, admin: bool = True, state_dir: Path | None = None) -> ssl.SSLContext:

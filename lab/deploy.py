@@ -28,6 +28,14 @@ LAB_STACK = "lab"
 DEPLOYED_MARKER = "deployed"  # in the instance's state dir, touched after each successful `pulumi up`
 
 
+def _write_private(path: Path, text: str) -> None:
+    """A secret the stack outputs, on this machine: in a directory only its owner reads, the file mode 0600
+    from its creation on (never readable by others, not even between create and chmod)."""
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    path.touch(mode=0o600)
+    path.write_text(text)
+
+
 def write_dr_config(cfg: LabConfig, state_dir: Path, outputs: dict) -> Path:
     """`python -m dr --config <state>/dr/dr.json` on this machine, from the stack's `dr` output (stores, keys)
     and the S3 appliances' keys: the operator's copy of what each site's station runs with."""
@@ -35,11 +43,9 @@ def write_dr_config(cfg: LabConfig, state_dir: Path, outputs: dict) -> Path:
 
     dr = outputs["dr"].value
     d = state_dir / "dr"
-    d.mkdir(mode=0o700, parents=True, exist_ok=True)
     keys = {"kek": dr["kek"] + "\n", "signing.key": dr["signing_key_pem"], "verify.key": dr["verify_key_pem"]}
     for name, text in keys.items():
-        (d / name).touch(mode=0o600)
-        (d / name).write_text(text)
+        _write_private(d / name, text)
     config = {
         "sites": [{"name": site["name"], "endpoint": site["endpoint"],
                    "credentials_file": str(s3.credentials_file(cfg, site["name"], "backup")),
@@ -100,7 +106,10 @@ def lab_stack(cfg: LabConfig, harden: bool | None = None):
 def forget(cfg: LabConfig) -> None:
     """After `lab down`: the stack's record of hosts that no longer exist goes too (its config stays), so
     the next `lab up` provisions the new machines instead of trusting that record."""
+    from infra.automation import release_dead_locks
+
     st = lab_stack(cfg)
+    release_dead_locks(st.name)  # a `lab up` killed outright (not Ctrl-C) leaves its lock
     st.workspace.remove_stack(st.name, force=True, preserve_config=True)
 
 
@@ -119,10 +128,8 @@ def _machines_newer_than_deployment(cfg: LabConfig) -> bool:
 def _write_evidence_signer(state: Path, outputs: dict) -> Path:
     """The stack's evidence signer as `python -m policies.evidence --pki-dir` reads it (CA = the stack root)."""
     d = state / "evidence-pki"
-    d.mkdir(mode=0o700, exist_ok=True)
     signer = outputs["evidence_signer"].value
-    (d / "evidence-signer.key").touch(mode=0o600)
-    (d / "evidence-signer.key").write_text(signer["key_pem"])
+    _write_private(d / "evidence-signer.key", signer["key_pem"])
     (d / "evidence-signer.pem").write_text(signer["cert_pem"])
     (d / "evidence-ca.pem").write_text(outputs["root_ca"].value)
     return d
@@ -132,13 +139,23 @@ def write_monitoring_identity(state: Path, outputs: dict) -> Path:
     """The stack's monitoring operator identity and CA, which Prometheus and Alertmanager require of clients
     (e.g. `curl --cacert ca.pem --cert operator.pem --key operator.key https://<station>:9090/api/v1/targets`)."""
     d = state / "monitoring"
-    d.mkdir(mode=0o700, exist_ok=True)
     monitoring = outputs["monitoring"].value
-    (d / "operator.key").touch(mode=0o600)
-    (d / "operator.key").write_text(monitoring["operator"]["key_pem"])
+    _write_private(d / "operator.key", monitoring["operator"]["key_pem"])
     (d / "operator.pem").write_text(monitoring["operator"]["cert_pem"])
     (d / "ca.pem").write_text(monitoring["ca_pem"])
     return d
+
+
+def write_agency_kubeconfigs(state: Path, outputs: dict) -> dict[str, dict[str, str]]:
+    """Each agency's own kubeconfig per cluster (agencies/<agency>/<cluster>.conf, mode 0600): what the platform
+    hands an agency, e.g. `KUBECONFIG=~/.cache/sovcloud/lab/state/agencies/egov/astana.conf helm install ...`."""
+    written: dict[str, dict[str, str]] = {}
+    for agency, kubeconfigs in outputs["agency_kubeconfigs"].value.items():
+        for name, kubeconfig in kubeconfigs.items():
+            path = state / "agencies" / agency / f"{name}.conf"
+            _write_private(path, kubeconfig)
+            written.setdefault(agency, {})[name] = str(path)
+    return written
 
 
 def _host_step_progress():
@@ -189,11 +206,12 @@ def deploy(cfg: LabConfig, harden: bool | None = None) -> dict:
         kubeconfigs[site.name] = str(cluster.site_dir(site, state) / "kubeconfig" / "admin.conf")
     evidence_pki = _write_evidence_signer(state, up.outputs)
     monitoring_identity = write_monitoring_identity(state, up.outputs)
+    agency_kubeconfigs = write_agency_kubeconfigs(state, up.outputs)
     dr_config = write_dr_config(cfg, state, up.outputs)
     t_up = round(time.monotonic() - t0, 1)
     return {"pulumi": {"changes": up.summary.resource_changes, "seconds": t_up},
             "stack": {k: up.outputs[k].value for k in ("sites", "tenants", "endpoints")},
-            "kubeconfigs": kubeconfigs, "evidence_pki": str(evidence_pki),
+            "kubeconfigs": kubeconfigs, "agency_kubeconfigs": agency_kubeconfigs, "evidence_pki": str(evidence_pki),
             "monitoring": {"endpoints": up.outputs["monitoring"].value["endpoints"],
                            "identity": str(monitoring_identity)},
             "kubernetes": {e["site"]: {"api": e["api"], "ready": e["ready"], "kubeconfig": e["kubeconfig"]}

@@ -35,12 +35,15 @@ class Image:
     user: str = "65532:65532"  # non-root by default (PodSecurity restricted)
     env: list[str] = field(default_factory=lambda: ["PATH=/bin"])
     exposed_ports: list[int] = field(default_factory=list)
+    links: dict[str, str] = field(default_factory=dict)  # absolute path in the image -> symlink target
+    cmd: list[str] | None = None  # the entrypoint's default arguments
 
 
-def _tar_layer(files: dict[str, File]) -> bytes:
+def _tar_layer(files: dict[str, File], links: dict[str, str] | None = None) -> bytes:
     buf = io.BytesIO()
+    links = links or {}
     with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tar:
-        dirs = sorted({str(p) for path in files for p in Path(path.lstrip("/")).parents if str(p) != "."})
+        dirs = sorted({str(p) for path in [*files, *links] for p in Path(path.lstrip("/")).parents if str(p) != "."})
         for d in dirs:
             info = tarfile.TarInfo(d)
             info.type, info.mode, info.mtime = tarfile.DIRTYPE, 0o755, 0
@@ -49,6 +52,10 @@ def _tar_layer(files: dict[str, File]) -> bytes:
             info = tarfile.TarInfo(path.lstrip("/"))
             info.size, info.mode, info.mtime = len(f.content), f.mode, 0
             tar.addfile(info, io.BytesIO(f.content))
+        for path, target in sorted(links.items()):
+            info = tarfile.TarInfo(path.lstrip("/"))
+            info.type, info.linkname, info.mode, info.mtime = tarfile.SYMTYPE, target, 0o777, 0
+            tar.addfile(info)
     return buf.getvalue()
 
 
@@ -58,12 +65,13 @@ def _blob(data: bytes) -> tuple[str, bytes]:
 
 def build(image: Image, out: Path) -> str:
     """Write `image` as an OCI image-layout tar archive at `out`; returns the manifest digest."""
-    layer_tar = _tar_layer(image.files)
+    layer_tar = _tar_layer(image.files, image.links)
     layer_gz = gzip.compress(layer_tar, mtime=0)
     config = {
         "architecture": "amd64", "os": "linux",
         "config": {"Entrypoint": image.entrypoint, "User": image.user, "Env": image.env,
-                   "ExposedPorts": {f"{p}/tcp": {} for p in image.exposed_ports}},
+                   "ExposedPorts": {f"{p}/tcp": {} for p in image.exposed_ports},
+                   **({"Cmd": image.cmd} if image.cmd else {})},
         "rootfs": {"type": "layers", "diff_ids": ["sha256:" + hashlib.sha256(layer_tar).hexdigest()]},
     }
     config_digest, config_bytes = _blob(json.dumps(config, sort_keys=True).encode())

@@ -52,11 +52,9 @@ def test_promtool_check_rules(rules):
 
 
 @pytest.mark.tools
+@pytest.mark.lab  # the lab stack's config names the lab hardware's SSH key and S3 identities, made by `make lab`
 def test_pulumi_preview_lab_stack_with_policy_pack(tmp_path):
     """`pulumi preview` of the committed lab stack, as a platform engineer runs it, policy pack included."""
-    from lab.sshkey import ensure_key
-
-    ensure_key()  # sovcloud:hosts of the lab stack names the lab's SSH key; `make lab` would make it too
     pulumi = require_tool("pulumi")
     env = {**os.environ, "PULUMI_BACKEND_URL": f"file://{tmp_path}", "PULUMI_CONFIG_PASSPHRASE": LAB_PASSPHRASE}
     run([pulumi, "stack", "init", "lab", "--non-interactive"], env=env)

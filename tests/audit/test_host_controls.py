@@ -29,6 +29,8 @@ ROLE_TCP = {"control_plane": {22, 6443, 2379, 2380}, "worker": {22, 10250},
 # Monitoring (SC-MON-01), mutual TLS: every node's exporter, the gateway's transport exporter, and on the site's
 # monitoring station (inventory var site_monitoring_station) Prometheus, Alertmanager and its cluster gossip.
 MONITORING_TCP = {"every": {9100}, "gateway": {9474}, "station": {9090, 9093, 9094}}
+# A stack-deployed site's cluster DNS asks its gateway's allow-list resolver (from the pod network).
+CLUSTER_DNS = {"gateway": 53}
 # The tunnels' UDP is the transport table's to admit (tests/audit/test_network_controls.py), not this one's.
 ROLE_UDP = {"control_plane": set(), "worker": set(), "gateway": set()}
 BLACKLIST = ["cramfs", "freevxfs", "jffs2", "hfs", "hfsplus", "udf", "usb-storage", "dccp", "sctp", "rds",
@@ -192,7 +194,8 @@ def test_SC_HST_04_firewall_role_ports(host, node_role, evidence):
     station = facts.get("site_monitoring_station")
     expected = ROLE_TCP[node_role] | (
         MONITORING_TCP["every"] | MONITORING_TCP.get(node_role, set())
-        | (MONITORING_TCP["station"] if station == facts.get("inventory_hostname") else set()) if station else set())
+        | (MONITORING_TCP["station"] if station == facts.get("inventory_hostname") else set())
+        | ({CLUSTER_DNS[node_role]} if node_role in CLUSTER_DNS else set()) if station else set())
     r = host.run("nft -j list chain inet sovcloud_host input")
     assert r.rc == 0, f"input chain not readable: {r.stderr}"
     text = host.run("nft list chain inet sovcloud_host input").stdout
@@ -207,7 +210,7 @@ def test_SC_HST_04_firewall_role_ports(host, node_role, evidence):
     assert not missing, f"role {node_role}: tcp ports not open: {sorted(missing)}"
     extra = {p for p in tcp if p < 30000} - expected - {10250}
     assert not extra, f"role {node_role}: unexpected tcp ports open: {sorted(extra)}"
-    for p in ROLE_UDP[node_role]:
+    for p in ROLE_UDP[node_role] | ({CLUSTER_DNS[node_role]} if station and node_role in CLUSTER_DNS else set()):
         assert re.search(rf"udp dport .*\b{p}\b", text), f"udp {p} not open"
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -93,3 +94,39 @@ def one(docs: list[dict], kind: str, name: str, namespace: str | None = None) ->
     ]
     assert len(found) == 1, f"expected one {kind}/{name} in {namespace}, found {len(found)}"
     return found[0]
+
+
+# --- helpers of the lab tests (a real cluster) ---------------------------------------------------------------
+
+def kubectl(kubeconfig: str, *args: str, input: str | None = None, check: bool = True,
+            timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    """kubectl against `kubeconfig`; check=True fails the test on a non-zero exit."""
+    r = subprocess.run(["kubectl", "--kubeconfig", kubeconfig, *args], input=input, capture_output=True, text=True,
+                       timeout=timeout)
+    assert not check or r.returncode == 0, r.stderr
+    return r
+
+
+def eventually(fn, want, seconds: float = 30):
+    """Poll `fn` until it returns `want` (bounded); what it returned last."""
+    deadline = time.monotonic() + seconds
+    while (got := fn()) != want and time.monotonic() < deadline:
+        time.sleep(1)
+    return got
+
+
+def allow_between(source_ns: str, target_ns: str, port: int, name: str,
+                  target_pods: dict[str, str] | None = None) -> list[dict]:
+    """The two NetworkPolicies that let `source_ns`'s pods reach `target_ns`'s (all, or those labelled
+    `target_pods`) on `port`: the target's ingress allow (named `name`) and the source's egress allow."""
+    ns_peer = {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": source_ns}}}
+    to_peer = {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": target_ns}}}
+    return [
+        {"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
+         "metadata": {"name": name, "namespace": target_ns},
+         "spec": {"podSelector": {"matchLabels": target_pods} if target_pods else {}, "policyTypes": ["Ingress"],
+                  "ingress": [{"from": [ns_peer], "ports": [{"protocol": "TCP", "port": port}]}]}},
+        {"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
+         "metadata": {"name": f"{name}-egress", "namespace": source_ns},
+         "spec": {"podSelector": {}, "policyTypes": ["Egress"], "egress": [{"to": [to_peer]}]}},
+    ]

@@ -24,7 +24,7 @@ from lab.nodes import ssh
 from lab.podman import env
 from tests.docs import verbatim_block
 
-from .conftest import REPO, TENANT, WORKLOAD
+from .conftest import REPO, TENANT, WORKLOAD, allow_between, eventually, kubectl
 
 pytestmark = [pytest.mark.lab, pytest.mark.tools]
 
@@ -167,20 +167,12 @@ def _from_internet(cfg, host: str) -> str:
     return r.stdout
 
 
-def _eventually(fn, want, seconds: float = 30):
-    """Poll `fn` until it returns `want` (bounded); the agents sync every 2 s."""
-    deadline = time.monotonic() + seconds
-    while (got := fn()) != want and time.monotonic() < deadline:
-        time.sleep(1)
-    return got
-
-
 @pytest.mark.control("SC-NET-01", "SC-CRY-01")
 def test_sample_workload_is_published_through_the_gateway_over_tls(agencies):
     """From the Internet, the agency's hostname answers over TLS with a certificate for that name from the
     gateway's routes CA; the gateway proxies to every ready pod (addresses from EndpointSlices)."""
     cfg, host, site = agencies["cfg"], agencies["host"], agencies["site"]
-    got = _eventually(lambda: _from_internet(cfg, host), f"TLSv1.3 {BODY}\n", 60)
+    got = eventually(lambda: _from_internet(cfg, host), f"TLSv1.3 {BODY}\n", 60)
     assert got == f"TLSv1.3 {BODY}\n"
     conf = subprocess.run(["podman", "exec", cfg.container(site.gateway.name), "cat",
                            "/var/lib/sovcloud-gateway/routes.d/agencies.conf"],
@@ -193,12 +185,6 @@ def test_sample_workload_is_published_through_the_gateway_over_tls(agencies):
                         f"import socket; socket.create_connection(('{pod_ip}', 8080), 3)"],
                        capture_output=True, text=True, env=env())
     assert r.returncode != 0
-
-
-def _kubectl(kubeconfig: str, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-    r = subprocess.run(["kubectl", "--kubeconfig", kubeconfig, *args], capture_output=True, text=True, timeout=60)
-    assert not check or r.returncode == 0, r.stderr
-    return r
 
 
 @pytest.mark.control("SC-NET-03", "SC-NET-01")
@@ -214,7 +200,7 @@ def test_pods_are_reachable_only_through_the_gateway(agencies):
     def from_b() -> str:
         """The page, or "blocked" when the connection times out (dropped); anything else is returned as is.
         (busybox nc: the static busybox's wget crashes resolving even a literal address.)"""
-        r = _kubectl(kc, "-n", f"{b}-prod", "exec", client_pod.metadata.name, "--", "/bin/busybox", "sh", "-c",
+        r = kubectl(kc, "-n", f"{b}-prod", "exec", client_pod.metadata.name, "--", "/bin/busybox", "sh", "-c",
                      f"printf 'GET / HTTP/1.0\\r\\n\\r\\n' | /bin/busybox nc -w 3 {ip} 8080", check=False)
         if r.returncode == 0 and r.stdout.startswith("HTTP/1.1 200 "):
             return r.stdout.split("\n\n", 1)[1]  # (text mode has turned CRLF into LF)
@@ -225,21 +211,11 @@ def test_pods_are_reachable_only_through_the_gateway(agencies):
     other = next(n for n in site.nodes if n.role == "worker" and n.name != target.spec.node_name)
     r = ssh(site.ip(other), f"curl -sS --max-time 3 http://{ip}:8080/")
     assert r.returncode == 28, (r.returncode, r.stdout, r.stderr)  # curl: timed out (dropped, not refused)
-    allow_in = {"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
-                "metadata": {"name": "allow-from-b", "namespace": f"{a}-prod"},
-                "spec": {"podSelector": {}, "policyTypes": ["Ingress"], "ingress": [{"from": [
-                    {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": f"{b}-prod"}}}],
-                    "ports": [{"protocol": "TCP", "port": 8080}]}]}}
-    allow_out = {"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
-                 "metadata": {"name": "allow-to-a", "namespace": f"{b}-prod"},
-                 "spec": {"podSelector": {}, "policyTypes": ["Egress"], "egress": [{"to": [
-                     {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": f"{a}-prod"}}}]}]}}
-    for pol in (allow_in, allow_out):
-        subprocess.run(["kubectl", "--kubeconfig", kc, "apply", "-f", "-"], input=json.dumps(pol), check=True,
-                       capture_output=True, text=True, timeout=60)
-    assert _eventually(from_b, BODY) == BODY
-    _kubectl(kc, "-n", f"{a}-prod", "delete", "networkpolicy", "allow-from-b")
-    assert _eventually(from_b, "blocked") == "blocked"
+    for policy in allow_between(f"{b}-prod", f"{a}-prod", 8080, "allow-from-b"):
+        kubectl(kc, "apply", "-f", "-", input=json.dumps(policy))
+    assert eventually(from_b, BODY) == BODY
+    kubectl(kc, "-n", f"{a}-prod", "delete", "networkpolicy", "allow-from-b")
+    assert eventually(from_b, "blocked") == "blocked"
 
 
 @pytest.mark.control("SC-NET-01")
@@ -253,8 +229,7 @@ def test_gateway_refuses_a_route_into_another_agencys_namespace(agencies):
     cm = {"apiVersion": "v1", "kind": "ConfigMap",
           "metadata": {"name": "steal", "namespace": f"{b}-prod", "labels": {"sovcloud.kz/gateway-routes": "true"}},
           "data": {"routes.json": json.dumps(routes)}}
-    subprocess.run(["kubectl", "--kubeconfig", kc, "apply", "-f", "-"], input=json.dumps(cm), check=True,
-                   capture_output=True, text=True, timeout=60)
+    kubectl(kc, "apply", "-f", "-", input=json.dumps(cm))
     try:
         why = f"backend namespace '{a}-prod' does not belong to agency '{b}'"
 
@@ -263,10 +238,10 @@ def test_gateway_refuses_a_route_into_another_agencys_namespace(agencies):
                                 "-u", "sovcloud-gateway-routes"], capture_output=True, text=True, env=env())
             return why in r.stdout
 
-        assert _eventually(logged, True)
+        assert eventually(logged, True)
         assert _from_internet(cfg, host).startswith("refused")
     finally:
-        _kubectl(kc, "-n", f"{b}-prod", "delete", "configmap", "steal", check=False)
+        kubectl(kc, "-n", f"{b}-prod", "delete", "configmap", "steal", check=False)
 
 
 README = WORKLOAD / "README.md"
@@ -278,8 +253,9 @@ def test_the_workload_readme_onboards_an_agency_as_written(lab):
     the workload install from what the platform publishes, and the page answers through the gateway."""
     cfg, kubeconfig, _ = lab
     block = verbatim_block(README, README_MARK)
-    assert f"KUBECONFIG={str(kubeconfig).replace(str(Path.home()), '~')}\n" in block, "the README names another cluster"
-    releases = (("web", "mvd-prod"), ("mvd", "sovcloud-tenants"))
+    agency = inventory.state_dir(cfg) / "agencies" / "egov" / "astana.conf"  # egov on dc-astana's cluster
+    assert f"KUBECONFIG={str(agency).replace(str(Path.home()), '~')} " in block, "the README names another identity"
+    releases = (("web", "egov-prod"),)
     try:
         r = subprocess.run(["bash", "-e", "-o", "pipefail", "-c", block], cwd=REPO, capture_output=True,
                            text=True, timeout=600)

@@ -130,6 +130,9 @@ CASES = [
     ("workload-root-uid", WORKLOAD, W_OK, {"runAsUser": 0}, ["at '/runAsUser'"]),
     ("workload-privileged-port", WORKLOAD, W_OK, {"containerPort": 80}, ["at '/containerPort'"]),
     ("workload-bad-kind", WORKLOAD, W_OK, {"kind": "DaemonSet"}, ["at '/kind'"]),
+    ("workload-bad-probe-type", WORKLOAD, W_OK, {"probes.type": "exec"}, ["at '/probes/type'"]),
+    ("workload-secret-mount-without-path", WORKLOAD, W_OK, {"secretMounts[0].secretName": "db"},
+     ["at '/secretMounts/0'", "mountPath"]),
     (
         "workload-volume-on-deployment",
         WORKLOAD,

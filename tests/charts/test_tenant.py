@@ -9,6 +9,8 @@ from __future__ import annotations
 import pytest
 import yaml
 
+from infra.components import AGENCY_GROUP_PREFIX
+
 from .conftest import TENANT, by_kind, ci_values, one
 
 pytestmark = pytest.mark.tools
@@ -126,7 +128,12 @@ def test_network_default_deny_plus_explicit_allows(case):
         assert bool(same) == net["allowSameNamespace"]
 
 
-FORBIDDEN_WRITE = {"roles", "rolebindings", "networkpolicies", "resourcequotas", "limitranges", "namespaces"}
+# The chart's default group prefix is the one the platform issues agencies' identities in (infra Tenant).
+DEFAULT_PREFIX = yaml.safe_load((TENANT / "values.yaml").read_text())["rbac"]["groupPrefix"]
+FORBIDDEN_WRITE = {"roles", "rolebindings", "resourcequotas", "limitranges", "namespaces"}
+# An agency's admins add their own NetworkPolicies; the chart's stay the platform's (an admission policy guards
+# them: tests/charts/test_agency_identity.py). Developers and viewers write none.
+POLICY_WRITERS = {"admin"}
 WRITE_VERBS = {"create", "update", "patch", "delete", "deletecollection"}
 
 
@@ -143,6 +150,7 @@ def test_rbac_namespaced_least_privilege(case):
                 assert not {"escalate", "bind", "impersonate"} & set(rule["verbs"]), role
                 if WRITE_VERBS & set(rule["verbs"]):
                     assert not FORBIDDEN_WRITE & set(rule["resources"]), f"{role} writes {rule['resources']}"
+                    assert role in POLICY_WRITERS or "networkpolicies" not in rule["resources"], role
             reads_secrets = any("secrets" in rule["resources"] for rule in r["rules"])
             assert reads_secrets == (role == "admin"), f"{role} secrets access"
             binding = one(docs, "RoleBinding", f"agency-{role}", ns)
@@ -155,7 +163,7 @@ def test_rbac_namespaced_least_privilege(case):
                 {
                     "apiGroup": "rbac.authorization.k8s.io",
                     "kind": "Group",
-                    "name": f"sovcloud:{values['agency']}:{role}",
+                    "name": f"{values.get('rbac', {}).get('groupPrefix', DEFAULT_PREFIX)}{values['agency']}:{role}",
                 }
             ]
 
@@ -220,3 +228,7 @@ def test_other_government_domain_is_honoured(helm):
     # The default gov.kz is no longer accepted once the domain is egov.kz.
     err = helm.template_error(TENANT, [CI["minimal-values"]], {**route, "gateway.routes[0].host": "x.gov.kz"})
     assert 'gateway.routes[0].host: "x.gov.kz" is outside the government domain "egov.kz"' in err
+
+
+def test_the_charts_groups_are_those_the_platform_issues_identities_in():
+    assert DEFAULT_PREFIX == AGENCY_GROUP_PREFIX

@@ -9,7 +9,8 @@ import yaml
 
 from infra import components
 from infra import config as cfg
-from infra.program import build, check_kubernetes_releases, compliance_summary
+from infra.program import CLUSTER_IMAGES, build, check_kubernetes_releases, compliance_summary
+from lab import oci
 from tests.conftest import require_tool
 from toolchain import REPO
 
@@ -200,11 +201,16 @@ def test_platform_info_tells_tenants_their_gateways_and_the_shipped_images(lab_c
     sites = {s.name: components.Site(s) for s in lab_cloud.sites}
     gateway = components.InternetAccessGateway("gateway", lab_cloud.gateway, sites, pki, lab_cloud.domain)
     cluster = components.KubernetesCluster(lab_cloud.clusters[1], sites["dc-almaty"], pki)
-    cm, role, binding = components.cluster_platform(cluster, lab_cloud.site("dc-almaty"), gateway,
-                                                    pki.root.cert_pem, images)
+    cm, role, binding, guard, guard_binding = components.cluster_platform(
+        cluster, lab_cloud.site("dc-almaty"), gateway, pki.root.cert_pem, images)
 
-    @checks.on(cm.manifest, role.manifest, binding.manifest)
-    def _(cm, role, binding):
+    @checks.on(cm.manifest, role.manifest, binding.manifest, guard.manifest, guard_binding.manifest)
+    def _(cm, role, binding, guard, guard_binding):
+        # Agencies may not change or delete the tenant chart's NetworkPolicies (their own they may).
+        assert guard["kind"] == "ValidatingAdmissionPolicy" and guard_binding["spec"] == {
+            "policyName": guard["metadata"]["name"], "validationActions": ["Deny"]}
+        assert components.AGENCY_GROUP_PREFIX in guard["spec"]["matchConditions"][0]["expression"]
+        assert guard["spec"]["matchConstraints"]["resourceRules"][0]["operations"] == ["UPDATE", "DELETE"]
         assert cm["metadata"] == {"name": "sovcloud-platform", "namespace": "kube-public"}
         assert cm["data"] == {"gatewayAddresses": '["10.210.2.15/32"]', "gatewayPublicAddresses": "10.210.200.21",
                               "domain": "gov.kz", "rootCA": "mock-cert_pem-pki-root",
@@ -263,9 +269,27 @@ def _hosts(tmp_path, versions=("1.33.13",)) -> cfg.Hosts:
         (tmp_path / "kubernetes" / version).mkdir(parents=True)
         for binary in components.KUBERNETES_BINARIES:
             (tmp_path / "kubernetes" / version / binary).write_text("")
+    # ... and the images every worker imports: those the in-cluster platform runs among them.
+    for archive in CLUSTER_IMAGES:
+        oci.build(oci.Image(f"sovcloud.local/{archive}:test", {"/bin": oci.File(b"", 0o755)}, ["/bin"]),
+                  tmp_path / "images" / f"{archive}.tar")
     return cfg.parse_hosts({"ssh_user": "sovadmin", "ssh_private_key_file": str(key),
                             "state_dir": str(tmp_path / "state"),
-                            "extra_vars": {"cluster_kubernetes_dir": str(tmp_path / "kubernetes")}})
+                            "extra_vars": {"cluster_kubernetes_dir": str(tmp_path / "kubernetes"),
+                                           "cluster_image_dir": str(tmp_path / "images")}})
+
+
+@pulumi.runtime.test
+@pytest.mark.parametrize("archive", list(CLUSTER_IMAGES))
+def test_a_stack_without_a_platform_image_is_refused_before_anything_runs(lab_cloud, tmp_path, archive):
+    hosts = _hosts(tmp_path)
+    assert build(lab_cloud, hosts=hosts)["clusters"]  # the control: with the images the stack builds
+    (tmp_path / "images" / f"{archive}.tar").rename(tmp_path / "images" / "other.tar")
+    with pytest.raises(cfg.ConfigError) as exc:
+        build(lab_cloud, hosts=hosts)
+    ((field, message),) = exc.value.problems
+    assert field == "sovcloud:hosts.extra_vars.cluster_image_dir"
+    assert f"{archive}.tar ({CLUSTER_IMAGES[archive]}) missing" in message, message
 
 
 def test_a_cluster_version_without_binaries_is_refused_before_anything_runs(lab_cloud, tmp_path):
@@ -302,6 +326,9 @@ def test_cluster_host_files_are_what_the_cluster_playbook_installs(lab_cloud, ch
         # kube_node: each worker its own kubelet identity (client) and serving certificate, through the LB.
         assert {"kubelet-astana-w1.crt", "kubelet-serving-astana-w2.key"} <= pki_files
         assert "server: https://10.210.1.15:6443" in files["dc-astana/kubeconfig/kubelet-astana-w1.conf"]
+        # kube-proxy: an identity of its own per worker (the user the default RBAC binds to system:node-proxier).
+        assert {"kube-proxy-astana-w1.crt", "kube-proxy-astana-w2.key"} <= pki_files
+        assert "name: system:kube-proxy" in files["dc-astana/kubeconfig/kube-proxy-astana-w1.conf"]
         assert "system:node:astana-w1" in files["dc-astana/kubeconfig/kubelet-astana-w1.conf"]
         assert not any("astana-cp1" in f and "kubelet" in f for f in files)  # no kubelet on the control plane
         # Separate CAs: etcd trusts only the etcd CA, the apiserver only the kubernetes CA.
@@ -341,6 +368,10 @@ def test_site_hosts_harden_then_network_then_control_plane_and_tenants_wait(lab_
         assert cp_vars["cluster_state_dir"] == str(tmp_path / "state")
         assert cp_vars["cluster_service_cidr"] == "10.96.0.0/16"
         assert cp_vars["cluster_pod_cidrs"] == {"astana-w1": "10.64.0.0/24", "astana-w2": "10.64.1.0/24"}
+        # Every kubelet names the cluster DNS; pods reach the API and the gateway's resolver from their addresses.
+        assert (cp_vars["cluster_dns_ip"], cp_vars["cluster_dns_domain"]) == ("10.96.0.10", "cluster.local")
+        pods = ["10.64.0.0/16"]
+        assert harden_vars["hardening_firewall_pod_cidrs"] == cp_vars["hardening_firewall_pod_cidrs"] == pods
         # The cluster runs its own kubernetes_version's binaries.
         assert cp_vars["cluster_bin_dir"] == str(tmp_path / "kubernetes" / "1.33.13")
         assert inventory["all"]["vars"]["ansible_user"] == "sovadmin"
@@ -361,7 +392,7 @@ def test_site_hosts_harden_then_network_then_control_plane_and_tenants_wait(lab_
         assert access["roleRef"]["name"] == "system:kubelet-api-admin"
         assert access["subjects"] == [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User",
                                        "name": "kube-apiserver-kubelet-client"}]
-        roles = [m for m in manifests if m["kind"] == "ClusterRole"]
+        roles = [m for m in manifests if m["kind"] == "ClusterRole" and m["metadata"]["name"].startswith("sovcloud:")]
         assert {r["metadata"]["name"] for r in roles} == {"sovcloud:netpol-agent", "sovcloud:gateway-route-agent"}
         for role in roles:
             for rule in role["rules"]:
@@ -372,3 +403,21 @@ def test_site_hosts_harden_then_network_then_control_plane_and_tenants_wait(lab_
 
     return control_plane.urn
 
+
+
+@pulumi.runtime.test
+def test_each_agency_gets_its_own_short_lived_identity_per_cluster(lab_cloud, checks, tmp_path):
+    """On the clusters the stack runs, a tenant's agency gets a kubeconfig of its own: a client certificate from
+    that cluster's CA in the tenant chart's admin group, valid for days, not the cluster admin's."""
+    res = build(lab_cloud, hosts=_hosts(tmp_path))
+    egov = res["tenants"]["egov"]
+    assert set(egov.credentials) == set(egov.kubeconfigs) == {"astana", "almaty"}
+    cert = egov.credentials["astana"]
+
+    @checks.on(cert.organization, cert.validity_days, cert.rotate_before_days, cert.issuer_cert_pem, cert.client,
+               egov.kubeconfigs["astana"])
+    def _(group, days, rotate, issuer, client, kubeconfig):
+        assert group == f"{components.AGENCY_GROUP_PREFIX}egov:admin"
+        assert (days, rotate, client) == (components.AGENCY_CREDENTIAL_DAYS, 3, True) and days <= 7
+        assert issuer == "mock-cert_pem-astana-kubernetes-ca"
+        assert "server: https://10.210.1.15:6443" in kubeconfig and "name: egov-admin" in kubeconfig

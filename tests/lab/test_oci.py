@@ -49,3 +49,19 @@ def test_same_inputs_same_digest_and_any_change_a_new_one(tmp_path):
     assert oci.build(_image(), tmp_path / "b.tar") == a
     assert (tmp_path / "a.tar").read_bytes() == (tmp_path / "b.tar").read_bytes()
     assert oci.build(_image(user="0:0"), tmp_path / "c.tar") != a
+
+
+def test_links_and_default_arguments(tmp_path):
+    """A shell image: applets as symlinks to one binary, the entrypoint's default arguments (Cmd) in the config."""
+    import gzip
+    import io
+
+    digest = oci.build(_image(links={"/bin/sh": "demo"}, cmd=["pause"]), tmp_path / "demo.tar")
+    files = _members(tmp_path / "demo.tar")
+    manifest = json.loads(files[f"blobs/sha256/{digest[7:]}"])
+    config = json.loads(files[f"blobs/sha256/{manifest['config']['digest'][7:]}"])
+    assert config["config"]["Cmd"] == ["pause"]
+    (layer,) = manifest["layers"]
+    with tarfile.open(fileobj=io.BytesIO(gzip.decompress(files[f"blobs/sha256/{layer['digest'][7:]}"]))) as tar:
+        link = tar.getmember("bin/sh")
+    assert link.issym() and link.linkname == "demo"
