@@ -69,10 +69,24 @@ def test_each_station_backs_up_etcd_and_the_tenants_on_schedule_to_both_sites_an
             "query": f'sovcloud_restore_drill_rpo_seconds{{site="{site}"}}'}).json()["data"]["result"]
         print(f"\n{site}: drill RTO {float(rto[0]['value'][1]):.1f}s RPO {float(rpo[0]['value'][1]):.1f}s")
         assert 0 < float(rto[0]["value"][1]) < 3600 and 0 < float(rpo[0]["value"][1]) < 86400
-        # The backup exporter reads the station's etcd snapshot as fresh at both stores.
-        ages = client.get(f"{prom}/api/v1/query", params={
-            "query": f'sovcloud_backup_age_seconds{{site="{site}",dataset="etcd-{clusters[site]}"}}'}).json()
-        assert {r["metric"]["store_site"] for r in ages["data"]["result"]} == set(sites), ages
+        # The backup exporter reads the station's etcd snapshot as fresh at both stores. A store that did not
+        # answer one refresh reports no age for that minute (never a false one): wait for a refresh in which both
+        # answered, and name the store that did not otherwise.
+        def ages(site=site, prom=prom):
+            found = {r["metric"]["store_site"]: float(r["value"][1]) for r in client.get(
+                f"{prom}/api/v1/query", params={"query": f'sovcloud_backup_age_seconds{{site="{site}",'
+                                                          f'dataset="etcd-{clusters[site]}"}}'}).json()["data"]["result"]}
+            if set(found) == set(sites):
+                return found
+            up = client.get(f"{prom}/api/v1/query", params={"query": "sovcloud_backup_store_up"}).json()
+            print(f"{site}: ages at {sorted(found)}; store_up "
+                  f"{[(r['metric']['store_site'], r['value'][1]) for r in up['data']['result']]}")
+            return None
+
+        fresh = wait_until(ages, 300, f"{site}'s exporter reading its etcd snapshot at every store", every_s=15)
+        (target,) = client.get(f"{prom}/api/v1/query", params={"query": f'sovcloud_backup_rpo_seconds{{site="{site}",'
+                                                               f'dataset="etcd-{clusters[site]}"}}'}).json()["data"]["result"]
+        assert all(0 < age < float(target["value"][1]) for age in fresh.values()), (fresh, target)
 
 
 @pytest.mark.control("SC-BCK-01")
