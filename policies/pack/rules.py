@@ -6,6 +6,7 @@ whatever produced it. Each policy's description starts with the control ids it e
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from pulumi_policy import EnforcementLevel, ResourceValidationArgs, ResourceValidationPolicy
@@ -28,12 +29,27 @@ def _plain(value: Any) -> Any:
     return [_plain(v) for v in value]
 
 
+# A pulumi_kubernetes resource's type token names its object's kind: kubernetes:apps/v1:Deployment, and for a
+# server-side-apply patch kubernetes:core/v1:ServicePatch (a patch can make a Service public just the same).
+# A Helm chart's objects (helm.v4.Chart) reach the pack as such typed children.
+_KUBERNETES_TYPE = re.compile(r"^kubernetes:[\w.-]+/\w+:(?P<kind>\w+?)(?:Patch)?$")
+
+
 def _manifest(args: ResourceValidationArgs) -> dict[str, Any] | None:
-    """The Kubernetes object of a KubeObject dynamic resource, if this is one."""
+    """The Kubernetes object a resource declares, if it declares one: a typed pulumi_kubernetes resource (its
+    properties are the object) or a KubeObject dynamic resource (its `manifest` property)."""
+    typed = _KUBERNETES_TYPE.match(args.resource_type)
+    if typed:
+        manifest = _plain(args.props)
+        return {**manifest, "kind": typed["kind"], "metadata": manifest.get("metadata") or {"name": args.name}}
     if args.resource_type != "pulumi-python:dynamic:Resource":
         return None
     manifest = _plain(args.props.get("manifest"))
     return manifest if isinstance(manifest, dict) and "kind" in manifest else None
+
+
+def _name(manifest: dict[str, Any]) -> str:
+    return f"{manifest['kind']} {manifest['metadata'].get('name', '(generated name)')}"
 
 
 def data_residency(args: ResourceValidationArgs, report) -> None:
@@ -45,11 +61,11 @@ def gateway_only_exposure(args: ResourceValidationArgs, report) -> None:
     m = _manifest(args)
     if m is None:
         return
-    if m["kind"] == "Service" and m.get("spec", {}).get("type") in ("LoadBalancer", "NodePort"):
-        report(f"Service {m['metadata']['name']} is of type {m['spec']['type']}: publish services only through "
+    if m["kind"] == "Service" and (m.get("spec") or {}).get("type") in ("LoadBalancer", "NodePort"):
+        report(f"{_name(m)} is of type {m['spec']['type']}: publish services only through "
                "the Internet access gateway (a gateway route)")
     if m["kind"] == "Ingress":
-        report(f"Ingress {m['metadata']['name']}: publish services only through the Internet access gateway")
+        report(f"{_name(m)}: publish services only through the Internet access gateway")
 
 
 def tls_min_version(args: ResourceValidationArgs, report) -> None:
@@ -90,14 +106,15 @@ def pod_resource_limits(args: ResourceValidationArgs, report) -> None:
     m = _manifest(args)
     if m is None or m["kind"] not in POD_TEMPLATE_KINDS | {"Pod", "CronJob"}:
         return
-    spec = m.get("spec", {})
+    # A typed resource may carry a field it leaves unset as None: `or {}` at each level.
+    spec = m.get("spec") or {}
     if m["kind"] == "CronJob":
-        spec = spec.get("jobTemplate", {}).get("spec", {})
-    pod = spec if m["kind"] == "Pod" else spec.get("template", {}).get("spec", {})
-    for c in pod.get("containers", []) + pod.get("initContainers", []):
+        spec = (spec.get("jobTemplate") or {}).get("spec") or {}
+    pod = spec if m["kind"] == "Pod" else (spec.get("template") or {}).get("spec") or {}
+    for c in (pod.get("containers") or []) + (pod.get("initContainers") or []):
         limits = (c.get("resources") or {}).get("limits") or {}
         if not {"cpu", "memory"} <= set(limits):
-            report(f"{m['kind']} {m['metadata']['name']}: container {c.get('name')} has no cpu/memory limits")
+            report(f"{_name(m)}: container {c.get('name')} has no cpu/memory limits")
 
 
 def _policy(name: str, controls: str, description: str, validate) -> ResourceValidationPolicy:

@@ -4,11 +4,14 @@ the real engine blocks a non-compliant preview."""
 from types import SimpleNamespace
 
 import pulumi
+import pulumi_kubernetes as kubernetes
 import pytest
+import yaml
 from pulumi import automation as auto
 
 from infra.providers import KubeObject
 from policies.pack import rules
+from tests.conftest import require_tool
 from toolchain import REPO
 
 COMPONENT = "sovcloud:index:{}"
@@ -63,24 +66,83 @@ def test_policy_passes_compliant_and_fails_non_compliant(policy):
     assert len(violations) == 1
 
 
-@pytest.mark.tools
-def test_engine_blocks_a_non_compliant_preview(tmp_path):
-    """A LoadBalancer Service declared by a program is refused by the mandatory pack in a real preview."""
+# The same rules on pulumi_kubernetes' typed resources: the kind comes from the type token, a Patch counts as its
+# kind, and a field left unset may arrive as None. (policy, type, object, violations expected)
+TYPED_CASES = [
+    ("gateway-only-exposure", "kubernetes:core/v1:Service", {"metadata": {"name": "s"}, "spec": {"type": "ClusterIP"}},
+     0),
+    ("gateway-only-exposure", "kubernetes:core/v1:Service", {"metadata": {"name": "s"},
+                                                             "spec": {"type": "LoadBalancer"}}, 1),
+    ("gateway-only-exposure", "kubernetes:core/v1:ServicePatch", {"metadata": {"name": "s"},
+                                                                  "spec": {"type": "NodePort"}}, 1),
+    ("gateway-only-exposure", "kubernetes:core/v1:Service", {"metadata": None, "spec": None}, 0),
+    ("gateway-only-exposure", "kubernetes:networking.k8s.io/v1:Ingress", {"metadata": {"name": "i"}, "spec": None}, 1),
+    ("gateway-only-exposure", "kubernetes:core/v1:ConfigMap", {"metadata": {"name": "c"}, "data": {"type": "x"}}, 0),
+    ("pod-resource-limits", "kubernetes:apps/v1:Deployment", deployment({"cpu": "1", "memory": "1Gi"}), 0),
+    ("pod-resource-limits", "kubernetes:apps/v1:Deployment", deployment({"cpu": "1"}), 1),
+    ("pod-resource-limits", "kubernetes:apps/v1:StatefulSet", {"metadata": {"name": "db"}, "spec": None}, 0),
+    ("pod-resource-limits", "kubernetes:batch/v1:CronJob", {"metadata": {"name": "j"}, "spec": {"jobTemplate": {
+        "spec": {"template": {"spec": {"containers": [{"name": "c", "resources": None}]}}}}}}, 1),
+]
 
-    def program():
-        KubeObject("public-lb", "kubeconfig-not-needed-in-preview", {
-            "apiVersion": "v1", "kind": "Service", "metadata": {"name": "portal", "namespace": "egov-prod"},
-            "spec": {"type": "LoadBalancer", "ports": [{"port": 443}]}})
-        pulumi.export("ok", True)
 
+@pytest.mark.parametrize(("policy", "type_", "obj", "expected"), TYPED_CASES,
+                         ids=[f"{c[0]}-{c[1].rsplit(':', 1)[1]}-{c[3]}" for c in TYPED_CASES])
+def test_policy_reads_typed_kubernetes_resources(policy, type_, obj, expected):
+    (rule,) = [p for p in rules.POLICIES if p.name == policy]
+    violations: list[str] = []
+    rule.validate(args(type_, obj, name="generated"), lambda msg, urn=None: violations.append(msg))
+    assert len(violations) == expected, violations
+
+
+def _preview(tmp_path, program) -> None:
+    """A real preview of `program` with the mandatory pack (local file backend, no network)."""
     backend = tmp_path / "state"
-    backend.mkdir()
+    backend.mkdir(exist_ok=True)
     opts = auto.LocalWorkspaceOptions(
         work_dir=str(tmp_path),
         project_settings=auto.ProjectSettings(name="sovcloud-policy", runtime="python",
                                               backend=auto.ProjectBackend(f"file://{backend}")),
         secrets_provider="passphrase", env_vars={"PULUMI_CONFIG_PASSPHRASE": "policy-test"})
-    stack = auto.create_stack("policy", project_name="sovcloud-policy", program=program, opts=opts)
+    stack = auto.create_or_select_stack("policy", project_name="sovcloud-policy", program=program, opts=opts)
+    stack.preview(policy_packs=[str(REPO / "policies" / "pack")])
+
+
+def _service(service_type: str) -> dict:
+    return {"apiVersion": "v1", "kind": "Service", "metadata": {"name": "portal", "namespace": "egov-prod"},
+            "spec": {"type": service_type, "ports": [{"port": 443}]}}
+
+
+def _declare(how: str, service_type: str, tmp_path):
+    """A program declaring one Service of `service_type` the way `how` says."""
+    def program():
+        if how == "KubeObject":
+            KubeObject("portal", "kubeconfig-not-needed-in-preview", _service(service_type))
+            return
+        # Rendering to a directory needs no cluster: the provider plugin make setup builds, offline.
+        provider = kubernetes.Provider("render", render_yaml_to_directory=str(tmp_path / "rendered"))
+        opts = pulumi.ResourceOptions(provider=provider)
+        if how == "Service":
+            manifest = _service(service_type)
+            kubernetes.core.v1.Service("portal", metadata=manifest["metadata"], spec=manifest["spec"], opts=opts)
+        else:  # a Helm chart's child, as the agencies' charts are deployed
+            chart = tmp_path / "chart"
+            (chart / "templates").mkdir(parents=True, exist_ok=True)
+            (chart / "Chart.yaml").write_text("apiVersion: v2\nname: portal\nversion: 0.1.0\n")
+            (chart / "templates" / "service.yaml").write_text(yaml.safe_dump(_service(service_type)).replace(
+                service_type, "{{ .Values.type }}"))
+            kubernetes.helm.v4.Chart("portal", chart=str(chart), values={"type": service_type}, opts=opts)
+    return program
+
+
+@pytest.mark.tools
+@pytest.mark.parametrize("how", ["KubeObject", "Service", "Chart"])
+def test_engine_blocks_a_public_service_at_preview_and_passes_a_cluster_internal_one(tmp_path, how):
+    """A LoadBalancer Service declared by a program is refused by the mandatory pack in a real preview, however
+    it is declared; the same program with a ClusterIP Service previews (the positive control)."""
+    require_tool("pulumi")
+    _preview(tmp_path, _declare(how, "ClusterIP", tmp_path))
     with pytest.raises(auto.errors.CommandError) as exc:
-        stack.preview(policy_packs=[str(REPO / "policies" / "pack")])
+        _preview(tmp_path, _declare(how, "LoadBalancer", tmp_path))
     assert "gateway-only-exposure" in str(exc.value) and "mandatory" in str(exc.value)
+    assert "Service portal is of type LoadBalancer" in str(exc.value)
