@@ -52,6 +52,9 @@ STAND_INS = {
     "nginx": "busybox httpd on :80 serving /usr/share/nginx/html (upstream: nginx)",
     "jessie-dnsutils": "busybox with Debian's dig (upstream: Debian jessie's dnsutils)",
     "pause": "busybox sleep (upstream: the pause binary)",
+    "sample-apiserver": "k8s.io/sample-apiserver v0.33.5's server built with the cluster's apiserver libraries, on "
+                        "a busybox (upstream: 1.29.2)",
+    "etcd": "Debian's etcd 3.4 (upstream: etcd 3.5.21)",
     **{name: f"busybox httpd on :80 serving upstream's test/images/{name}/html (upstream: agnhost test-webserver)"
        for name in ("kitten", "nautilus")},
 }
@@ -92,6 +95,8 @@ def images(suite: dict[str, Path], out: Path, version: str) -> dict[str, Path]:
     porter = go_module_dir("k8s.io/kubernetes", f"v{version}") / "test" / "images" / "agnhost" / "porter"
     certs = {f"/localhost.{ext}": oci.File((porter / f"localhost.{ext}").read_bytes()) for ext in ("crt", "key")}
     coredns = oci.File((HOME / "bin" / "coredns").read_bytes(), 0o755)
+    # The aggregator test's extension API server keeps its objects in an etcd beside it in the pod.
+    etcd = cluster.with_libraries([Path("/usr/bin/etcd")])
 
     def update_demo(name: str) -> dict[str, oci.File]:
         # The kubectl Update Demo tests read each pod's data.json (naming its picture) through the API server's
@@ -111,6 +116,11 @@ def images(suite: dict[str, Path], out: Path, version: str) -> dict[str, Path]:
         **{f"{E2E_REPO}/{name}:1.7": oci.Image("", {**base, **update_demo(name)},
                                                ["/bin/busybox", "httpd", "-f", "-p", "80", "-h", "/www"], user=ROOT,
                                                env=env) for name in ("nautilus", "kitten")},
+        f"{E2E_REPO}/sample-apiserver:1.29.2": oci.Image(
+            "", {**base, "/sample-apiserver": oci.File(suite["sample-apiserver"].read_bytes(), 0o755)},
+            ["/sample-apiserver"], user=ROOT, env=env),
+        "registry.k8s.io/etcd:3.5.21-0": oci.Image("", {**base, **etcd}, ["/usr/local/bin/etcd"], user=ROOT, env=env,
+                                                   links={"/usr/local/bin/etcd": "/usr/bin/etcd"}),
         "registry.k8s.io/pause:3.10": oci.Image("", {"/bin/busybox": busybox}, ["/bin/busybox", "sleep", "2147483647"],
                                                 links={"/pause": "bin/busybox"}),
     }
@@ -127,7 +137,8 @@ def images(suite: dict[str, Path], out: Path, version: str) -> dict[str, Path]:
         image.ref = ref
         if "/etc/passwd" in image.files:
             # Debian's programs first (the host's bash, not busybox's applet of the same name), then the applets.
-            image.links = {p: t for p, t in links.items() if p not in image.files and f"/usr{p}" not in image.files}
+            image.links = {**{p: t for p, t in links.items() if p not in image.files and f"/usr{p}" not in image.files},
+                           **image.links}
             if "/usr/bin/dig" in image.files:
                 image.links.update(HOST_LINKS)
         archive = out / (re.sub(r"[^a-z0-9.-]+", "_", ref.split("/", 1)[1]) + ".tar")

@@ -43,16 +43,18 @@ def kubernetes(version: str, node: bool = False) -> GoTool:
 
 
 def conformance(version: str) -> GoTool:
-    """Kubernetes `version`'s conformance suite (e2e.test), its runner (ginkgo) and agnhost, the program most of
-    its test pods run, from the same module as the cluster (built by `make conformance`, not by setup)."""
+    """Kubernetes `version`'s conformance suite (e2e.test), its runner (ginkgo), agnhost (the program most of its
+    test pods run) and the sample API server the aggregator test registers, from the same module as the cluster
+    (built by `make conformance`, not by setup)."""
     tool = kubernetes(version)
     return GoTool(
         name="kubernetes-conformance", version=version, module="k8s.io/kubernetes",
         commands={"agnhost": "k8s.io/kubernetes/test/images/agnhost",
-                  "ginkgo": "github.com/onsi/ginkgo/v2/ginkgo"},
+                  "ginkgo": "github.com/onsi/ginkgo/v2/ginkgo", "sample-apiserver": "k8s.io/sample-apiserver"},
         tests={"e2e.test": "k8s.io/kubernetes/test/e2e"},
         ldflags=tool.ldflags, local_replacement_version=tool.local_replacement_version,
-        # The proxy refuses the zips of sample-apiserver v0.33.6 and later; the suite only needs its API types.
+        # The proxy refuses the zips of sample-apiserver v0.33.6 and later: its last served server, built against
+        # the cluster's own apiserver libraries.
         overrides={"k8s.io/sample-apiserver": "v0.33.5"},
         extra_modules=[f"github.com/onsi/ginkgo/v2/ginkgo@v{pins.GINKGO}"],
         static=True,  # agnhost runs in the test images
