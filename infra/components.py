@@ -154,6 +154,10 @@ class KubernetesCluster(pulumi.ComponentResource):
         # (and the reverse) just because both chain to the same root; components trust only their own CA.
         self.etcd_ca = pki.intermediate(f"{cluster.name}-etcd-ca", f"{cluster.name} etcd CA", self)
         self.kube_ca = pki.intermediate(f"{cluster.name}-kubernetes-ca", f"{cluster.name} kubernetes CA", self)
+        # The aggregation layer: the apiserver proxies to extension API servers (APIService) as this CA's
+        # front-proxy-client, passing the user in request headers they trust only from it (as kubeadm does).
+        self.front_proxy_ca = pki.intermediate(f"{cluster.name}-front-proxy-ca", f"{cluster.name} front proxy CA",
+                                               self)
 
         def leaf(name: str, cn: str, issuer: Certificate, **kwargs) -> Certificate:
             return pki.issue(f"{cluster.name}-{name}", s.name, cn, self, issuer=issuer, **kwargs)
@@ -182,6 +186,7 @@ class KubernetesCluster(pulumi.ComponentResource):
             # The API LB's health checks of each apiserver's /readyz (anonymous requests are refused; any
             # authenticated identity may read /readyz through system:public-info-viewer).
             "api-lb-health": leaf("api-lb-health", "sovcloud:api-lb-health", self.kube_ca, **client),
+            "front-proxy-client": leaf("front-proxy-client", "front-proxy-client", self.front_proxy_ca, **client),
         }
         self.admin = self.clients["admin"]
         # Each worker's kubelet is its own identity: the Node authorizer and NodeRestriction admission let
@@ -255,6 +260,7 @@ class KubernetesCluster(pulumi.ComponentResource):
         local = f"https://127.0.0.1:{API_PORT}"
         parts = {"root-ca.crt": pki.root.cert_pem, "etcd-ca.crt": self.etcd_ca.cert_pem,
                  "kubernetes-ca.crt": self.kube_ca.cert_pem, "kubernetes-ca.key": self.kube_ca.key_pem,
+                 "front-proxy-ca.crt": self.front_proxy_ca.cert_pem,
                  "sa.key": self.service_account_key.private_key_pem,
                  "sa.pub": self.service_account_key.public_key_pem, "encryption-key": self.encryption_key.value}
         for name, cert in pairs.items():
