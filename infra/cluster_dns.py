@@ -14,10 +14,11 @@ from __future__ import annotations
 from typing import Any
 
 import pulumi
+import pulumi_kubernetes as kubernetes
 
 from infra import config as cfg
+from infra import kube
 from infra.components import API_PORT, CLUSTER_DNS_DOMAIN, KubernetesCluster, node_address
-from infra.providers import KubeObject
 
 NAMESPACE = "kube-system"
 NAME = "coredns"
@@ -138,8 +139,8 @@ def manifests(cluster: KubernetesCluster, site: cfg.Site, image: str) -> dict[st
     }
 
 
-def cluster_dns(cluster: KubernetesCluster, site: cfg.Site, image: str,
-                opts: pulumi.ResourceOptions | None = None) -> list[KubeObject]:
+def cluster_dns(cluster: KubernetesCluster, site: cfg.Site, image: str, provider: kubernetes.Provider,
+                opts: pulumi.ResourceOptions | None = None) -> list[pulumi.CustomResource]:
     """Apply the cluster's DNS (once its control plane serves: `opts` depends on it)."""
-    return [KubeObject(f"{cluster.config.name}-{key}", cluster.kubeconfig, manifest, opts=opts)
+    return [kube.apply(f"{cluster.config.name}-{key}", manifest, provider, opts=opts)
             for key, manifest in manifests(cluster, site, image).items()]

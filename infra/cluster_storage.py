@@ -17,10 +17,11 @@ import json
 from typing import Any
 
 import pulumi
+import pulumi_kubernetes as kubernetes
 
 from infra import config as cfg
+from infra import kube
 from infra.components import API_PORT, KubernetesCluster, node_address
-from infra.providers import KubeObject
 
 NAMESPACE = "local-path-storage"
 NAME = "local-path-provisioner"
@@ -145,11 +146,12 @@ def manifests(cluster: KubernetesCluster, site: cfg.Site, image: str, helper_ima
 
 
 def cluster_storage(cluster: KubernetesCluster, site: cfg.Site, images: dict[str, str],
-                    opts: pulumi.ResourceOptions | None = None) -> list[KubeObject]:
+                    provider: kubernetes.Provider,
+                    opts: pulumi.ResourceOptions | None = None) -> list[pulumi.CustomResource]:
     """Apply the cluster's storage (once its control plane serves: `opts` depends on it)."""
     objects = manifests(cluster, site, images[IMAGE_ARCHIVE], images[HELPER_IMAGE_ARCHIVE])
-    namespace = KubeObject(f"{cluster.config.name}-storage-namespace", cluster.kubeconfig,
-                           objects.pop("storage-namespace"), opts=opts)
+    namespace = kube.apply(f"{cluster.config.name}-storage-namespace", objects.pop("storage-namespace"), provider,
+                           opts=opts)
     inside = pulumi.ResourceOptions.merge(opts, pulumi.ResourceOptions(depends_on=[namespace]))
-    return [namespace, *(KubeObject(f"{cluster.config.name}-{key}", cluster.kubeconfig, manifest, opts=inside)
+    return [namespace, *(kube.apply(f"{cluster.config.name}-{key}", manifest, provider, opts=inside)
                          for key, manifest in objects.items())]

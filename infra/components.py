@@ -15,10 +15,12 @@ from pathlib import Path
 from typing import Any
 
 import pulumi
+import pulumi_kubernetes as kubernetes
 import yaml
 
 from infra import config as cfg
-from infra.providers import Certificate, KubeObject, Playbook, SecretKey, SigningKey, WireGuardKey
+from infra import kube
+from infra.providers import Certificate, Playbook, SecretKey, SigningKey, WireGuardKey
 from toolchain import REPO
 
 PKG = "sovcloud"
@@ -556,7 +558,8 @@ def _binding(name: str, role: str, kind: str, subject: str) -> dict[str, Any]:
             "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": kind, "name": subject}]}
 
 
-def cluster_rbac(cluster: KubernetesCluster, opts: pulumi.ResourceOptions | None = None) -> list[KubeObject]:
+def cluster_rbac(cluster: KubernetesCluster, provider: kubernetes.Provider,
+                 opts: pulumi.ResourceOptions | None = None) -> list[pulumi.CustomResource]:
     """The platform's own identities' rights, applied once the control plane is up:
     - the apiserver's kubelet client may use the kubelet API (logs, exec, port-forward), which kubelets
       authorize by webhook;
@@ -574,7 +577,7 @@ def cluster_rbac(cluster: KubernetesCluster, opts: pulumi.ResourceOptions | None
         "gateway-route-agent-binding": _binding("sovcloud:gateway-route-agent", "sovcloud:gateway-route-agent",
                                                 "Group", ROUTE_AGENTS),
     }
-    return [KubeObject(f"{name}-{key}", cluster.kubeconfig, manifest, opts=opts) for key, manifest in objects.items()]
+    return [kube.apply(f"{name}-{key}", manifest, provider, opts=opts) for key, manifest in objects.items()]
 
 
 # What the platform tells every tenant of a cluster (the tenant chart looks it up, agencies read it): readable by
@@ -596,8 +599,8 @@ def shipped_images(image_dir: str | None) -> dict[str, str]:
 
 
 def cluster_platform(cluster: KubernetesCluster, site: cfg.Site, gateway: InternetAccessGateway,
-                     root_ca: pulumi.Input[str], images: dict[str, str],
-                     opts: pulumi.ResourceOptions | None = None) -> list[KubeObject]:
+                     root_ca: pulumi.Input[str], images: dict[str, str], provider: kubernetes.Provider,
+                     opts: pulumi.ResourceOptions | None = None) -> list[pulumi.CustomResource]:
     """ConfigMap kube-public/sovcloud-platform on the cluster: its site's gateway nodes (which the tenant chart's
     policies admit), the gateway's Internet addresses, the government domain, the root CA that published names
     verify against, and the images every worker holds (`<archive>.image`: repo:tag@digest)."""
@@ -619,7 +622,7 @@ def cluster_platform(cluster: KubernetesCluster, site: cfg.Site, gateway: Intern
             "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "Group", "name": "system:authenticated"}]},
     }
     objects.update(_platform_policy_guard())
-    return [KubeObject(f"{cluster.config.name}-{key}", cluster.kubeconfig, manifest, opts=opts)
+    return [kube.apply(f"{cluster.config.name}-{key}", manifest, provider, opts=opts)
             for key, manifest in objects.items()]
 
 
@@ -674,7 +677,7 @@ class Tenant(pulumi.ComponentResource):
     On the clusters this stack runs (`issuers`), the agency gets its own kubeconfig (`kubeconfigs`): it acts as
     its tenant's admin group, never as the cluster's admin."""
 
-    def __init__(self, tenant: cfg.Tenant, domain: str, kubeconfigs: dict[str, str],
+    def __init__(self, tenant: cfg.Tenant, domain: str, providers: dict[str, kubernetes.Provider],
                  gateway_addresses: dict[str, list[str]], issuers: dict[str, KubernetesCluster] | None = None,
                  opts: pulumi.ResourceOptions | None = None):
         super().__init__(f"{PKG}:index:Tenant", tenant.name,
@@ -687,26 +690,26 @@ class Tenant(pulumi.ComponentResource):
                                  validity_days=AGENCY_CREDENTIAL_DAYS,
                                  rotate_before_days=AGENCY_CREDENTIAL_ROTATE_DAYS, server=False, client=True,
                                  opts=_child(self))
-            for cluster, issuer in sorted((issuers or {}).items()) if cluster in kubeconfigs}
+            for cluster, issuer in sorted((issuers or {}).items()) if cluster in providers}
         self.kubeconfigs = {cluster: issuers[cluster].client_kubeconfig(cert, user=f"{tenant.name}-admin")
                             for cluster, cert in self.credentials.items()}
         self.manifests = {cluster: render_tenant_chart(tenant, domain, gateway_addresses.get(cluster, []))
-                          for cluster in sorted(kubeconfigs)} or {"": render_tenant_chart(tenant, domain)}
-        self.objects: list[KubeObject] = []
-        for cluster, kubeconfig in sorted(kubeconfigs.items()):
+                          for cluster in sorted(providers)} or {"": render_tenant_chart(tenant, domain)}
+        self.objects: list[pulumi.CustomResource] = []
+        for cluster, provider in sorted(providers.items()):
             manifests = self.manifests[cluster]
             # Namespaces first: the API refuses objects in a namespace that does not exist yet.
-            namespaces = [self._object(cluster, kubeconfig, m) for m in manifests if m["kind"] == "Namespace"]
+            namespaces = [self._object(cluster, provider, m) for m in manifests if m["kind"] == "Namespace"]
             self.objects += namespaces + [
-                self._object(cluster, kubeconfig, m, depends_on=namespaces)
+                self._object(cluster, provider, m, depends_on=namespaces)
                 for m in manifests if m["kind"] != "Namespace"]
         self.namespaces = [m["metadata"]["name"] for m in next(iter(self.manifests.values()))
                            if m["kind"] == "Namespace"]
-        self.register_outputs({"namespaces": self.namespaces, "clusters": sorted(kubeconfigs)})
+        self.register_outputs({"namespaces": self.namespaces, "clusters": sorted(providers)})
 
-    def _object(self, cluster: str, kubeconfig: pulumi.Input[str], manifest: dict[str, Any],
-                depends_on: list[pulumi.Resource] | None = None) -> KubeObject:
+    def _object(self, cluster: str, provider: kubernetes.Provider, manifest: dict[str, Any],
+                depends_on: list[pulumi.Resource] | None = None) -> pulumi.CustomResource:
         meta = manifest["metadata"]
         name = f"{self.tenant_name}-{cluster}-{manifest['kind'].lower()}-{meta.get('namespace', '')}-{meta['name']}"
-        return KubeObject(name.replace("--", "-"), kubeconfig, manifest,
+        return kube.apply(name.replace("--", "-"), manifest, provider,
                           opts=pulumi.ResourceOptions(parent=self, depends_on=depends_on or []))

@@ -6,9 +6,10 @@ from pathlib import Path
 from typing import Any
 
 import pulumi
+import pulumi_kubernetes as kubernetes
 import yaml
 
-from infra import cluster_dns, cluster_storage
+from infra import cluster_dns, cluster_storage, kube
 from infra import config as cfg
 from infra.components import (
     KUBERNETES_BINARIES,
@@ -136,6 +137,7 @@ def build(cloud: cfg.Cloud, kubeconfigs: dict[str, pulumi.Input[str]] | None = N
     monitoring = Monitoring("monitoring", cloud, pki, clusters, transport, backups) if hosts else None
     site_hosts: dict[str, SiteHosts] = {}
     rbac = {}
+    providers: dict[str, kubernetes.Provider] = {}
     if hosts:
         images = shipped_images(hosts.extra_vars.get("cluster_image_dir") and
                                 str(Path(hosts.extra_vars["cluster_image_dir"]).expanduser()))
@@ -151,31 +153,41 @@ def build(cloud: cfg.Cloud, kubeconfigs: dict[str, pulumi.Input[str]] | None = N
             site_hosts[name] = SiteHosts(site, cluster, hosts, inventory, cloud.domain, gateway, transport,
                                        monitoring)
             if cluster is not None:
+                control_plane = site_hosts[name].control_plane
+                # The provider talks to the cluster once its control plane serves (a provider configured
+                # before would find it unreachable for the whole run): its kubeconfig waits for that step.
+                provider = providers[cluster.config.name] = kube.provider(
+                    cluster.config.name,
+                    pulumi.Output.all(cluster.kubeconfig, control_plane.id).apply(lambda a: a[0]))
                 after = pulumi.ResourceOptions(depends_on=[site_hosts[name]])
                 # As soon as the cluster serves, before the site's later host steps end.
-                serving = pulumi.ResourceOptions(depends_on=[site_hosts[name].control_plane])
-                rbac[cluster.config.name] = [*cluster_rbac(cluster, opts=after),
+                serving = pulumi.ResourceOptions(depends_on=[control_plane])
+                rbac[cluster.config.name] = [*cluster_rbac(cluster, provider, opts=after),
                                              *cluster_platform(cluster, site.config, gateway, pki.root.cert_pem,
-                                                               images, opts=after),
+                                                               images, provider, opts=after),
                                              # The monitoring step's probes and every tenant's pods resolve
                                              # names with it.
                                              *cluster_dns.cluster_dns(cluster, site.config,
-                                                                      images[cluster_dns.IMAGE_ARCHIVE], opts=serving),
+                                                                      images[cluster_dns.IMAGE_ARCHIVE], provider,
+                                                                      opts=serving),
                                              # Claims of PersistentVolumes (a StatefulSet's) bind once it runs.
-                                             *cluster_storage.cluster_storage(cluster, site.config, images,
+                                             *cluster_storage.cluster_storage(cluster, site.config, images, provider,
                                                                               opts=serving),
                                              # The station's first scheduled tenant backup comes minutes after
                                              # the monitoring step starts.
-                                             *(cluster_backup_rbac(cluster, opts=serving) if backups else [])]
-        kubeconfigs = {name: c.kubeconfig for name, c in clusters.items()}
-    kubeconfigs = kubeconfigs or {}
+                                             *(cluster_backup_rbac(cluster, provider, opts=serving)
+                                               if backups else [])]
+    else:
+        for name, config in sorted((kubeconfigs or {}).items()):
+            kube.warn_if_unreachable(name, config)
+            providers[name] = kube.provider(name, config)
     # Each cluster's tenants admit the gateway nodes of the cluster's site (what sovcloud-platform tells them).
     gateways = {c.name: [node_address(cloud.site(c.site), g) for g in cloud.site(c.site).nodes_with(cfg.Role.GATEWAY)]
                 for c in cloud.clusters}
     tenants = {}
     for t in cloud.tenants:
-        reachable = {c.name: kubeconfigs[c.name] for c in cloud.clusters
-                     if c.site in t.sites and c.name in kubeconfigs}
+        reachable = {c.name: providers[c.name] for c in cloud.clusters
+                     if c.site in t.sites and c.name in providers}
         # In-cluster objects wait for the clusters, and for the control planes when this stack runs them.
         after = [*clusters.values(), *(site_hosts[s] for s in t.sites if s in site_hosts)]
         tenants[t.name] = Tenant(t, cloud.domain, reachable, gateways, issuers=clusters if hosts else None,

@@ -1,9 +1,10 @@
 """Pulumi dynamic providers for what has no provider plugin here.
 
-The pulumi-tls/random/kubernetes provider plugins cannot be built from the Go module proxy this project
-is restricted to, so keys, certificates and in-cluster objects are dynamic resources. Private material is
-always returned as a Pulumi secret (encrypted in state, masked in logs). Host-level steps (node hardening,
-control-plane bootstrap) are `Playbook` resources: `ansible-playbook` runs inside the graph, in order.
+The pulumi-tls/random provider plugins cannot be built from the Go module proxy this project is restricted
+to, so keys and certificates are dynamic resources, each of a named type (`pulumi-python:dynamic/sovcloud:
+Certificate`, ...). Private material is always returned as a Pulumi secret (encrypted in state, masked in
+logs). Host-level steps (node hardening, control-plane bootstrap) are `Playbook` resources: `ansible-playbook`
+runs inside the graph, in order. In-cluster objects are typed pulumi-kubernetes resources (infra/kube.py).
 """
 
 from __future__ import annotations
@@ -16,6 +17,18 @@ import pulumi
 from pulumi.dynamic import CheckFailure, CheckResult, CreateResult, DiffResult, Resource, ResourceProvider
 
 _SECRET_OUTS = ["key_pem", "private_key", "private_key_pem", "value"]
+# The one type every dynamic resource had before they were named: their alias, so that a stack deployed then
+# keeps them (same provider, new URN) instead of replacing its keys and certificates.
+UNNAMED = "pulumi-python:dynamic:Resource"
+
+
+class _Named(Resource):
+    """A dynamic resource of a named type (`class X(_Named, module="sovcloud", name="X")`)."""
+
+    def __init__(self, provider: ResourceProvider, name: str, props: dict[str, Any],
+                 opts: pulumi.ResourceOptions | None = None):
+        super().__init__(provider, name, props, pulumi.ResourceOptions.merge(
+            opts, pulumi.ResourceOptions(aliases=[pulumi.Alias(type_=UNNAMED)])))
 
 
 class _ReplaceOnChange(ResourceProvider):
@@ -68,7 +81,7 @@ class CertificateProvider(_ReplaceOnChange):
         return result
 
 
-class Certificate(Resource):
+class Certificate(_Named, module="sovcloud", name="Certificate"):
     cert_pem: pulumi.Output[str]
     key_pem: pulumi.Output[str]
     not_after: pulumi.Output[str]
@@ -105,7 +118,7 @@ class WireGuardKeyProvider(_ReplaceOnChange):
         return CreateResult(id_=outs["public_key"], outs=outs)
 
 
-class WireGuardKey(Resource):
+class WireGuardKey(_Named, module="sovcloud", name="WireGuardKey"):
     private_key: pulumi.Output[str]
     public_key: pulumi.Output[str]
 
@@ -121,7 +134,7 @@ class SecretKeyProvider(_ReplaceOnChange):
         return CreateResult(id_=f"key-{os.urandom(4).hex()}", outs={**props, "value": value})
 
 
-class SecretKey(Resource):
+class SecretKey(_Named, module="sovcloud", name="SecretKey"):
     """Random key material, e.g. the AES key of the kube-apiserver encryption provider."""
 
     value: pulumi.Output[str]
@@ -150,7 +163,7 @@ class SigningKeyProvider(_ReplaceOnChange):
         return _key_pair(props, ec.generate_private_key(ec.SECP256R1()), "ecdsa")
 
 
-class SigningKey(Resource):
+class SigningKey(_Named, module="sovcloud", name="SigningKey"):
     """An ECDSA P-256 key pair, e.g. the service-account token signing key of a cluster."""
 
     private_key_pem: pulumi.Output[str]
@@ -169,7 +182,7 @@ class Ed25519KeyProvider(_ReplaceOnChange):
         return _key_pair(props, Ed25519PrivateKey.generate(), "ed25519")
 
 
-class Ed25519Key(Resource):
+class Ed25519Key(_Named, module="sovcloud", name="Ed25519Key"):
     """An Ed25519 key pair, e.g. the one that signs backup manifests (dr/crypto.py verifies them)."""
 
     private_key_pem: pulumi.Output[str]
@@ -346,7 +359,7 @@ def playbook_fingerprint(playbook: str, sources: list[str] = ()) -> str:
     return digest.hexdigest()
 
 
-class Playbook(Resource):
+class Playbook(_Named, module="sovcloud", name="Playbook"):
     """One `ansible-playbook` run over `inventory` (limited to `limit`), after the resources it depends on.
 
     `files` (path relative to `files_dir` -> content, e.g. the cluster's PKI) are written on the controller
@@ -371,75 +384,15 @@ class Playbook(Resource):
 
 
 class KubeObjectProvider(ResourceProvider):
-    """Server-side apply of one Kubernetes object (field manager `sovcloud`)."""
+    """What stacks deployed before the typed Kubernetes resources hold: each in-cluster object was a dynamic
+    resource of this provider. Those objects are now declared as typed resources (infra/kube.py), which adopt
+    them by server-side apply; this provider only lets the engine drop the old entries (it reaches it by this
+    module path, pickled in the state) without touching the cluster, so the upgrade deletes nothing.
+    Remove it once no stack holds such an entry (`pulumi stack --show-urns | grep dynamic:Resource`)."""
 
-    def _api(self, kubeconfig: str, manifest: dict[str, Any]):
-        import yaml
-        from kubernetes import config, dynamic
+    def diff(self, _id: str, _olds: dict[str, Any], _news: dict[str, Any]) -> DiffResult:
+        return DiffResult(changes=False)
 
-        client = config.new_client_from_config_dict(yaml.safe_load(kubeconfig))
-        return dynamic.DynamicClient(client).resources.get(api_version=manifest["apiVersion"], kind=manifest["kind"])
+    def delete(self, _id: str, _props: dict[str, Any]) -> None:
+        """Leave the object: its typed resource owns it now."""
 
-    def _apply(self, props: dict[str, Any], retry_s: float = 90) -> dict[str, Any]:
-        import time
-
-        import urllib3
-        from kubernetes.client.exceptions import ApiException
-
-        manifest = props["manifest"]
-        meta = manifest["metadata"]
-        deadline = time.monotonic() + retry_s
-        while True:
-            # A control plane the same `pulumi up` just started may refuse or answer 5xx for a few seconds
-            # until its load balancer sees a ready apiserver; anything else is an error at once.
-            try:
-                obj = self._api(props["kubeconfig"], manifest).server_side_apply(
-                    body=manifest, name=meta["name"], namespace=meta.get("namespace"),
-                    field_manager="sovcloud", force_conflicts=True)
-                return {**props, "uid": obj.metadata.uid}
-            except (urllib3.exceptions.HTTPError, ApiException) as exc:
-                transient = not isinstance(exc, ApiException) or exc.status >= 500
-                if not transient or time.monotonic() > deadline:
-                    raise
-                time.sleep(3)
-
-    def create(self, props: dict[str, Any]) -> CreateResult:
-        outs = self._apply(props)
-        meta = props["manifest"]["metadata"]
-        return CreateResult(id_=f"{props['manifest']['kind']}/{meta.get('namespace', '')}/{meta['name']}",
-                            outs=outs)
-
-    def diff(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> DiffResult:
-        old_m, new_m = olds.get("manifest", {}), news.get("manifest", {})
-        identity = ("apiVersion", "kind")
-        replaces = [k for k in identity if old_m.get(k) != new_m.get(k)]
-        if old_m.get("metadata", {}).get("name") != new_m.get("metadata", {}).get("name"):
-            replaces.append("metadata.name")
-        changed = old_m != new_m or olds.get("kubeconfig") != news.get("kubeconfig")
-        return DiffResult(changes=changed, replaces=replaces, delete_before_replace=True)
-
-    def update(self, _id: str, _olds: dict[str, Any], news: dict[str, Any]):
-        from pulumi.dynamic import UpdateResult
-
-        return UpdateResult(outs=self._apply(news))
-
-    def delete(self, _id: str, props: dict[str, Any]) -> None:
-        from kubernetes.client.exceptions import ApiException
-
-        manifest = props["manifest"]
-        meta = manifest["metadata"]
-        try:
-            self._api(props["kubeconfig"], manifest).delete(name=meta["name"], namespace=meta.get("namespace"))
-        except ApiException as exc:
-            if exc.status != 404:
-                raise
-
-
-class KubeObject(Resource):
-    uid: pulumi.Output[str]
-
-    def __init__(self, name: str, kubeconfig: pulumi.Input[str], manifest: dict[str, Any],
-                 opts: pulumi.ResourceOptions | None = None):
-        super().__init__(KubeObjectProvider(), name,
-                         {"kubeconfig": pulumi.Output.secret(kubeconfig), "manifest": manifest, "uid": None},
-                         opts)

@@ -19,10 +19,12 @@ from pathlib import Path
 from typing import Any
 
 import pulumi
+import pulumi_kubernetes as kubernetes
 
 from infra import config as cfg
+from infra import kube
 from infra.components import PKG, KubernetesCluster, Pki, node_address
-from infra.providers import Ed25519Key, KubeObject, SecretKey
+from infra.providers import Ed25519Key, SecretKey
 
 # Where the dr_station role installs what this component issues.
 DR_DIR = "/etc/sovcloud/dr"
@@ -142,7 +144,8 @@ class Backups(pulumi.ComponentResource):
                 "dr_station_files_src": f"{files_dir}/{pem}"}, pulumi.Output.secret(pulumi.Output.all(**files))
 
 
-def cluster_backup_rbac(cluster: KubernetesCluster, opts: pulumi.ResourceOptions | None = None) -> list[KubeObject]:
+def cluster_backup_rbac(cluster: KubernetesCluster, provider: kubernetes.Provider,
+                        opts: pulumi.ResourceOptions | None = None) -> list[pulumi.CustomResource]:
     """What the stations' backup identity may do on a cluster: read every namespaced object a tenant backup
     exports and the tenants' schedules, write the one sentinel ConfigMap a backup proves its RPO with, and exec
     the dump commands pods declare (dr/hooks.py; a websocket exec is authorized as `create`, older servers
@@ -156,5 +159,5 @@ def cluster_backup_rbac(cluster: KubernetesCluster, opts: pulumi.ResourceOptions
                "metadata": {"name": "sovcloud:backup"},
                "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "sovcloud:backup"},
                "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "Group", "name": BACKUP_GROUP}]}
-    return [KubeObject(f"{cluster.config.name}-backup-{k}", cluster.kubeconfig, m, opts=opts)
+    return [kube.apply(f"{cluster.config.name}-backup-{k}", m, provider, opts=opts)
             for k, m in (("role", role), ("binding", binding))]

@@ -36,16 +36,12 @@ _KUBERNETES_TYPE = re.compile(r"^kubernetes:[\w.-]+/\w+:(?P<kind>\w+?)(?:Patch)?
 
 
 def _manifest(args: ResourceValidationArgs) -> dict[str, Any] | None:
-    """The Kubernetes object a resource declares, if it declares one: a typed pulumi_kubernetes resource (its
-    properties are the object) or a KubeObject dynamic resource (its `manifest` property)."""
+    """The Kubernetes object a typed pulumi_kubernetes resource declares (its properties are the object)."""
     typed = _KUBERNETES_TYPE.match(args.resource_type)
-    if typed:
-        manifest = _plain(args.props)
-        return {**manifest, "kind": typed["kind"], "metadata": manifest.get("metadata") or {"name": args.name}}
-    if args.resource_type != "pulumi-python:dynamic:Resource":
+    if not typed:
         return None
-    manifest = _plain(args.props.get("manifest"))
-    return manifest if isinstance(manifest, dict) and "kind" in manifest else None
+    manifest = _plain(args.props)
+    return {**manifest, "kind": typed["kind"], "metadata": manifest.get("metadata") or {"name": args.name}}
 
 
 def _name(manifest: dict[str, Any]) -> str:

@@ -19,19 +19,21 @@ def lab_data() -> dict:
 
 
 class Mocks(pulumi.runtime.Mocks):
-    """Resources echo their inputs; dynamic resources get deterministic stand-ins for generated values."""
+    """Resources echo their inputs; dynamic resources (named by type, infra/providers.py) get deterministic
+    stand-ins for the values they generate."""
+
+    GENERATED = {"Certificate": ("cert_pem", "key_pem", "not_after"), "WireGuardKey": ("private_key", "public_key"),
+                 "SecretKey": ("value",), "SigningKey": ("private_key_pem", "public_key_pem"),
+                 "Ed25519Key": ("private_key_pem", "public_key_pem"), "Playbook": ("recap", "seconds")}
+
+    def __init__(self):
+        self.resources: dict[str, pulumi.runtime.MockResourceArgs] = {}  # by name: what each was declared with
 
     def new_resource(self, args: pulumi.runtime.MockResourceArgs):
+        self.resources[args.name] = args
         outputs = dict(args.inputs)
-        if args.typ == "pulumi-python:dynamic:Resource":
-            generated = {"Certificate": ("cert_pem", "key_pem", "not_after"),
-                         "WireGuardKey": ("private_key", "public_key"), "SecretKey": ("value",),
-                         "SigningKey": ("private_key_pem", "public_key_pem"), "KubeObject": ("uid",),
-                         "Playbook": ("recap", "seconds")}
-            kind = ("Certificate" if "common_name" in outputs else "WireGuardKey" if "endpoint" in outputs
-                    else "SecretKey" if "bytes" in outputs else "SigningKey" if "purpose" in outputs
-                    else "Playbook" if "playbook" in outputs else "KubeObject")
-            for key in generated[kind]:
+        if args.typ.startswith("pulumi-python:dynamic/sovcloud:"):
+            for key in self.GENERATED[args.typ.rsplit(":", 1)[1]]:
                 outputs[key] = f"mock-{key}-{args.name}"
         return f"{args.name}-id", outputs
 
@@ -41,8 +43,9 @@ class Mocks(pulumi.runtime.Mocks):
 
 @pytest.fixture(autouse=True)
 def pulumi_mocks():
-    pulumi.runtime.set_mocks(Mocks(), preview=False)
-    yield
+    mocks = Mocks()
+    pulumi.runtime.set_mocks(mocks, preview=False)
+    yield mocks
 
 
 class Checks:

@@ -7,7 +7,7 @@ import pulumi
 import pytest
 import yaml
 
-from infra import components
+from infra import components, kube
 from infra import config as cfg
 from infra.program import CLUSTER_IMAGES, build, check_kubernetes_releases, compliance_summary
 from lab import oci
@@ -155,8 +155,9 @@ def test_gateway_vars_and_published_certificates_for_every_site(lab_cloud, check
 
 @pytest.mark.tools  # renders charts/tenant with helm
 @pulumi.runtime.test
-def test_tenant_applies_the_chart_objects_to_each_reachable_cluster(lab_cloud, checks):
-    tenant = components.Tenant(lab_cloud.tenants[0], lab_cloud.domain, {"astana": "kc-a", "almaty": "kc-b"},
+def test_tenant_applies_the_chart_objects_to_each_reachable_cluster(lab_cloud, checks, pulumi_mocks):
+    providers = {"astana": kube.provider("astana", "kc-a"), "almaty": kube.provider("almaty", "kc-b")}
+    tenant = components.Tenant(lab_cloud.tenants[0], lab_cloud.domain, providers,
                                {"astana": ["10.210.1.15"], "almaty": ["10.210.2.15"]})
     astana, almaty = tenant.manifests["astana"], tenant.manifests["almaty"]
     kinds = {m["kind"] for m in astana}
@@ -173,10 +174,16 @@ def test_tenant_applies_the_chart_objects_to_each_reachable_cluster(lab_cloud, c
     assert tenant.namespaces == ["egov-prod"]
     assert len(tenant.objects) == len(astana) + len(almaty)
 
-    @checks.on(tenant.objects[0].manifest, tenant.objects[0].kubeconfig)
-    def _(manifest, kubeconfig):
-        assert manifest in almaty
-        assert kubeconfig == "kc-b"  # clusters in sorted order: almaty first
+    # Each object is the typed resource of its kind, on its cluster's provider.
+    assert all(type(o) is kube.resource_class(m["apiVersion"], m["kind"])
+               for o, m in zip(tenant.objects, almaty + astana, strict=True))
+
+    @checks.on(tenant.objects[0].manifest, tenant.objects[0].id)
+    def _(manifest, _id):
+        assert manifest in almaty  # clusters in sorted order: almaty first
+        declared = pulumi_mocks.resources["egov-almaty-namespace-egov-prod"]
+        assert declared.typ == "kubernetes:core/v1:Namespace" and "::almaty-kubernetes::" in declared.provider
+        assert pulumi_mocks.resources["almaty-kubernetes"].inputs["kubeconfig"] == "kc-b"
 
     return tenant.urn
 
@@ -202,7 +209,7 @@ def test_platform_info_tells_tenants_their_gateways_and_the_shipped_images(lab_c
     gateway = components.InternetAccessGateway("gateway", lab_cloud.gateway, sites, pki, lab_cloud.domain)
     cluster = components.KubernetesCluster(lab_cloud.clusters[1], sites["dc-almaty"], pki)
     cm, role, binding, guard, guard_binding = components.cluster_platform(
-        cluster, lab_cloud.site("dc-almaty"), gateway, pki.root.cert_pem, images)
+        cluster, lab_cloud.site("dc-almaty"), gateway, pki.root.cert_pem, images, kube.provider("almaty", "kc"))
 
     @checks.on(cm.manifest, role.manifest, binding.manifest, guard.manifest, guard_binding.manifest)
     def _(cm, role, binding, guard, guard_binding):
@@ -340,7 +347,8 @@ def test_cluster_host_files_are_what_the_cluster_playbook_installs(lab_cloud, ch
 
 @pytest.mark.tools
 @pulumi.runtime.test
-def test_site_hosts_harden_then_network_then_control_plane_and_tenants_wait(lab_cloud, checks, tmp_path):
+def test_site_hosts_harden_then_network_then_control_plane_and_tenants_wait(lab_cloud, checks, tmp_path,
+                                                                             pulumi_mocks):
     res = build(lab_cloud, hosts=_hosts(tmp_path))
     astana = res["hosts"]["dc-astana"]
     hardening, network, control_plane, monitoring, baseline = astana.steps
@@ -349,9 +357,9 @@ def test_site_hosts_harden_then_network_then_control_plane_and_tenants_wait(lab_
         "dc-astana-integrity-baseline")
 
     @checks.on(hardening.playbook, hardening.limit, control_plane.playbook, control_plane.extra_vars,
-               control_plane.inventory, res["tenants"]["egov"].objects[0].kubeconfig, network.playbook,
+               control_plane.inventory, res["tenants"]["egov"].objects[0].id, network.playbook,
                network.files, hardening.extra_vars)
-    def _(harden_book, limit, cp_book, cp_vars, inventory, tenant_kubeconfig, net_book, net_files, harden_vars):
+    def _(harden_book, limit, cp_book, cp_vars, inventory, _tenant_object, net_book, net_files, harden_vars):
         assert harden_book.endswith("playbooks/site.yml") and cp_book.endswith("playbooks/cluster.yml")
         assert net_book.endswith("playbooks/network.yml")
         # The tunnel's private key and the published certificates reach the network playbook as files.
@@ -378,7 +386,10 @@ def test_site_hosts_harden_then_network_then_control_plane_and_tenants_wait(lab_
         groups = inventory["all"]["children"]
         assert groups["dc_astana"]["hosts"]["astana-cp1"]["ansible_host"] == "10.210.1.10"
         assert set(groups["control_plane"]["hosts"]) == {f"{s}-cp{i}" for s in ("astana", "almaty") for i in (1, 2, 3)}
-        assert "current-context: almaty" in tenant_kubeconfig  # the stack's own clusters, no kubeconfig files
+        # The tenant's first object is on almaty's provider: the stack's own cluster, no kubeconfig files.
+        assert "::almaty-kubernetes::" in pulumi_mocks.resources["egov-almaty-namespace-egov-prod"].provider
+        kubeconfig = pulumi_mocks.resources["almaty-kubernetes"].inputs["kubeconfig"]
+        assert "current-context: almaty" in kubeconfig["value"]  # passed as a secret
 
     # The apiserver may use the kubelets' API (logs, exec) once the cluster is up; the binding names it alone.
     # The node agents' groups may only read what they act on.

@@ -74,8 +74,8 @@ class _Mocks(pulumi.runtime.Mocks):
 
     def new_resource(self, args: pulumi.runtime.MockResourceArgs):
         outputs = dict(args.inputs)
-        if args.typ == "pulumi-python:dynamic:Resource":
-            assert "bytes" in outputs, f"unexpected resource {args.name} for an IPsec link: {sorted(outputs)}"
+        if args.typ.startswith("pulumi-python:dynamic"):
+            assert args.typ.endswith(":SecretKey"), f"unexpected resource {args.name} for an IPsec link: {args.typ}"
             outputs = SecretKeyProvider().create(outputs).outs
         return f"{args.name}-id", outputs
 
