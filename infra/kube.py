@@ -45,12 +45,20 @@ def _snake(key: str) -> str:
     return re.sub(r"(?<!^)(?=[A-Z])", "_", key).lower()
 
 
+# The stack is the authority for the objects it declares: its apply wins a conflict with another field manager
+# (as `kubectl apply --server-side --force-conflicts`), e.g. with the manager of the stack's previous version,
+# whose apply the server completed with defaults (a fieldRef's apiVersion, an admission policy's matchPolicy).
+FORCE = {"pulumi.com/patchForce": "true"}
+
+
 def apply(name: str, manifest: dict[str, Any], provider: kubernetes.Provider,
           opts: pulumi.ResourceOptions | None = None) -> pulumi.CustomResource:
     """The typed resource of `manifest` on the cluster of `provider`. Top-level fields become the constructor's
     arguments (roleRef -> role_ref); nested fields go through as written (the provider takes the API's names)."""
     cls = resource_class(manifest["apiVersion"], manifest["kind"])
+    meta = manifest["metadata"]
     fields = {_snake(k): v for k, v in manifest.items() if k not in ("apiVersion", "kind")}
+    fields["metadata"] = {**meta, "annotations": {**meta.get("annotations", {}), **FORCE}}
     resource = cls(name, **fields, opts=pulumi.ResourceOptions.merge(opts, pulumi.ResourceOptions(provider=provider)))
     resource.manifest = pulumi.Output.from_input(manifest)
     return resource

@@ -33,7 +33,15 @@ pytestmark = pytest.mark.tools
 PREVIOUS = Path(__file__).parent / "previous"
 MANIFESTS = [{"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "egov-prod"}},
              {"apiVersion": "v1", "kind": "ConfigMap",
-              "metadata": {"name": "backup-schedule", "namespace": "egov-prod"}, "data": {"every": "5m"}}]
+              "metadata": {"name": "backup-schedule", "namespace": "egov-prod"}, "data": {"every": "5m"}},
+             # The server completes its atomic matchConstraints with defaults, owned by the previous version's
+             # field manager: the current apply must win that conflict (it did not, on the lab).
+             {"apiVersion": "admissionregistration.k8s.io/v1", "kind": "ValidatingAdmissionPolicy",
+              "metadata": {"name": "sovcloud-platform-network-policies"},
+              "spec": {"failurePolicy": "Fail", "validations": [{"expression": "true"}],
+                       "matchConstraints": {"resourceRules": [{"apiGroups": ["networking.k8s.io"],
+                                                               "apiVersions": ["v1"], "operations": ["DELETE"],
+                                                               "resources": ["networkpolicies"]}]}}}]
 # One program for both versions: the previous one had KubeObject, the current one infra.kube.
 PROGRAM = """
 import json, os
@@ -45,11 +53,13 @@ key = providers.SecretKey("routes-psk", "what a key of the stack holds")
 if hasattr(providers, "KubeObject"):
     ns = providers.KubeObject("egov-prod", kubeconfig, manifests[0])
     providers.KubeObject("backup-schedule", kubeconfig, manifests[1], opts=pulumi.ResourceOptions(depends_on=[ns]))
+    providers.KubeObject("policy-guard", kubeconfig, manifests[2])
 else:
     from infra import kube
     provider = kube.provider("local", kubeconfig)
     ns = kube.apply("egov-prod", manifests[0], provider)
     kube.apply("backup-schedule", manifests[1], provider, opts=pulumi.ResourceOptions(depends_on=[ns]))
+    kube.apply("policy-guard", manifests[2], provider)
 pulumi.export("key", key.value)
 """
 
@@ -155,7 +165,7 @@ def test_a_stack_of_the_previous_version_upgrades_in_place_deleting_nothing(tmp_
     previous = _stack(tmp_path, apiserver, "previous")
     key = previous.up().outputs["key"].value
     urns = [r["urn"] for r in previous.export_stack().deployment["resources"]]
-    assert sum("::pulumi-python:dynamic:Resource::" in u for u in urns) == 3  # the key and two KubeObjects
+    assert sum("::pulumi-python:dynamic:Resource::" in u for u in urns) == 4  # the key and three KubeObjects
     uids = {m["kind"]: _kubectl_json(apiserver, "get", m["kind"].lower(), m["metadata"]["name"],
                                      *(["-n", m["metadata"]["namespace"]] if "namespace" in m["metadata"] else [])
                                      )["metadata"]["uid"] for m in MANIFESTS}
@@ -164,9 +174,9 @@ def test_a_stack_of_the_previous_version_upgrades_in_place_deleting_nothing(tmp_
     preview = current.preview().change_summary
     # The typed resources (and the cluster's provider) are created, adopting the objects by server-side apply;
     # the KubeObject entries leave the state; the key is the same resource under its named type.
-    assert preview == {"create": 3, "delete": 2, "same": 2}, preview
+    assert preview == {"create": 4, "delete": 3, "same": 2}, preview
     result = current.up()
-    assert result.summary.resource_changes == {"create": 3, "delete": 2, "same": 2}
+    assert result.summary.resource_changes == {"create": 4, "delete": 3, "same": 2}
     assert result.outputs["key"].value == key
     for m in MANIFESTS:
         obj = _kubectl_json(apiserver, "get", m["kind"].lower(), m["metadata"]["name"],
@@ -175,6 +185,7 @@ def test_a_stack_of_the_previous_version_upgrades_in_place_deleting_nothing(tmp_
     types = {r["type"] for r in current.export_stack().deployment["resources"]}
     assert types == {"pulumi:pulumi:Stack", "pulumi:providers:pulumi-python",
                      "pulumi-python:dynamic/sovcloud:SecretKey", "pulumi:providers:kubernetes",
-                     "kubernetes:core/v1:Namespace", "kubernetes:core/v1:ConfigMap"}
+                     "kubernetes:core/v1:Namespace", "kubernetes:core/v1:ConfigMap",
+                     "kubernetes:admissionregistration.k8s.io/v1:ValidatingAdmissionPolicy"}
     # A second run changes nothing.
-    assert current.preview().change_summary == {"same": 5}
+    assert current.preview().change_summary == {"same": 6}
