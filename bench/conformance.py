@@ -47,7 +47,9 @@ HOST_LINKS = {"/usr/bin/nc": "/bin/nc.openbsd", "/bin/sh": "bash"}
 STAND_INS = {
     "agnhost": "agnhost built from the cluster's module on a static busybox with Debian's dig, curl, bash, "
                "netcat-openbsd (upstream: Alpine with bind-tools, iproute2, iperf, netcat-openbsd)",
-    "busybox": "Debian's static busybox (upstream: busybox 1.36 on glibc)",
+    "busybox": "Debian's static busybox 1.35 with the host's bash as /bin/sh: that busybox's sh drops environment "
+               "variables whose names are not shell identifiers (data-1), which the env tests set "
+               "(upstream: busybox 1.36 on glibc)",
     "httpd": "busybox httpd on :80 serving /usr/local/apache2/htdocs (upstream: Apache httpd)",
     "nginx": "busybox httpd on :80 serving /usr/share/nginx/html (upstream: nginx)",
     "jessie-dnsutils": "busybox with Debian's dig (upstream: Debian jessie's dnsutils)",
@@ -95,6 +97,7 @@ def images(suite: dict[str, Path], out: Path, version: str) -> dict[str, Path]:
     porter = go_module_dir("k8s.io/kubernetes", f"v{version}") / "test" / "images" / "agnhost" / "porter"
     certs = {f"/localhost.{ext}": oci.File((porter / f"localhost.{ext}").read_bytes()) for ext in ("crt", "key")}
     coredns = oci.File((HOME / "bin" / "coredns").read_bytes(), 0o755)
+    bash = cluster.with_libraries([Path("/bin/bash")])
     # The aggregator test's extension API server keeps its objects in an etcd beside it in the pod.
     etcd = cluster.with_libraries([Path("/usr/bin/etcd")])
 
@@ -112,13 +115,18 @@ def images(suite: dict[str, Path], out: Path, version: str) -> dict[str, Path]:
                                                    "/agnhost-2": agnhost, "/coredns": coredns}, ["/agnhost"],
                                               user=ROOT, env=env, cmd=["pause"]),
         f"{E2E_REPO}/jessie-dnsutils:1.7": oci.Image("", {**base, **tools}, ["/bin/sh"], user=ROOT, env=env),
-        f"{E2E_REPO}/busybox:1.36.1-1": oci.Image("", base, ["/bin/sh"], user=ROOT, env=env),
+        f"{E2E_REPO}/busybox:1.36.1-1": oci.Image("", {**base, **bash}, ["/bin/sh"], user=ROOT, env=env,
+                                                  links={"/bin/sh": "bash"}),
         **{f"{E2E_REPO}/{name}:1.7": oci.Image("", {**base, **update_demo(name)},
                                                ["/bin/busybox", "httpd", "-f", "-p", "80", "-h", "/www"], user=ROOT,
                                                env=env) for name in ("nautilus", "kitten")},
         f"{E2E_REPO}/sample-apiserver:1.29.2": oci.Image(
             "", {**base, "/sample-apiserver": oci.File(suite["sample-apiserver"].read_bytes(), 0o755)},
             ["/sample-apiserver"], user=ROOT, env=env),
+        # Setuid root, as upstream's: with allowPrivilegeEscalation the test sees it run as root.
+        f"{E2E_REPO}/nonewprivs:1.3": oci.Image(
+            "", {**base, "/usr/local/bin/nnp": oci.File(suite["nnp"].read_bytes(), 0o4755)}, ["/usr/local/bin/nnp"],
+            user=ROOT, env=env),
         "registry.k8s.io/etcd:3.5.21-0": oci.Image("", {**base, **etcd}, ["/usr/local/bin/etcd"], user=ROOT, env=env,
                                                    links={"/usr/local/bin/etcd": "/usr/bin/etcd"}),
         "registry.k8s.io/pause:3.10": oci.Image("", {"/bin/busybox": busybox}, ["/bin/busybox", "sleep", "2147483647"],

@@ -44,13 +44,14 @@ def kubernetes(version: str, node: bool = False) -> GoTool:
 
 def conformance(version: str) -> GoTool:
     """Kubernetes `version`'s conformance suite (e2e.test), its runner (ginkgo), agnhost (the program most of its
-    test pods run) and the sample API server the aggregator test registers, from the same module as the cluster
-    (built by `make conformance`, not by setup)."""
+    test pods run), the sample API server the aggregator test registers and nnp (the no-new-privileges test's
+    setuid program), from the same module as the cluster (built by `make conformance`, not by setup)."""
     tool = kubernetes(version)
     return GoTool(
         name="kubernetes-conformance", version=version, module="k8s.io/kubernetes",
         commands={"agnhost": "k8s.io/kubernetes/test/images/agnhost",
-                  "ginkgo": "github.com/onsi/ginkgo/v2/ginkgo", "sample-apiserver": "k8s.io/sample-apiserver"},
+                  "ginkgo": "github.com/onsi/ginkgo/v2/ginkgo", "sample-apiserver": "k8s.io/sample-apiserver",
+                  "nnp": "k8s.io/kubernetes/test/images/nonewprivs"},
         tests={"e2e.test": "k8s.io/kubernetes/test/e2e"},
         ldflags=tool.ldflags, local_replacement_version=tool.local_replacement_version,
         # The proxy refuses the zips of sample-apiserver v0.33.6 and later: its last served server, built against

@@ -33,7 +33,7 @@ def test_summary_keeps_failures_with_a_stand_in_image_apart(tmp_path):
 
 def test_the_suite_is_built_from_the_clusters_own_module_and_version():
     tool = setup.conformance("1.33.13")
-    assert set(tool.binaries()) == {"e2e.test", "ginkgo", "agnhost", "sample-apiserver"}
+    assert set(tool.binaries()) == {"e2e.test", "ginkgo", "agnhost", "sample-apiserver", "nnp"}
     assert tool.tests == {"e2e.test": "k8s.io/kubernetes/test/e2e"}
     assert tool.overrides == {"k8s.io/sample-apiserver": "v0.33.5"}  # later zips are refused by the proxy
     assert tool.extra_modules == [f"github.com/onsi/ginkgo/v2/ginkgo@v{setup.pins.GINKGO}"]
