@@ -7,7 +7,7 @@ its objects as plain manifests, as upstream documents them: `apply` turns one in
 resource keeps the manifest it was declared from (`.manifest`, for the component tests).
 
 When a cluster cannot be reached (a `pulumi preview` of the production stack on a laptop), the provider
-previews its objects as they would be created and says the cluster was unreachable, as pulumi-kubernetes does.
+previews its objects as they would be created, silently; `warn_if_unreachable` says which cluster and why.
 """
 
 from __future__ import annotations

@@ -139,9 +139,13 @@ def apiserver(tmp_path_factory):
             p.wait(timeout=30)
 
 
-def _kubectl_json(kubeconfig: Path, *args: str) -> dict:
-    return json.loads(subprocess.run(["kubectl", "--kubeconfig", str(kubeconfig), *args, "-o", "json"],
-                                     capture_output=True, text=True, check=True).stdout)
+def _uid(kubeconfig: Path, manifest: dict) -> str:
+    """The live object's uid (a recreated object has another)."""
+    meta = manifest["metadata"]
+    namespace = ["-n", meta["namespace"]] if "namespace" in meta else []
+    return json.loads(subprocess.run(
+        ["kubectl", "--kubeconfig", str(kubeconfig), "get", manifest["kind"].lower(), meta["name"], *namespace,
+         "-o", "json"], capture_output=True, text=True, check=True).stdout)["metadata"]["uid"]
 
 
 def _stack(tmp_path: Path, kubeconfig: Path, version: str) -> auto.Stack:
@@ -166,9 +170,7 @@ def test_a_stack_of_the_previous_version_upgrades_in_place_deleting_nothing(tmp_
     key = previous.up().outputs["key"].value
     urns = [r["urn"] for r in previous.export_stack().deployment["resources"]]
     assert sum("::pulumi-python:dynamic:Resource::" in u for u in urns) == 4  # the key and three KubeObjects
-    uids = {m["kind"]: _kubectl_json(apiserver, "get", m["kind"].lower(), m["metadata"]["name"],
-                                     *(["-n", m["metadata"]["namespace"]] if "namespace" in m["metadata"] else [])
-                                     )["metadata"]["uid"] for m in MANIFESTS}
+    uids = {m["kind"]: _uid(apiserver, m) for m in MANIFESTS}
 
     current = _stack(tmp_path, apiserver, "current")
     preview = current.preview().change_summary
@@ -179,9 +181,7 @@ def test_a_stack_of_the_previous_version_upgrades_in_place_deleting_nothing(tmp_
     assert result.summary.resource_changes == {"create": 4, "delete": 3, "same": 2}
     assert result.outputs["key"].value == key
     for m in MANIFESTS:
-        obj = _kubectl_json(apiserver, "get", m["kind"].lower(), m["metadata"]["name"],
-                            *(["-n", m["metadata"]["namespace"]] if "namespace" in m["metadata"] else []))
-        assert obj["metadata"]["uid"] == uids[m["kind"]], f"{m['kind']} was recreated"
+        assert _uid(apiserver, m) == uids[m["kind"]], f"{m['kind']} was recreated"
     types = {r["type"] for r in current.export_stack().deployment["resources"]}
     assert types == {"pulumi:pulumi:Stack", "pulumi:providers:pulumi-python",
                      "pulumi-python:dynamic/sovcloud:SecretKey", "pulumi:providers:kubernetes",
