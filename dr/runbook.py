@@ -39,6 +39,13 @@ PUBLISH_DIR = "/srv/sovcloud-published"
 PUBLISHED_CERTS = "/etc/nginx/sovcloud-published"
 # The gateway's runtime routes, which nginx includes (internet_gateway_routes_dir).
 ROUTES_DIR = "/var/lib/sovcloud-gateway/routes.d"
+# `systemctl reload nginx` only signals the master: workers of the previous configuration go on accepting
+# connections until they take their QUIT, so a client may still be answered by the old routes (CI saw a 200
+# from a new worker, then an unknown-name refusal from an old one). A route change is done when they are gone.
+RELOAD_NGINX = ("{ old=$(pgrep -d ' ' -f '^nginx: worker process' || true); sudo systemctl reload nginx && "
+                "for _ in $(seq 300); do alive=; for p in $old; do [ -d /proc/$p ] && alive=1; done; "
+                "[ -z \"$alive\" ] && exit 0; sleep 0.1; done; "
+                "echo \"nginx workers of the previous configuration running 30 s after reload: $old\" >&2; exit 1; }")
 
 
 class RunbookError(Exception):
@@ -113,8 +120,9 @@ class StackSites:
             self._ssh(ip, f"sudo systemctl stop {svc.unit} 2>/dev/null; sudo rm -rf {d} && sudo mkdir -p {d} && "
                           f"sudo tar -C {d} -xf - && sudo systemd-run --quiet --unit={svc.unit} "
                           f"python3 -m http.server {svc.port} --bind {ip} --directory {d}", tar)
-        self._ssh(self.gateway(site)[0], f"sudo tee {self._route_file(svc)} >/dev/null && sudo nginx -t -q && "
-                                         "sudo systemctl reload nginx", self._route(site, svc).encode())
+        self._ssh(self.gateway(site)[0],
+                  f"sudo tee {self._route_file(svc)} >/dev/null && sudo nginx -t -q && {RELOAD_NGINX}",
+                  self._route(site, svc).encode())
         # Published means served: the backends bind a moment after systemd-run returns (bounded wait).
         deadline = time.monotonic() + 30
         while True:
@@ -129,7 +137,7 @@ class StackSites:
 
     def unpublish(self, site: str, svc: Service) -> None:
         """Withdraw the route first (no new requests), then stop the backends and drop the data."""
-        self._ssh(self.gateway(site)[0], f"sudo rm -f {self._route_file(svc)} && sudo systemctl reload nginx")
+        self._ssh(self.gateway(site)[0], f"sudo rm -f {self._route_file(svc)} && {RELOAD_NGINX}")
         for ip in self.workers(site):
             self._ssh(ip, f"sudo systemctl stop {svc.unit} 2>/dev/null; sudo rm -rf {PUBLISH_DIR}/{svc.name}")
 
