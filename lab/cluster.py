@@ -27,6 +27,15 @@ from lab.podman import progress
 from toolchain import BIN, pins
 
 API_PORT = 6443
+
+
+def until_sigterm(command: str) -> list[str]:
+    """An entrypoint running `command` (busybox applets) until the pod is deleted. As a container's PID 1 a
+    program gets only the signals it handles, and busybox's httpd and sleep handle no SIGTERM: each deletion
+    would wait out the pod's whole grace period (30 s) before the SIGKILL. The shell handles it and exits."""
+    return ["/bin/busybox", "sh", "-c", f"trap 'exit 0' TERM; {command} & wait"]
+
+
 SAMPLE_IMAGE = "sovcloud.local/sample-web:1"
 # Images of one binary `make setup` built (static: alone in the image), run by the stack's in-cluster platform:
 # archive name -> (binary, image ref). The archive names are the ones infra/cluster_dns.py and
@@ -40,7 +49,7 @@ IMAGES = {
     # The pod sandbox only has to hold the pod's namespaces; containerd stops it with SIGKILL.
     "pause": {"ref": "sovcloud.local/pause:1", "entrypoint": ["/bin/busybox", "sleep", "2147483647"]},
     # The sample agency workload: a static page over HTTP on 8080, non-root, read-only root filesystem.
-    "sample-web": {"ref": SAMPLE_IMAGE, "entrypoint": ["/bin/busybox", "httpd", "-f", "-p", "8080", "-h", "/www"],
+    "sample-web": {"ref": SAMPLE_IMAGE, "entrypoint": until_sigterm("/bin/busybox httpd -f -p 8080 -h /www"),
                    "files": {f"/www/{page}": oci.File(b"sovcloud sample workload\n")
                              for page in ("index.html", "healthz", "readyz")},  # the workload chart's probes
                    "ports": [8080]},
@@ -201,7 +210,7 @@ def sample_app_images(d: Path, busybox: oci.File, state_dir: Path | None = None)
         pages = {f"/www/{p}": oci.File(b"sovcloud sample app\n") for p in ("index.html", "healthz", "readyz")}
         oci.build(oci.Image(SAMPLE_APP_IMAGE, {**shell, **client, **pages,
                                                "/www/cgi-bin/visit": oci.File(SAMPLE_APP_VISIT, 0o755)},
-                            ["/bin/busybox", "httpd", "-f", "-p", "8080", "-h", "/www"], user="10001:10001",
+                            until_sigterm("/bin/busybox httpd -f -p 8080 -h /www"), user="10001:10001",
                             env=env, exposed_ports=[8080], links=links),
                   archives[1])
 

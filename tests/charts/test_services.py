@@ -20,6 +20,7 @@ import yaml
 from kubernetes import client, config
 
 from lab import gateway
+from lab.cluster import until_sigterm
 from lab.nodes import ssh
 from lab.podman import env
 
@@ -33,8 +34,7 @@ BODY = "sovcloud sample workload\n"
 
 def pod(name: str, namespace: str, image: str, node: str, labels: dict[str, str], serve: bool) -> dict:
     """A restricted pod of the sample image on `node`: serving its page on 8080, or idle (a client)."""
-    command = (["/bin/busybox", "httpd", "-f", "-p", "8080", "-h", "/www"] if serve
-               else ["/bin/busybox", "sleep", "3600"])
+    command = until_sigterm("/bin/busybox httpd -f -p 8080 -h /www" if serve else "/bin/busybox sleep 3600")
     return {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name, "namespace": namespace, "labels": labels},
             "spec": {"nodeSelector": {"kubernetes.io/hostname": node}, "automountServiceAccountToken": False,
                      "securityContext": {"runAsNonRoot": True, "seccompProfile": {"type": "RuntimeDefault"}},

@@ -37,3 +37,30 @@ def test_a_library_the_host_lacks_is_named(monkeypatch):
     monkeypatch.setattr(cluster.subprocess, "run", lambda *a, **kw: ldd)
     with pytest.raises(FileNotFoundError, match="libpq.so.5 => not found"):
         cluster.with_libraries([Path("/usr/bin/psql")])
+
+
+
+@pytest.mark.tools
+def test_a_served_page_stops_on_sigterm_where_the_bare_server_waits_for_sigkill(tmp_path):
+    """The sample images' entrypoint as a container's PID 1 exits on SIGTERM (status 0): a pod deletion does not
+    wait out its grace period. Control: busybox httpd itself as PID 1 ignores SIGTERM and ends by SIGKILL (137)."""
+    from lab.podman import podman
+
+    root = tmp_path / "rootfs"  # what the images hold: the static busybox and a page
+    (root / "bin").mkdir(parents=True)
+    (root / "www").mkdir()
+    busybox = cluster.static_busybox()
+    (root / "bin" / "busybox").write_bytes(busybox.content)
+    (root / "bin" / "busybox").chmod(0o755)
+    (root / "www" / "index.html").write_text("page\n")
+    codes = {}
+    for name, entrypoint in (("trapped", cluster.until_sigterm("/bin/busybox httpd -f -p 8080 -h /www")),
+                             ("bare", ["/bin/busybox", "httpd", "-f", "-p", "8080", "-h", "/www"])):
+        container = f"sovcloud-test-sigterm-{name}"
+        try:
+            podman("run", "-d", "--name", container, "--network", "none", "--rootfs", str(root), *entrypoint)
+            podman("stop", "-t", "3", container)  # SIGTERM, then SIGKILL after 3 s
+            codes[name] = int(podman("inspect", "-f", "{{.State.ExitCode}}", container).strip())
+        finally:
+            podman("rm", "-f", container, check=False)
+    assert codes == {"trapped": 0, "bare": 137}, codes
