@@ -20,7 +20,7 @@ import yaml
 
 from dr import backup, crypto, restore, s3io
 from dr.config import load_config
-from tests.dr.conftest import ACCESS, SECRET, WeedSite
+from lab.loopback_s3 import ACCESS, SECRET, WeedSite
 
 
 def main() -> None:

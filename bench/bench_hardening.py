@@ -16,8 +16,8 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+from lab import standalone as ls
 from lab.nodes import ssh_args
-from tests.playbooks import labsupport as ls
 
 GROUPS = ["control_plane", "worker", "gateway"]
 WAIVERS = Path(__file__).resolve().parents[1] / "tests" / "playbooks" / "lab-waivers.yml"

@@ -1,5 +1,6 @@
-"""The layers' boundary: the product (what `pulumi up` deploys and what operators run) never imports the lab
-(the stand-in hardware), the tests or the benchmarks, so a real inventory gets exactly what the lab gets."""
+"""The layers' boundaries (ARCHITECTURE.md): the product (what `pulumi up` deploys and what operators run) never
+imports the lab (the stand-in hardware), the tests or the benchmarks, so a real inventory gets exactly what the lab
+gets; the benchmarks never import the tests (what both need, e.g. a loopback S3 server, lives in lab/)."""
 
 import ast
 from pathlib import Path
@@ -21,15 +22,26 @@ def imports(path: Path) -> list[tuple[int, str]]:
     return found
 
 
-def product_files() -> list[Path]:
-    return sorted(p for d in PRODUCT for p in (REPO / d).rglob("*.py") if "__pycache__" not in p.parts)
+def python_files(dirs: list[str]) -> list[Path]:
+    return sorted(p for d in dirs for p in (REPO / d).rglob("*.py") if "__pycache__" not in p.parts)
+
+
+def crossings(files: list[Path], forbidden: set[str]) -> list[str]:
+    return [f"{path.relative_to(REPO) if path.is_relative_to(REPO) else path}:{line}: imports {module}"
+            for path in files for line, module in imports(path) if module.split(".")[0] in forbidden]
 
 
 def test_product_never_imports_lab_tests_or_bench():
-    files = product_files()
+    files = python_files(PRODUCT)
     assert len(files) > 30  # the walk found the packages (a moved tree would check nothing)
-    bad = [f"{path.relative_to(REPO)}:{line}: imports {module}" for path in files for line, module in imports(path)
-           if module.split(".")[0] in FORBIDDEN]
+    bad = crossings(files, FORBIDDEN)
+    assert not bad, "\n".join(bad)
+
+
+def test_benchmarks_never_import_the_tests():
+    files = python_files(["bench"])
+    assert len(files) > 5
+    bad = crossings(files, {"tests"})
     assert not bad, "\n".join(bad)
 
 
@@ -38,3 +50,4 @@ def test_the_check_sees_a_function_level_import(tmp_path):
     sample = tmp_path / "sample.py"
     sample.write_text("def f():\n    from lab.nodes import ssh_args\n    import bench.x\n")
     assert [m for _, m in imports(sample)] == ["lab.nodes", "bench.x"]
+    assert crossings([sample], {"bench"}) == [f"{sample}:3: imports bench.x"]

@@ -85,7 +85,7 @@ def code(call) -> str:
 
 @pytest.mark.tools
 def test_lab_bucket_is_locked_and_the_writer_cannot_delete(lab_cfg, tmp_path, monkeypatch):
-    from tests.dr.conftest import WeedSite
+    from lab.loopback_s3 import WeedSite
 
     site = lab_cfg.primary
     # Its ports first (the endpoint is in the keys dir), its identity config once written below.

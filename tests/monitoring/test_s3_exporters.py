@@ -11,11 +11,11 @@ import boto3
 import pytest
 
 from dr import crypto
+from lab.loopback_s3 import ACCESS, SECRET, WeedSite
 from monitoring.exporters import config
 from monitoring.exporters.backup import BackupExporter
 from monitoring.exporters.drills import DrillExporter
 from tests.conftest import require_tool
-from tests.dr.conftest import ACCESS, SECRET, WeedSite
 
 pytestmark = pytest.mark.tools
 BUCKET = "sovcloud-backups"

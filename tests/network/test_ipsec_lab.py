@@ -33,9 +33,9 @@ import yaml
 from infra import components
 from infra import config as cfg
 from infra.providers import SecretKeyProvider, changed_tasks
+from lab import standalone as ls
 from lab.nodes import STANDALONE_NET, STANDALONE_SUBNET, container_ip, ensure_network, run_node, wait_booted, wait_ssh
 from lab.podman import env
-from tests.playbooks import labsupport as ls
 
 pytestmark = [pytest.mark.lab, pytest.mark.timeout(1200)]
 
@@ -116,8 +116,8 @@ def must(name: str, script: str, timeout: float = 120) -> str:
 
 
 def start_gateway(name: str) -> str:
-    """labsupport.start_node's node (standalone network, NET_ADMIN) with /dev/net/tun, as lab/gateway.py gives
-    the lab's gateways; removed with labsupport.remove_node."""
+    """lab.standalone.start_node's node (standalone network, NET_ADMIN) with /dev/net/tun, as lab/gateway.py gives
+    the lab's gateways; removed with lab.standalone.remove_node."""
     ensure_network(STANDALONE_NET, STANDALONE_SUBNET, labels={"sovcloud.lab.kind": "standalone"})
     container = f"sovlab-sa-{name}"
     run_node(container, name, [(STANDALONE_NET, None)], 512, {"role": "standalone", "node": name},

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.playbooks import labsupport as ls
+from lab import standalone as ls
 
 NODES = {"hx-cp": "control_plane", "hx-w": "worker", "hx-gw": "gateway"}
 WAIVERS = Path(__file__).with_name("lab-waivers.yml")

@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from lab.standalone import ROOT, ansible_env, parse_recap
 from tests.audit.conftest import load_waivers
-from tests.playbooks.labsupport import ROOT, ansible_env, parse_recap
 
 ROLES = ROOT / "playbooks" / "roles"
 VENV_BIN = Path(sys.executable).parent

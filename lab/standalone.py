@@ -1,4 +1,5 @@
-"""Lab plumbing for the hardening tests and bench: test nodes, playbook and audit runs.
+"""Standalone lab nodes for the playbook tests and the hardening benchmark: a node outside any site, its
+inventory, and runs of the hardening playbook and of the compliance audit against it.
 
 The packages the roles add come from the lab's offline apt repo (lab/packages.py; nodes have no mirror).
 """
@@ -30,8 +31,9 @@ from lab.nodes import (
 )
 from lab.packages import ensure_offline_repo
 from lab.sshkey import ensure_key
+from toolchain import REPO
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = REPO
 PLAYBOOK = ROOT / "playbooks" / "site.yml"
 GROUPS = ("control_plane", "worker", "gateway")
 __all__ = ["ensure_offline_repo"]
@@ -80,7 +82,7 @@ def write_inventory(path: Path, nodes: dict[str, tuple[str, str]], repo: Path | 
         "ansible_host_key_checking": False,
         "ansible_python_interpreter": "/usr/bin/python3",
         # The lab image's /home/sovadmin is root-owned until hardened (SC-HST-09 fixes it).
-        "ansible_remote_tmp": "/tmp/.ansible-sovadmin",
+        "ansible_remote_tmp": "/tmp/.ansible-sovadmin",  # noqa: S108 - a path on the node
         # The lab nodes only reach the repo this machine ships them (see module docstring).
         "package_source_mirrors": [],
         "hardening_ntp_servers": ["ntp.sovcloud.lab"],
