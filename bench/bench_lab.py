@@ -12,11 +12,9 @@ from __future__ import annotations
 
 import time
 
-import yaml
-
 from bench.bench_hardening import lynis
 from lab import api
-from lab.config import DEFAULT_PATH, parse
+from lab.config import parse, raw
 from lab.deploy import deploy, lab_stack
 from lab.measure import memory_mib
 
@@ -27,7 +25,7 @@ ADDED_TARGET_S = 300
 
 
 def bench_config():
-    data = yaml.safe_load(DEFAULT_PATH.read_text())
+    data = raw()
     data["name"] = "benchlab"
     for section in [data["internet"], data["transport"], *data["sites"]]:
         section["subnet"] = section["subnet"].replace("10.210.", "10.218.")

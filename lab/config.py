@@ -1,4 +1,9 @@
-"""Lab topology (lab/lab.yaml) as validated pydantic models; bad input fails naming the field."""
+"""Lab topology (lab/lab.yaml) as validated pydantic models; bad input fails naming the field.
+
+The default lab's machines are the lab stack's nodes: lab.yaml's `sites_from` names the stack file, and
+`raw()` expands it into `sites` (each site's subnet and nodes, as the stack declares them), so adding a node
+is one edit of infra/stacks/lab.yaml. A lab instance that differs from the stack (a test's, other subnets)
+lists its `sites` itself."""
 
 from __future__ import annotations
 
@@ -157,10 +162,46 @@ def parse(data: object, source: str = "lab config") -> LabConfig:
         raise LabConfigError(f"{source} is invalid:\n" + "\n".join(lines)) from None
 
 
-def load(path: str | Path | None = None) -> LabConfig:
+def _sites_from_stack(spec: object, base: Path, source: str) -> list[dict]:
+    """`sites` from `sites_from: {stack, primary, monitoring_node_memory_mib}`: every site of the stack file
+    with its subnet and nodes in the stack's order (a node's address follows its place); `primary` is the
+    primary site; each site's monitoring_node gets monitoring_node_memory_mib."""
+    if not isinstance(spec, dict) or set(spec) != {"stack", "primary", "monitoring_node_memory_mib"}:
+        raise LabConfigError(f"{source}: sites_from needs exactly the keys stack, primary and "
+                             f"monitoring_node_memory_mib, e.g. stack: ../infra/stacks/lab.yaml")
+    stack = (base / str(spec["stack"])).resolve()
+    try:
+        cloud = yaml.safe_load(stack.read_text())
+        stack_sites = cloud["sites"]
+    except (OSError, yaml.YAMLError, KeyError, TypeError) as e:
+        raise LabConfigError(f"{source}: sites_from.stack: cannot read the sites of {stack}: {e}") from None
+    names = [site.get("name") for site in stack_sites]
+    if spec["primary"] not in names:
+        raise LabConfigError(f"{source}: sites_from.primary {spec['primary']!r} is not a site of {stack}: "
+                             f"use one of {names}")
+    return [{"name": site["name"], "role": "primary" if site["name"] == spec["primary"] else "secondary",
+             "subnet": site["subnet"],
+             "nodes": [{"name": n["name"], "role": n["role"], "rack": n["rack"],
+                        **({"memory_mib": spec["monitoring_node_memory_mib"]}
+                           if n["name"] == site.get("monitoring_node") else {})}
+                       for n in site["nodes"]]}
+            for site in stack_sites]
+
+
+def raw(path: str | Path | None = None) -> dict:
+    """The lab config file's data as `parse` takes it: `sites_from` expanded into `sites`."""
     p = Path(path) if path else DEFAULT_PATH
     try:
         data = yaml.safe_load(p.read_text())
     except (OSError, yaml.YAMLError) as e:
         raise LabConfigError(f"cannot read lab config {p}: {e}") from None
-    return parse(data, str(p))
+    if isinstance(data, dict) and "sites_from" in data:
+        if "sites" in data:
+            raise LabConfigError(f"{p}: give sites or sites_from, not both")
+        data["sites"] = _sites_from_stack(data.pop("sites_from"), p.parent, str(p))
+    return data
+
+
+def load(path: str | Path | None = None) -> LabConfig:
+    p = Path(path) if path else DEFAULT_PATH
+    return parse(raw(p), str(p))

@@ -8,9 +8,9 @@ import pytest
 import yaml
 
 from lab import inventory
-from lab.config import DEFAULT_PATH, LabConfigError, load, parse
+from lab.config import DEFAULT_PATH, LabConfigError, load, parse, raw
 
-RAW = yaml.safe_load(DEFAULT_PATH.read_text())
+RAW = raw()
 
 
 def _bad(mutate) -> str:
@@ -85,3 +85,42 @@ def test_cli_rejects_bad_config_before_touching_anything(tmp_path):
     assert r.returncode == 2
     assert "sites[dc-astana].subnet" in r.stderr and "overlaps" in r.stderr
     assert "[lab] node image" not in r.stderr  # failed before any step ran
+
+
+STACK = DEFAULT_PATH.parents[1] / "infra" / "stacks" / "lab.yaml"
+
+
+def test_the_labs_machines_are_the_lab_stacks_nodes():
+    stack = yaml.safe_load(STACK.read_text())
+    cfg = load()
+    assert [(s.name, str(s.subnet), [(n.name, n.role, n.rack) for n in s.nodes]) for s in cfg.sites] == [
+        (s["name"], s["subnet"], [(n["name"], n["role"], n["rack"]) for n in s["nodes"]]) for s in stack["sites"]]
+    stations = {n.name for s in cfg.sites for n in s.nodes if n.memory_mib}
+    assert stations == {s["monitoring_node"] for s in stack["sites"]}
+
+
+def test_a_node_added_to_the_stack_file_is_a_lab_machine(tmp_path):
+    stack = yaml.safe_load(STACK.read_text())
+    stack["sites"][1]["nodes"].insert(5, {"name": "almaty-w3", "role": "worker", "rack": "r3"})
+    (tmp_path / "stack.yaml").write_text(yaml.safe_dump(stack))
+    lab = yaml.safe_load(DEFAULT_PATH.read_text())
+    lab["sites_from"]["stack"] = "stack.yaml"
+    lab["memory_mib"]["worker"] = 512  # within the lab's memory budget with one machine more
+    (tmp_path / "lab.yaml").write_text(yaml.safe_dump(lab))
+    cfg = load(tmp_path / "lab.yaml")
+    assert [n.name for n in cfg.site("dc-almaty").nodes][-2:] == ["almaty-w3", "almaty-gw"]
+    assert cfg.site("dc-almaty").ip("almaty-w3") == "10.210.2.15"
+
+
+@pytest.mark.parametrize(("change", "named"), [
+    (lambda sf: sf.update(stack="missing.yaml"), "sites_from.stack"),
+    (lambda sf: sf.update(primary="dc-shymkent"), "sites_from.primary"),
+    (lambda sf: sf.pop("monitoring_node_memory_mib"), "sites_from needs exactly the keys"),
+])
+def test_a_bad_sites_from_is_named(tmp_path, change, named):
+    lab = yaml.safe_load(DEFAULT_PATH.read_text())
+    lab["sites_from"]["stack"] = str(STACK)
+    change(lab["sites_from"])
+    (tmp_path / "lab.yaml").write_text(yaml.safe_dump(lab))
+    with pytest.raises(LabConfigError, match=named):
+        load(tmp_path / "lab.yaml")

@@ -18,7 +18,7 @@ import pytest
 import yaml
 
 from lab import api, s3
-from lab.config import DEFAULT_PATH, parse
+from lab.config import parse, raw
 from lab.inventory import state_dir
 from lab.nodes import ensure_network, remove_standalone, run_standalone, ssh, ssh_args
 from lab.podman import LABEL, env, podman, podman_json, process_alive
@@ -27,7 +27,7 @@ from tests.conftest import require_tool
 pytestmark = pytest.mark.lab
 
 def _test_topology() -> dict:
-    data = yaml.safe_load(DEFAULT_PATH.read_text())
+    data = raw()
     data["name"] = "sovlabt"
     for sect in [data["internet"], data["transport"], *data["sites"]]:
         sect["subnet"] = sect["subnet"].replace("10.210.", "10.219.")
