@@ -33,8 +33,7 @@ from lab.packages import ensure_offline_repo
 from lab.sshkey import ensure_key
 from toolchain import REPO
 
-ROOT = REPO
-PLAYBOOK = ROOT / "playbooks" / "site.yml"
+PLAYBOOK = REPO / "playbooks" / "site.yml"
 GROUPS = ("control_plane", "worker", "gateway")
 __all__ = ["ensure_offline_repo"]
 
@@ -114,21 +113,21 @@ def run_playbook(inventory: Path, forks: int = 5, timeout: float = 1200,
     t0 = time.monotonic()
     r = subprocess.run([_tool("ansible-playbook"), "-i", str(inventory), "-f", str(forks), str(PLAYBOOK),
                         *(extra or [])], capture_output=True, text=True, timeout=timeout, env=ansible_env(),
-                       cwd=ROOT)
+                       cwd=REPO)
     return r, time.monotonic() - t0, parse_recap(r.stdout)
 
 
 def run_audit(inventory: Path, report: Path, waivers: Path | None = None, hosts: str = "ansible://all",
               timeout: float = 900, extra: list[str] | None = None) -> tuple[int, list[dict], float]:
     """The compliance team's command, as a subprocess; returns (exit code, JSON results, seconds)."""
-    cmd = [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-q", str(ROOT / "tests" / "audit"),
+    cmd = [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-q", str(REPO / "tests" / "audit"),
            f"--hosts={hosts}", f"--ansible-inventory={inventory}", f"--audit-report={report}",
            "-o", "addopts="]
     if waivers is not None:
         cmd.append(f"--audit-waivers={waivers}")
     t0 = time.monotonic()
     r = subprocess.run([*cmd, *(extra or [])], capture_output=True, text=True, timeout=timeout,
-                       env=ansible_env(), cwd=ROOT)
+                       env=ansible_env(), cwd=REPO)
     elapsed = time.monotonic() - t0
     data = report / "audit.json"
     if not data.exists():

@@ -39,7 +39,6 @@ def test_a_library_the_host_lacks_is_named(monkeypatch):
         cluster.with_libraries([Path("/usr/bin/psql")])
 
 
-
 @pytest.mark.tools
 def test_a_served_page_stops_on_sigterm_where_the_bare_server_waits_for_sigkill(tmp_path):
     """The sample images' entrypoint as a container's PID 1 exits on SIGTERM (status 0): a pod deletion does not

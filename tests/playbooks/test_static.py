@@ -11,16 +11,17 @@ from pathlib import Path
 import pytest
 import yaml
 
-from lab.standalone import ROOT, ansible_env, parse_recap
+from lab.standalone import ansible_env, parse_recap
 from tests.audit.conftest import load_waivers
+from toolchain import REPO
 
-ROLES = ROOT / "playbooks" / "roles"
+ROLES = REPO / "playbooks" / "roles"
 VENV_BIN = Path(sys.executable).parent
-CONTROL_IDS = {c["id"] for c in yaml.safe_load((ROOT / "policies" / "controls.yaml").read_text())["controls"]}
+CONTROL_IDS = {c["id"] for c in yaml.safe_load((REPO / "policies" / "controls.yaml").read_text())["controls"]}
 
 
 def _run(*cmd: str, **kw) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(list(cmd), capture_output=True, text=True, env=ansible_env(), cwd=ROOT, timeout=600,
+    return subprocess.run(list(cmd), capture_output=True, text=True, env=ansible_env(), cwd=REPO, timeout=600,
                           **kw)
 
 
