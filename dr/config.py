@@ -6,14 +6,13 @@ import json
 from pathlib import Path
 from typing import Literal
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+# The one error every config module raises (common/config.py); dr.config.ConfigError still names it.
+from common.config import ConfigError, FieldError, load_yaml_file
 
 BUCKET = "sovcloud-backups"
-
-
-class ConfigError(Exception):
-    pass
+WHAT = "DR config"
 
 
 class Retention(BaseModel):
@@ -64,10 +63,11 @@ class SiteS3(BaseModel):
     @classmethod
     def _renamed(cls, data):
         if isinstance(data, dict) and "object_lock_days" in data:
-            raise ValueError(
-                f"sites[{data.get('name', '?')}].object_lock_days was replaced by object_lock_retain_days "
+            raise FieldError(
+                "object_lock_days",
+                "was replaced by object_lock_retain_days "
                 "(COMPLIANCE mode, at least the retention policy's horizon): remove object_lock_days, and leave "
-                "object_lock_retain_days out to derive it from retention"
+                "object_lock_retain_days out to derive it from retention",
             )
         return data
 
@@ -95,7 +95,8 @@ def _read_keys(path: Path, field: str) -> tuple[str, str]:
         data = json.loads(path.read_text())
         return data["access_key"], data["secret_key"]
     except (OSError, ValueError, KeyError, TypeError) as err:
-        raise ConfigError(f'{field} {path}: need JSON {{"access_key": ..., "secret_key": ...}} ({err})') from None
+        raise ConfigError([(field, f'{path}: need JSON {{"access_key": ..., "secret_key": ...}} ({err})')],
+                          WHAT) from None
 
 
 class DrConfig(BaseModel):
@@ -113,30 +114,35 @@ class DrConfig(BaseModel):
 
     @model_validator(mode="after")
     def _check(self) -> DrConfig:
+        problems: list[tuple[str, str]] = []
         names = [s.name for s in self.sites]
         if len(set(names)) != len(names):
-            raise ValueError(f"sites[].name must be unique; got {names}")
+            problems.append(("sites[].name", f"must be unique; got {names}"))
         if self.primary not in names:
-            raise ValueError(f"primary {self.primary!r} is not one of sites[].name {names}")
+            problems.append(("primary", f"{self.primary!r} is not one of sites[].name {names}"))
         # Backups are locked for at least as long as the policy may keep them: prune can only remove a
         # version once its lock ends, and a backup the policy keeps must not be deletable before that.
         need, tier = self.retention.horizon()
-        for s in self.sites:
+        for i, s in enumerate(self.sites):
             if s.object_lock_retain_days is None:
                 s.object_lock_retain_days = self.retention.horizon_days()
             elif s.object_lock_retain_days < need:
-                raise ValueError(
-                    f"sites[{s.name}].object_lock_retain_days: {s.object_lock_retain_days} days is shorter than "
+                problems.append((
+                    f"sites[{i}].object_lock_retain_days",
+                    f"{s.object_lock_retain_days} days is shorter than "
                     f"the retention policy keeps a backup ({tier}: up to {need} days); set it to at least {need}, "
-                    "or leave it out to derive it from retention"
-                )
+                    "or leave it out to derive it from retention",
+                ))
+        if problems:
+            raise ConfigError(problems, WHAT)
         return self
 
     def site(self, name: str) -> SiteS3:
         for s in self.sites:
             if s.name == name:
                 return s
-        raise ConfigError(f"site {name!r} not in the DR config; known: {[s.name for s in self.sites]}")
+        raise ConfigError([("sites[].name", f"site {name!r} not in the DR config; known: "
+                                            f"{[s.name for s in self.sites]}")], WHAT)
 
     def ordered_sites(self) -> list[SiteS3]:
         """Primary first, then the replicas."""
@@ -149,15 +155,7 @@ class DrConfig(BaseModel):
 
 def load_config(path: Path | str) -> DrConfig:
     path = Path(path)
-    try:
-        data = yaml.safe_load(path.read_text())
-    except (OSError, yaml.YAMLError) as err:
-        raise ConfigError(f"{path}: cannot read the DR config: {err}") from None
-    try:
-        cfg = DrConfig.model_validate(data)
-    except ValidationError as err:
-        lines = [f"  {'.'.join(map(str, e['loc'])) or '<root>'}: {e['msg']}" for e in err.errors()]
-        raise ConfigError(f"{path}: invalid DR config:\n" + "\n".join(lines)) from None
+    cfg = load_yaml_file(path, DrConfig, WHAT)
     # Relative paths are relative to the config file, so a config dir is self-contained.
     base = path.parent
 

@@ -7,24 +7,18 @@ Everything is validated before any resource is touched; each error names the fie
 from __future__ import annotations
 
 import ipaddress
-import re
 from collections import Counter
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+# ConfigError is common.config's, the one error every config module raises (infra.config.ConfigError still names it).
+from common.config import ConfigError, FieldError, validate
 
 DNS_LABEL = r"^[a-z]([-a-z0-9]*[a-z0-9])?$"
 Name = Annotated[str, Field(pattern=DNS_LABEL, max_length=40)]
-
-
-class ConfigError(ValueError):
-    """A stack configuration error; str() lists every problem as `field: message`."""
-
-    def __init__(self, problems: list[tuple[str, str]]):
-        self.problems = problems
-        super().__init__("invalid stack config:\n" + "\n".join(f"  {f}: {m}" for f, m in problems))
 
 
 class _Strict(BaseModel):
@@ -74,28 +68,28 @@ class Site(_Strict):
     def _nodes_in_known_racks(self) -> Site:
         for i, node in enumerate(self.nodes):
             if node.rack not in self.racks:
-                raise _FieldError(f"nodes[{i}].rack", f"rack {node.rack!r} is not one of the site's racks "
+                raise FieldError(f"nodes[{i}].rack", f"rack {node.rack!r} is not one of the site's racks "
                                   f"{self.racks}; add it to `racks` or move the node")
         dupes = [n for n, c in Counter(n.name for n in self.nodes).items() if c > 1]
         if dupes:
-            raise _FieldError("nodes", f"duplicate node names {dupes}; node names must be unique")
+            raise FieldError("nodes", f"duplicate node names {dupes}; node names must be unique")
         for i, node in enumerate(self.nodes):
             if node.role == Role.GATEWAY:
                 if node.public_address is None:
-                    raise _FieldError(f"nodes[{i}].public_address", f"gateway {node.name!r} needs its "
+                    raise FieldError(f"nodes[{i}].public_address", f"gateway {node.name!r} needs its "
                                       "Internet-facing address (the access gateway's address, SC-NET-01)")
             else:
                 for key in ("transport_address", "public_address"):
                     if getattr(node, key) is not None:
-                        raise _FieldError(f"nodes[{i}].{key}", f"only gateway nodes face the transport network "
+                        raise FieldError(f"nodes[{i}].{key}", f"only gateway nodes face the transport network "
                                           f"and the Internet; remove it from {node.role.value} {node.name!r}")
         if self.monitoring_node is not None:
             node = next((n for n in self.nodes if n.name == self.monitoring_node), None)
             if node is None:
-                raise _FieldError("monitoring_node", f"{self.monitoring_node!r} is not a node of the site; name one "
+                raise FieldError("monitoring_node", f"{self.monitoring_node!r} is not a node of the site; name one "
                                   f"of {[n.name for n in self.nodes if n.role != Role.GATEWAY]}")
             if node.role == Role.GATEWAY:
-                raise _FieldError("monitoring_node", f"{node.name!r} is the site's gateway, its Internet edge: "
+                raise FieldError("monitoring_node", f"{node.name!r} is the site's gateway, its Internet edge: "
                                   "name a worker or control-plane node")
         return self
 
@@ -322,46 +316,11 @@ class Hosts(_Strict):
         return v
 
 
-class _FieldError(ValueError):
-    """Raised inside a nested model to report a path relative to that model."""
-
-    def __init__(self, field: str, message: str):
-        self.field = field
-        super().__init__(f"{field}: {message}")
-
-
-def _path(loc: tuple[Any, ...]) -> str:
-    out = ""
-    for part in loc:
-        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
-    return out
-
-
 def parse(data: Any) -> Cloud:
     """Validate `data` (the `sovcloud:cloud` stack config value) or raise ConfigError."""
-    return _validate(Cloud, data, "")
+    return validate(Cloud, data)
 
 
 def parse_hosts(data: Any) -> Hosts:
     """Validate the `sovcloud:hosts` stack config value or raise ConfigError (fields as sovcloud:hosts.x)."""
-    return _validate(Hosts, data, "sovcloud:hosts")
-
-
-def _validate(model: type[BaseModel], data: Any, prefix: str):
-    try:
-        return model.model_validate(data)
-    except ValidationError as exc:
-        problems = []
-        for err in exc.errors():
-            where = _path(err["loc"])
-            ctx_err = (err.get("ctx") or {}).get("error")
-            if isinstance(ctx_err, ConfigError):
-                problems += [(f"{where}.{f}".lstrip(".") if where else f, m) for f, m in ctx_err.problems]
-            elif isinstance(ctx_err, _FieldError):
-                problems.append((f"{where}.{ctx_err.field}".lstrip("."), str(ctx_err).split(": ", 1)[1]))
-            else:
-                message = re.sub(r"^Value error, ", "", err["msg"])
-                problems.append((where or "(top level)", message))
-        if prefix:
-            problems = [(f"{prefix}.{f}" if f != "(top level)" else prefix, m) for f, m in problems]
-        raise ConfigError(problems) from None
+    return validate(Hosts, data, prefix="sovcloud:hosts")

@@ -7,8 +7,8 @@ from typing import Any
 
 import pulumi
 import pulumi_kubernetes as kubernetes
-import yaml
 
+from common.config import read_yaml_mapping
 from infra import cluster_dns, cluster_storage, kube
 from infra import config as cfg
 from infra.components import (
@@ -44,7 +44,7 @@ def load_cloud(stack_config: pulumi.Config) -> cfg.Cloud:
         if not file.exists():
             raise cfg.ConfigError([("sovcloud:cloudFile", f"{file} does not exist; point it at a stack file "
                                     "such as infra/stacks/lab.yaml")])
-        data = yaml.safe_load(file.read_text())
+        data = read_yaml_mapping(file, "stack config")  # unreadable or not a mapping: the file is the field
     return cfg.parse(data)
 
 

@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 from lab import api, inventory, watch
-from lab.config import LabConfigError, load
+from lab.config import ConfigError, load
 from lab.deploy import deploy
 from lab.nodes import ssh_args
 from lab.podman import PodmanError
@@ -147,7 +147,7 @@ def main(argv: list[str] | None = None) -> int:
             site, node = cfg.find_node(a.node)
             args = ssh_args(site.ip(node))
             return subprocess.run([*args, *a.command]).returncode
-    except (LabConfigError, PodmanError, TimeoutError) as e:
+    except (ConfigError, PodmanError, TimeoutError) as e:
         print(f"lab: {e}", file=sys.stderr)
         return 2
     return 0

@@ -13,16 +13,16 @@ from pathlib import Path
 from typing import Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+# The one error every config module raises (common/config.py); lab.config.ConfigError names it.
+from common.config import ConfigError, read_yaml_mapping, validate
 
 DEFAULT_PATH = Path(__file__).resolve().parent / "lab.yaml"
 MEMORY_BUDGET_MIB = 12 * 1024
+WHAT = "lab config"
 Role = Literal["control-plane", "worker", "gateway"]
 _HOSTNAME = re.compile(r"^[a-z][a-z0-9-]{0,40}[a-z0-9]$")
-
-
-class LabConfigError(ValueError):
-    pass
 
 
 class _Strict(BaseModel):
@@ -52,18 +52,20 @@ class Site(_Strict):
 
     @model_validator(mode="after")
     def _shape(self) -> Site:
+        problems: list[tuple[str, str]] = []
         gws = [n for n in self.nodes if n.role == "gateway"]
         if len(gws) != 1:
-            raise ValueError(f"site {self.name}: nodes must contain exactly one role: gateway "
-                             f"(has {len(gws)})")
+            problems.append(("nodes", f"must contain exactly one role: gateway (site {self.name} has {len(gws)})"))
         cps = [n for n in self.nodes if n.role == "control-plane"]
         racks = {n.rack for n in cps}
         # SC-AVL-02: an HA control plane needs >=3 members over >=3 racks to survive a rack loss.
         if len(cps) < 3 or len(racks) < 3:
-            raise ValueError(f"site {self.name}: nodes need >=3 role: control-plane over >=3 distinct racks "
-                             f"(has {len(cps)} over {sorted(racks)}) [SC-AVL-02]")
+            problems.append(("nodes", f"need >=3 role: control-plane over >=3 distinct racks "
+                             f"(site {self.name} has {len(cps)} over {sorted(racks)}) [SC-AVL-02]"))
         if self.subnet.num_addresses < 64:
-            raise ValueError(f"site {self.name}: subnet {self.subnet} too small, use a /26 or larger")
+            problems.append(("subnet", f"{self.subnet} too small, use a /26 or larger"))
+        if problems:
+            raise ConfigError(problems, WHAT)
         return self
 
     @property
@@ -98,25 +100,27 @@ class LabConfig(_Strict):
 
     @model_validator(mode="after")
     def _lab(self) -> LabConfig:
+        problems: list[tuple[str, str]] = []
         names = [n.name for s in self.sites for n in s.nodes]
         dup = sorted({n for n in names if names.count(n) > 1})
         if dup:
-            raise ValueError(f"sites[].nodes[].name must be unique across the lab; duplicated: {dup}")
+            problems.append(("sites[].nodes[].name", f"must be unique across the lab; duplicated: {dup}"))
         if [s.role for s in self.sites].count("primary") != 1:
-            raise ValueError("sites[].role: exactly one site must be role: primary")
-        nets = [(f"sites[{s.name}].subnet", s.subnet) for s in self.sites] + [
+            problems.append(("sites[].role", "exactly one site must be role: primary"))
+        nets = [(f"sites[{i}].subnet", s.subnet) for i, s in enumerate(self.sites)] + [
             ("internet.subnet", self.internet.subnet), ("transport.subnet", self.transport.subnet)]
         for i, (fa, a) in enumerate(nets):
             for fb, b in nets[i + 1:]:
                 if a.overlaps(b):
-                    raise ValueError(f"{fa} {a} overlaps {fb} {b}: give each network its own range")
+                    problems.append((fa, f"{a} overlaps {fb} {b}: give each network its own range"))
         missing = ({n.role for s in self.sites for n in s.nodes} | {"s3"}) - set(self.memory_mib)
         if missing:
-            raise ValueError(f"memory_mib lacks an entry for {sorted(missing)}")
-        total = self.total_memory_mib()
-        if total >= MEMORY_BUDGET_MIB:
-            raise ValueError(f"memory_mib: the lab would use {total} MiB, over the {MEMORY_BUDGET_MIB} MiB "
-                             "budget: lower the per-role limits or the node count")
+            problems.append(("memory_mib", f"lacks an entry for {sorted(missing)}"))
+        elif (total := self.total_memory_mib()) >= MEMORY_BUDGET_MIB:
+            problems.append(("memory_mib", f"the lab would use {total} MiB, over the {MEMORY_BUDGET_MIB} MiB "
+                             "budget: lower the per-role limits or the node count"))
+        if problems:
+            raise ConfigError(problems, WHAT)
         return self
 
     def total_memory_mib(self) -> int:
@@ -139,7 +143,7 @@ class LabConfig(_Strict):
                 if n.name == name:
                     return s, n
         known = [n.name for s in self.sites for n in s.nodes]
-        raise LabConfigError(f"no node named {name!r}; nodes: {known}")
+        raise ConfigError([("sites[].nodes[].name", f"no node named {name!r}; nodes: {known}")], WHAT)
 
     def node_memory_mib(self, node: Node) -> int:
         return node.memory_mib or self.memory_mib[node.role]
@@ -151,34 +155,30 @@ class LabConfig(_Strict):
         return f"{self.name}-{name}"
 
 
-def parse(data: object, source: str = "lab config") -> LabConfig:
-    try:
-        return LabConfig.model_validate(data)
-    except ValidationError as e:
-        lines = []
-        for err in e.errors():
-            loc = ".".join(str(p) for p in err["loc"]) or "(top level)"
-            lines.append(f"  {loc}: {err['msg']}")
-        raise LabConfigError(f"{source} is invalid:\n" + "\n".join(lines)) from None
+def parse(data: object, source: str | None = None) -> LabConfig:
+    """The lab config from `data` (read from `source`, named in the error), or ConfigError."""
+    return validate(LabConfig, data, WHAT + (f" {source}" if source else ""))
 
 
 def _sites_from_stack(spec: object, base: Path, source: str) -> list[dict]:
     """`sites` from `sites_from: {stack, primary, monitoring_node_memory_mib}`: every site of the stack file
     with its subnet and nodes in the stack's order (a node's address follows its place); `primary` is the
     primary site; each site's monitoring_node gets monitoring_node_memory_mib."""
+    what = f"{WHAT} {source}"
     if not isinstance(spec, dict) or set(spec) != {"stack", "primary", "monitoring_node_memory_mib"}:
-        raise LabConfigError(f"{source}: sites_from needs exactly the keys stack, primary and "
-                             f"monitoring_node_memory_mib, e.g. stack: ../infra/stacks/lab.yaml")
+        raise ConfigError([("sites_from", "needs exactly the keys stack, primary and "
+                            "monitoring_node_memory_mib, e.g. stack: ../infra/stacks/lab.yaml")], what)
     stack = (base / str(spec["stack"])).resolve()
     try:
         cloud = yaml.safe_load(stack.read_text())
         stack_sites = cloud["sites"]
     except (OSError, yaml.YAMLError, KeyError, TypeError) as e:
-        raise LabConfigError(f"{source}: sites_from.stack: cannot read the sites of {stack}: {e}") from None
+        reason = " ".join(str(e).split())  # one line: a YAML error spans several
+        raise ConfigError([("sites_from.stack", f"cannot read the sites of {stack}: {reason}")], what) from None
     names = [site.get("name") for site in stack_sites]
     if spec["primary"] not in names:
-        raise LabConfigError(f"{source}: sites_from.primary {spec['primary']!r} is not a site of {stack}: "
-                             f"use one of {names}")
+        raise ConfigError([("sites_from.primary", f"{spec['primary']!r} is not a site of {stack}: "
+                            f"use one of {names}")], what)
     return [{"name": site["name"], "role": "primary" if site["name"] == spec["primary"] else "secondary",
              "subnet": site["subnet"],
              "nodes": [{"name": n["name"], "role": n["role"], "rack": n["rack"],
@@ -191,13 +191,10 @@ def _sites_from_stack(spec: object, base: Path, source: str) -> list[dict]:
 def raw(path: str | Path | None = None) -> dict:
     """The lab config file's data as `parse` takes it: `sites_from` expanded into `sites`."""
     p = Path(path) if path else DEFAULT_PATH
-    try:
-        data = yaml.safe_load(p.read_text())
-    except (OSError, yaml.YAMLError) as e:
-        raise LabConfigError(f"cannot read lab config {p}: {e}") from None
-    if isinstance(data, dict) and "sites_from" in data:
+    data = read_yaml_mapping(p, WHAT)
+    if "sites_from" in data:
         if "sites" in data:
-            raise LabConfigError(f"{p}: give sites or sites_from, not both")
+            raise ConfigError([("sites_from", "give sites or sites_from, not both")], f"{WHAT} {p}")
         data["sites"] = _sites_from_stack(data.pop("sites_from"), p.parent, str(p))
     return data
 

@@ -1,14 +1,19 @@
 """The layers' boundaries (ARCHITECTURE.md): the product (what `pulumi up` deploys and what operators run) never
 imports the lab (the stand-in hardware), the tests or the benchmarks, so a real inventory gets exactly what the lab
-gets; the benchmarks never import the tests (what both need, e.g. a loopback S3 server, lives in lab/)."""
+gets; the benchmarks never import the tests (what both need, e.g. a loopback S3 server, lives in lab/). Within
+the product, common/ (the one config error) imports none of the other packages, and the node agents only the
+standard library."""
 
 import ast
+import sys
 from pathlib import Path
 
 from toolchain import REPO
 
-PRODUCT = ["infra", "playbooks", "agents", "monitoring", "dr", "policies", "charts", "toolchain"]
+PRODUCT = ["common", "infra", "playbooks", "agents", "monitoring", "dr", "policies", "charts", "toolchain"]
 FORBIDDEN = {"lab", "tests", "bench"}
+# common/config.py ships to the nodes next to monitoring/ and dr/, whose venv has pydantic and pyyaml.
+CONFIG_MAY_IMPORT = {"pydantic", "yaml"}
 
 
 def imports(path: Path) -> list[tuple[int, str]]:
@@ -35,6 +40,30 @@ def test_product_never_imports_lab_tests_or_bench():
     files = python_files(PRODUCT)
     assert len(files) > 30  # the walk found the packages (a moved tree would check nothing)
     bad = crossings(files, FORBIDDEN)
+    assert not bad, "\n".join(bad)
+
+
+def test_common_imports_none_of_the_other_packages():
+    files = python_files(["common"])
+    assert REPO / "common" / "config.py" in files
+    others = {*PRODUCT, *FORBIDDEN} - {"common"}
+    bad = crossings(files, others)
+    assert not bad, "\n".join(bad)
+
+
+def test_the_config_error_needs_only_pydantic_and_pyyaml():
+    config = REPO / "common" / "config.py"
+    third_party = [f"{config.relative_to(REPO)}:{line}: imports {module}" for line, module in imports(config)
+                   if module.split(".")[0] not in {*sys.stdlib_module_names, *CONFIG_MAY_IMPORT}]
+    assert not third_party, "\n".join(third_party)
+
+
+def test_agents_use_only_the_standard_library():
+    # They run on the node's own Python, without the venv: not even common/ (it needs pydantic).
+    files = python_files(["agents"])
+    assert files
+    bad = [f"{path.relative_to(REPO)}:{line}: imports {module}" for path in files for line, module in imports(path)
+           if module.split(".")[0] not in {*sys.stdlib_module_names, "agents"}]
     assert not bad, "\n".join(bad)
 
 

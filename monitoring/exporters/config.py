@@ -6,14 +6,12 @@ import os
 from pathlib import Path
 from typing import Literal
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, HttpUrl, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, HttpUrl, model_validator
+
+# The one error every config module raises (common/config.py); config.ConfigError still names it.
+from common.config import ConfigError, load_yaml_file, validate
 
 NAME = r"^[a-z][a-z0-9-]*$"
-
-
-class ConfigError(ValueError):
-    pass
 
 
 class _Strict(BaseModel):
@@ -56,19 +54,22 @@ class ProberConfig(_Strict):
 
     @model_validator(mode="after")
     def _check(self) -> ProberConfig:
+        problems: list[tuple[str, str]] = []
         seen: set[tuple[str, str, str]] = set()
-        for t in self.targets:
+        for i, t in enumerate(self.targets):
             if t.site == self.source_site:
-                raise ValueError(f"targets: site {t.site!r} is the source_site; probe the OTHER sites")
+                problems.append((f"targets[{i}].site", f"site {t.site!r} is the source_site; probe the OTHER sites"))
             key = (t.site, t.service, str(t.url))
             if key in seen:
-                raise ValueError(f"targets: duplicate target {t.site}/{t.service} {t.url}")
+                problems.append((f"targets[{i}]", f"duplicate target {t.site}/{t.service} {t.url}"))
             seen.add(key)
         if self.timeout_seconds >= self.interval_seconds:
-            raise ValueError("timeout_seconds must be below interval_seconds so rounds never overlap")
+            problems.append(("timeout_seconds", "must be below interval_seconds so rounds never overlap"))
         if not self.verify_tls and any(t.client_cert_file for t in self.targets):
-            raise ValueError("verify_tls: false would present client certificates to unverified servers; "
-                             "set verify_tls: true and give ca_file")
+            problems.append(("verify_tls", "false would present client certificates to unverified servers; "
+                             "set verify_tls: true and give ca_file"))
+        if problems:
+            raise ConfigError(problems, "prober exporter config")
         return self
 
 
@@ -152,22 +153,11 @@ MODELS: dict[str, type[_Strict]] = {
 }
 
 
-def parse(kind: str, data: object, source: str = "config") -> _Strict:
-    model = MODELS[kind]
-    try:
-        return model.model_validate(data)
-    except ValidationError as err:
-        lines = [f"{source}: invalid {kind} exporter config:"]
-        for e in err.errors():
-            loc = ".".join(str(p) for p in e["loc"]) or "(top level)"
-            lines.append(f"  {loc}: {e['msg']}")
-        raise ConfigError("\n".join(lines)) from None
+def parse(kind: str, data: object, source: str | None = None) -> _Strict:
+    """The `kind` exporter's config from `data` (read from `source`, named in the error), or ConfigError."""
+    what = f"{kind} exporter config" + (f" {source}" if source else "")
+    return validate(MODELS[kind], data, what)
 
 
 def load(kind: str, path: str | Path) -> _Strict:
-    p = Path(path)
-    try:
-        data = yaml.safe_load(p.read_text())
-    except (OSError, yaml.YAMLError) as err:
-        raise ConfigError(f"cannot read {kind} exporter config {p}: {err}") from None
-    return parse(kind, data, str(p))
+    return load_yaml_file(Path(path), MODELS[kind], f"{kind} exporter config")

@@ -110,4 +110,5 @@ def test_cli_errors_are_clear(cfg, tmp_path):
         .replace("primary: dc-astana", "primary: dc-nowhere")
     )
     p = dr("--config", str(bad), "sync")
-    assert p.returncode == 2 and "primary 'dc-nowhere' is not one of" in p.stderr
+    assert p.returncode == 2 and f"error: invalid DR config {bad}:\n" in p.stderr
+    assert "\n  primary: 'dc-nowhere' is not one of sites[].name" in p.stderr and "Traceback" not in p.stderr
