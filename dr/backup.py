@@ -20,23 +20,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import BinaryIO
 
-from dr import crypto, s3io
+from dr import crypto, layout, s3io
 from dr.config import DrConfig, SiteS3
 
 DRILL_CHECKS = {"backup-encrypted": ["SC-DATA-02"], "backup-replicated": ["SC-BCK-01", "SC-DATA-01"]}
-TS_FORMAT = "%Y%m%dT%H%M%SZ"
-
-
 class BackupError(Exception):
     pass
-
-
-def prefix(site: str, dataset: str, ts: str) -> str:
-    return f"backups/{site}/{dataset}/{ts}/"
-
-
-def manifest_key(site: str, dataset: str, ts: str) -> str:
-    return prefix(site, dataset, ts) + "manifest.json"
 
 
 def kek_id(kek: bytes) -> str:
@@ -68,7 +57,7 @@ def stage(
         raise BackupError("signing_key_file is not set in the DR config: backups must be signed")
     sk = crypto.load_signing_key(cfg.signing_key_file)
     now = now or datetime.now(UTC)
-    ts = now.strftime(TS_FORMAT)
+    ts = layout.stamp(now)
     bdir = cfg.staging_dir / site / dataset / ts
     if bdir.exists():
         raise BackupError(f"{bdir} exists: a backup of {dataset} at {ts} is already staged; run `dr sync`")
@@ -76,7 +65,7 @@ def stage(
     objects = []
     try:
         for part in parts:
-            key = prefix(site, dataset, ts) + part.name + ".enc"
+            key = layout.part_key(site, dataset, ts, part.name)
             with tempfile.TemporaryFile(dir=bdir) as plain:
                 part.write(plain)
                 plain.seek(0)
@@ -84,23 +73,22 @@ def stage(
                     entry = crypto.encrypt_stream(plain, out, kek, key)
             sha, size = _file_digest(bdir / (part.name + ".enc"))
             objects.append({"key": key, "name": part.name, "kind": part.kind, "sha256": sha, "size": size, **entry})
-        manifest = {
-            "format": 1,
-            "site": site,
-            "dataset": dataset,
-            "timestamp": ts,
-            "created": now.strftime("%Y-%m-%dT%H:%M:%SZ"),
-            "source": source,
-            "sentinel": sentinel,
-            "encryption": {
+        manifest = layout.Manifest(
+            site=site,
+            dataset=dataset,
+            timestamp=ts,
+            created=now.strftime("%Y-%m-%dT%H:%M:%SZ"),
+            source=source,
+            sentinel=sentinel,
+            encryption={
                 "alg": "AES-256-GCM-STREAM",
                 "segment": crypto.SEGMENT,
                 "key_wrap": "AES-KW",
                 "kek_id": kek_id(kek),
             },
-            "objects": objects,
-        }
-        (bdir / "manifest.json").write_text(json.dumps(crypto.sign_manifest(manifest, sk), indent=1))
+            objects=objects,
+        ).model_dump(exclude={"signature"})
+        (bdir / layout.MANIFEST).write_text(json.dumps(crypto.sign_manifest(manifest, sk), indent=1))
     except BaseException:
         shutil.rmtree(bdir, ignore_errors=True)
         raise
@@ -129,7 +117,7 @@ def push_site(cfg: DrConfig, target: SiteS3, bdir: Path, on_part: Callable[[int]
     """Upload a staged backup to one site (resuming), check that every version written is locked, then verify
     the copy there end to end."""
     res = SiteResult(target.name)
-    manifest = json.loads((bdir / "manifest.json").read_text())
+    manifest = json.loads((bdir / layout.MANIFEST).read_text())
     try:
         s3 = s3io.client(target)
         res.bucket = asdict(s3io.ensure_bucket(s3, target, admin=s3io.admin_client(target)))
@@ -147,8 +135,8 @@ def push_site(cfg: DrConfig, target: SiteS3, bdir: Path, on_part: Callable[[int]
                     on_part=on_part,
                 )
             )
-        mkey = manifest_key(manifest["site"], manifest["dataset"], manifest["timestamp"])
-        ups.append(s3io.put_once(s3, target.bucket, mkey, (bdir / "manifest.json").read_bytes()))
+        mkey = layout.manifest_key(manifest["site"], manifest["dataset"], manifest["timestamp"])
+        ups.append(s3io.put_once(s3, target.bucket, mkey, (bdir / layout.MANIFEST).read_bytes()))
         for up in ups:
             # The bucket's default retention locks what was just written for the configured days; a version
             # found from an earlier push must be locked still.
@@ -175,6 +163,10 @@ def load_manifest(cfg: DrConfig, raw: bytes, where: str) -> dict:
     except ValueError as err:
         raise VerifyError(f"{where}: manifest is not JSON ({err})") from None
     crypto.verify_manifest(manifest, crypto.load_verify_key(cfg.verify_key_file), where)
+    try:
+        layout.Manifest.parse(manifest, where)  # signed, and of the shape every reader expects
+    except layout.BadDocument as err:
+        raise VerifyError(str(err)) from None
     return manifest
 
 
@@ -248,8 +240,8 @@ def push(cfg: DrConfig, bdir: Path, on_part: Callable[[int], None] | None = None
     """Push a staged backup to the primary, then replicate it to the other sites.
 
     The staging copy is dropped only when every site holds a verified copy."""
-    m = json.loads((bdir / "manifest.json").read_text())
-    rep = Report(manifest_key(m["site"], m["dataset"], m["timestamp"]), {}, m.get("source") or {})
+    m = json.loads((bdir / layout.MANIFEST).read_text())
+    rep = Report(layout.manifest_key(m["site"], m["dataset"], m["timestamp"]), {}, m.get("source") or {})
     for site in cfg.ordered_sites():
         rep.sites[site.name] = push_site(cfg, site, bdir, on_part=on_part)
     if len(rep.verified_sites) == len(cfg.sites):
@@ -259,7 +251,7 @@ def push(cfg: DrConfig, bdir: Path, on_part: Callable[[int], None] | None = None
 
 def pending(cfg: DrConfig) -> list[Path]:
     """Staged backups not yet verified at every site (oldest first)."""
-    return sorted(p.parent for p in cfg.staging_dir.glob("*/*/*/manifest.json"))
+    return sorted(p.parent for p in cfg.staging_dir.glob(f"*/*/*/{layout.MANIFEST}"))
 
 
 def sync(cfg: DrConfig) -> list[Report]:
@@ -280,7 +272,7 @@ def replicate(cfg: DrConfig, src: str, dst: str) -> dict:
         out["failed"]["*"] = s3io.error_text(err)
         return out
     cfg.staging_dir.mkdir(parents=True, exist_ok=True)
-    for mkey in sorted(k for k in keys if k.startswith("backups/") and k.endswith("/manifest.json")):
+    for mkey in sorted(k for k in keys if layout.is_manifest_key(k)):
         if mkey in have:
             out["present"] += 1
             continue
@@ -289,7 +281,7 @@ def replicate(cfg: DrConfig, src: str, dst: str) -> dict:
                 bdir = Path(tmp)
                 raw = s3io.get_bytes(sa, a.bucket, mkey)
                 manifest = load_manifest(cfg, raw, f"{src}:{a.bucket}/{mkey}")
-                (bdir / "manifest.json").write_bytes(raw)
+                (bdir / layout.MANIFEST).write_bytes(raw)
                 for obj in manifest["objects"]:
                     with open(bdir / (obj["name"] + ".enc"), "wb") as f:
                         fetch_object(sa, a, obj, f)
@@ -301,7 +293,7 @@ def replicate(cfg: DrConfig, src: str, dst: str) -> dict:
             out["copied"].append(mkey)
         else:
             out["failed"][mkey] = res.error
-    for key in (k for k in keys if k.startswith("drills/") and k not in have):
+    for key in (k for k in keys if k.startswith(layout.DRILLS) and k not in have):
         try:
             s3io.put_small(sb, b.bucket, key, s3io.get_bytes(sa, a.bucket, key))
             out["drills_copied"] += 1

@@ -2,50 +2,26 @@
 
 RPO is what a disaster right now would lose: disaster time minus the time the last backed-up data
 point (the sentinel, written just before the snapshot) was written. RTO is disaster time to a
-verified restore. The result goes to drills/<site>/latest.json at every reachable site, where
-monitoring exports it.
+verified restore. The result (dr/layout.py DrillResult) goes to drills/<site>/latest.json at every reachable
+site, where monitoring exports it.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 
-from dr import jobs, restore, s3io, sources
+from dr import jobs, layout, restore, s3io, sources
 from dr.config import DrConfig
+from dr.layout import DrillResult
+from dr.store import S3Bucket
 
 DRILL_CHECKS = {"restore-drill": ["SC-BCK-02"]}
-
-
-def rfc3339(t: float) -> str:
-    return datetime.fromtimestamp(t, UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-
-
-@dataclass
-class DrillResult:
-    site: str
-    dataset: str
-    started: str
-    finished: str
-    ok: bool
-    rto_seconds: float | None
-    rpo_seconds: float | None
-    error: str | None
-    restored_from: str | None = None
-    replicated_to: list[str] | None = None
-    rto_target: int | None = None
-    rpo_target: int | None = None
-    details: dict | None = None  # what the restore reported (objects, retries, restored keys)
-    # Per named check (policies/controls.yaml `drill` checks, DRILL_CHECKS here and in dr/backup.py) whether
-    # the drill proved it: the evidence bundle's drill layer reads them.
-    checks: list[dict] | None = None
 
 
 def _run(
@@ -91,20 +67,20 @@ def _run(
          "detail": f"decrypted and authenticated from {restored_from}" if restored_from else err},
     ]
     return DrillResult(
-        site,
-        dataset,
-        rfc3339(t0),
-        rfc3339(time.time()),
-        ok,
-        None if rto is None else round(rto, 3),
-        None if rpo is None else round(rpo, 3),
-        err,
-        restored_from,
-        replicated,
-        cfg.rto_seconds,
-        cfg.rpo_seconds,
-        details,
-        checks,
+        site=site,
+        dataset=dataset,
+        started=layout.rfc3339(t0),
+        finished=layout.rfc3339(time.time()),
+        ok=ok,
+        rto_seconds=None if rto is None else round(rto, 3),
+        rpo_seconds=None if rpo is None else round(rpo, 3),
+        error=err,
+        restored_from=restored_from,
+        replicated_to=replicated,
+        rto_target=cfg.rto_seconds,
+        rpo_target=cfg.rpo_seconds,
+        details=details,
+        checks=checks,
     )
 
 
@@ -246,22 +222,25 @@ def latest_results(cfg: DrConfig, out_dir: Path) -> dict[str, str]:
     out_dir/drill-<site>.json, what `python -m policies.evidence build --results` reads; site -> file or why
     there is none."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    found: dict[str, dict] = {}
+    found: dict[str, DrillResult] = {}
     errors: dict[str, str] = {}
     for store in cfg.sites:
+        bucket = S3Bucket(store.name, s3io.client(store), store.bucket)
         for site in cfg.sites:
             try:
-                doc = json.loads(s3io.get_bytes(s3io.client(store), store.bucket, f"drills/{site.name}/latest.json"))
-            except (*s3io.S3Error, ValueError) as err:
+                result = layout.read_drill(bucket, site.name)
+            except (*s3io.S3Error, layout.BadDocument) as err:
                 errors.setdefault(site.name, f"{store.name}: {s3io.error_text(err)}")
                 continue
-            if site.name not in found or doc.get("finished", "") > found[site.name].get("finished", ""):
-                found[site.name] = doc
+            if result is None:
+                errors.setdefault(site.name, f"{store.name}: no {layout.drill_latest_key(site.name)}")
+            elif site.name not in found or (result.finished or "") > (found[site.name].finished or ""):
+                found[site.name] = result
     written = {}
     for site in cfg.sites:
         if site.name in found:
             path = out_dir / f"drill-{site.name}.json"
-            path.write_text(json.dumps(found[site.name], indent=1))
+            path.write_bytes(found[site.name].to_json())
             written[site.name] = str(path)
         else:
             written[site.name] = f"no drill result: {errors.get(site.name)}"
@@ -270,15 +249,15 @@ def latest_results(cfg: DrConfig, out_dir: Path) -> dict[str, str]:
 
 def publish(cfg: DrConfig, result: DrillResult) -> dict[str, str]:
     """Write drills/<site>/latest.json (and a dated copy) to every site; returns site -> ok|error."""
-    body = json.dumps(asdict(result), indent=1).encode()
-    stamp = result.finished[:19].replace("-", "").replace(":", "") + "Z"
+    body = result.to_json()
+    stamp = layout.stamp(datetime.fromisoformat(result.finished.replace("Z", "+00:00")))
     out = {}
     for s in cfg.sites:
         try:
             c = s3io.client(s)
             s3io.ensure_bucket(c, s, admin=s3io.admin_client(s))
-            s3io.put_small(c, s.bucket, f"drills/{result.site}/history/{stamp}.json", body)
-            s3io.put_small(c, s.bucket, f"drills/{result.site}/latest.json", body)
+            s3io.put_small(c, s.bucket, layout.drill_history_key(result.site, stamp), body)
+            s3io.put_small(c, s.bucket, layout.drill_latest_key(result.site), body)
             out[s.name] = "ok"
         except s3io.S3Error as err:
             out[s.name] = s3io.error_text(err)

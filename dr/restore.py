@@ -7,9 +7,10 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from dr import crypto, s3io, sources
-from dr.backup import VerifyError, check_plaintext, fetch_object, load_manifest, manifest_key
+from dr import crypto, layout, s3io, sources
+from dr.backup import VerifyError, check_plaintext, fetch_object, load_manifest
 from dr.config import DrConfig, SiteS3
+from dr.store import S3Bucket
 
 DRILL_CHECKS = {"restore-drill": ["SC-BCK-02"]}
 
@@ -25,13 +26,10 @@ def free_port() -> int:
 
 
 def latest_timestamp(cfg: DrConfig, site: SiteS3, origin: str, dataset: str, s3=None) -> str:
-    s3 = s3 or s3io.client(site)
-    pre = f"backups/{origin}/{dataset}/"
-    stamps = sorted(
-        k[len(pre) :].split("/")[0] for k in s3io.list_keys(s3, site.bucket, pre) if k.endswith("/manifest.json")
-    )
+    stamps = layout.backup_stamps(S3Bucket(site.name, s3 or s3io.client(site), site.bucket), origin, dataset)
     if not stamps:
-        raise RestoreError(f"no backup of {origin}/{dataset} at site {site.name} ({site.bucket}/{pre})")
+        raise RestoreError(f"no backup of {origin}/{dataset} at site {site.name} "
+                           f"({site.bucket}/{layout.dataset_prefix(origin, dataset)})")
     return stamps[-1]
 
 
@@ -95,7 +93,7 @@ def fetch(
         try:
             s3 = s3io.client(site)
             stamp = ts or latest_timestamp(cfg, site, origin, dataset, s3)
-            mkey = manifest_key(origin, dataset, stamp)
+            mkey = layout.manifest_key(origin, dataset, stamp)
             used: dict[str, str] = {}
 
             def read_manifest(vid: str | None, site=site, s3=s3, mkey=mkey, stamp=stamp) -> dict:
@@ -122,7 +120,7 @@ def fetch(
             files: dict[str, Path] = {}
             sdir = Path(tempfile.mkdtemp(prefix=f"{site.name}-", dir=workdir))
             for obj in manifest["objects"]:
-                if not obj["key"].startswith(mkey.removesuffix("manifest.json")):
+                if not obj["key"].startswith(layout.backup_prefix(origin, dataset, stamp)):
                     raise VerifyError(f"{where}: object {obj['key']} lies outside the backup prefix")
 
                 def read_object(vid: str | None, obj=obj, site=site, s3=s3, sdir=sdir) -> None:

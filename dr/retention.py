@@ -6,8 +6,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from datetime import UTC, datetime
 
-from dr import s3io
-from dr.backup import TS_FORMAT
+from dr import layout, s3io
 from dr.config import DrConfig, SiteS3
 
 
@@ -35,14 +34,12 @@ def gfs_keep(stamps: Iterable[datetime], daily: int, weekly: int, monthly: int) 
 
 
 def backups_at(s3, site: SiteS3, origin: str, dataset: str) -> dict[datetime, str]:
-    pre = f"backups/{origin}/{dataset}/"
+    """Every stamp with an object under the dataset's prefix (a backup, or what is left of one); keys that are not
+    inside a backup are left alone."""
     out: dict[datetime, str] = {}
-    for key in s3io.list_keys(s3, site.bucket, pre):
-        stamp = key[len(pre) :].split("/")[0]
-        try:
-            out[datetime.strptime(stamp, TS_FORMAT)] = stamp
-        except ValueError:
-            continue  # not a backup prefix: leave it alone
+    for key in s3io.list_keys(s3, site.bucket, layout.dataset_prefix(origin, dataset)):
+        if stamp := layout.stamp_of(key, origin, dataset):
+            out[layout.parse_stamp(stamp).replace(tzinfo=None)] = stamp
     return out
 
 
@@ -59,15 +56,10 @@ def prune(
     found = backups_at(s3, site, origin, dataset)
     r = cfg.retention
     keep = gfs_keep(found, r.daily, r.weekly, r.monthly)
-    pre = f"backups/{origin}/{dataset}/"
     by_stamp: dict[str, list[dict]] = {}
-    for v in s3io.list_versions(s3, site.bucket, pre):
-        stamp = v["Key"][len(pre) :].split("/")[0]
-        try:
-            datetime.strptime(stamp, TS_FORMAT)
-        except ValueError:
-            continue  # not a backup prefix: leave it alone
-        by_stamp.setdefault(stamp, []).append(v)
+    for v in s3io.list_versions(s3, site.bucket, layout.dataset_prefix(origin, dataset)):
+        if stamp := layout.stamp_of(v["Key"], origin, dataset):
+            by_stamp.setdefault(stamp, []).append(v)
     kept = {found[t] for t in keep}
     pruned: list[str] = []
     kept_by_lock: dict[str, str] = {}
@@ -75,7 +67,7 @@ def prune(
     deleted = 0
     for stamp in sorted(set(by_stamp) - kept):
         # Manifest first: a half-pruned backup is never mistaken for one.
-        versions = sorted(by_stamp[stamp], key=lambda v: v["Key"].endswith("/manifest.json"), reverse=True)
+        versions = sorted(by_stamp[stamp], key=lambda v: layout.is_manifest_key(v["Key"]), reverse=True)
         lock = _lock_end(s3, site, versions, now)
         if lock:
             kept_by_lock[stamp] = lock
@@ -105,10 +97,9 @@ def prune(
 def datasets_at(s3, site: SiteS3) -> list[tuple[str, str]]:
     """Every (origin, dataset) with a backup version at the site, hidden ones included."""
     found = set()
-    for v in s3io.list_versions(s3, site.bucket, "backups/"):
-        parts = v["Key"].split("/")
-        if len(parts) >= 5:  # backups/<origin>/<dataset>/<stamp>/<object>
-            found.add((parts[1], parts[2]))
+    for v in s3io.list_versions(s3, site.bucket, layout.BACKUPS):
+        if pair := layout.origin_and_dataset(v["Key"]):
+            found.add(pair)
     return sorted(found)
 
 

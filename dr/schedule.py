@@ -16,7 +16,7 @@ from datetime import UTC, datetime, timedelta
 import urllib3
 import yaml
 
-from dr import hooks, jobs, restore
+from dr import hooks, jobs, layout, restore
 from dr.config import DrConfig
 
 LABEL = "sovcloud.kz/backup-schedule=true"
@@ -133,10 +133,9 @@ def newest_backup(cfg: DrConfig, origin: str, dataset: str) -> datetime | None:
     newest = None
     for s in cfg.sites:
         try:
-            stamp = datetime.strptime(restore.latest_timestamp(cfg, s, origin, dataset), "%Y%m%dT%H%M%SZ")
+            stamp = layout.parse_stamp(restore.latest_timestamp(cfg, s, origin, dataset))
         except Exception:  # noqa: BLE001, S112 - none there, or the site unreachable: the other sites answer
             continue
-        stamp = stamp.replace(tzinfo=UTC)
         newest = stamp if newest is None or stamp > newest else newest
     return newest
 

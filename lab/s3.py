@@ -18,16 +18,18 @@ anyone until its retention ends.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
 import secrets
 import shutil
 import string
-import time
 import urllib.request
 from pathlib import Path
 
+from common.wait import until
+from dr import layout
 from lab import inventory
 from lab.config import LabConfig, Site
 from lab.nodes import run_plain
@@ -35,7 +37,7 @@ from lab.podman import PodmanError, exists, podman, podman_json
 
 S3_PORT = 8333
 # The shared backup bucket (dr/ writes, monitoring/ reads) exists from `lab up` on.
-BUCKET = "sovcloud-backups"
+BUCKET = layout.BUCKET
 IDENTITIES = ("admin", "backup", "monitor")
 # The bucket's default COMPLIANCE retention. dr's default retention policy (7 daily, 4 weekly, 6 monthly)
 # keeps a backup up to 6 x 31 days (dr.config.Retention.horizon_days), and dr refuses to push to a bucket
@@ -191,19 +193,14 @@ def ensure_s3(cfg: LabConfig, site: Site) -> str:
 
 
 def wait_s3(site: Site, deadline_s: float = 90) -> None:
-    end = time.monotonic() + deadline_s
-    err: Exception | None = None
-    while time.monotonic() < end:
-        try:
-            # An anonymous ListBuckets answers (403: no anonymous identity) once the S3 gateway is serving.
+    def answers() -> bool:
+        # An anonymous ListBuckets answers (403: no anonymous identity) once the S3 gateway is serving.
+        with contextlib.suppress(urllib.error.HTTPError):
             urllib.request.urlopen(endpoint(site) + "/", timeout=3)  # noqa: S310 - lab-local http URL
-            return
-        except urllib.error.HTTPError:
-            return
-        except OSError as e:
-            err = e
-            time.sleep(1)
-    raise TimeoutError(f"S3 endpoint of {site.name} ({endpoint(site)}) not answering: {err}")
+        return True
+
+    until(answers, seconds=deadline_s, every=1, what=f"S3 endpoint of {site.name} ({endpoint(site)}) answering",
+          retry_on=(OSError,))
 
 
 def _find_dir(site: Site) -> Path:

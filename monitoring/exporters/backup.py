@@ -1,76 +1,81 @@
 """Backup freshness (RPO) exporter: the age of the last GOOD backup per site and dataset, per S3 store.
 
-Layout (shared with dr/): backups/<site>/<dataset>/<YYYYmmddTHHMMSSZ>/manifest.json in bucket
-sovcloud-backups on every site's S3 endpoint. A backup counts only if its manifest parses, names the
-same site/dataset as its path, carries a signature (verified when verify_key_file is set) and every
-object it lists exists with the listed size; a prefix without a manifest is an interrupted upload.
+The store's layout is dr/layout.py's. A backup counts only if its manifest parses, names the same
+site/dataset as its path, carries a signature (verified when verify_key_file is set) and every object it
+lists exists with the listed size; a prefix without a manifest is an interrupted upload.
 The `offsite` label says whether the copy lives on another site's store (SC-BCK-01: replicated).
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
 import time
-from datetime import datetime
 
 from botocore.exceptions import BotoCoreError, ClientError
 from prometheus_client import CollectorRegistry
 from prometheus_client.core import GaugeMetricFamily
 
+from dr import layout
+from dr.store import Store
 from monitoring.exporters import s3 as s3util
 from monitoring.exporters.config import BackupConfig, S3Store
 from monitoring.exporters.core import Exporter, SnapshotCollector
-
-TS_FORMAT = "%Y%m%dT%H%M%SZ"
-
-
-def parse_time(value: str) -> float:
-    """RFC3339 UTC ('...Z' or '+00:00') -> epoch seconds."""
-    return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
 
 
 class BadBackup(Exception):
     pass
 
 
-def check_manifest(s3, store: S3Store, site: str, dataset: str, ts: str, verify_key) -> float:
+def check_manifest(store: Store, site: str, dataset: str, ts: str, verify_key) -> float:
     """Epoch seconds the backup was created, or BadBackup naming what is wrong with it."""
-    key = f"backups/{site}/{dataset}/{ts}/manifest.json"
+    key = layout.manifest_key(site, dataset, ts)
+    raw = store.get(key)
+    if raw is None:
+        raise BadBackup(f"{key}: no manifest")
     try:
-        raw = s3.get_object(Bucket=store.bucket, Key=key)["Body"].read()
-    except ClientError as err:
-        raise BadBackup(f"{key}: no manifest ({err.response.get('Error', {}).get('Code')})") from None
-    try:
-        m = json.loads(raw)
-        created = parse_time(m["created"])
-        objects = m["objects"]
-    except (ValueError, KeyError, TypeError, AttributeError) as err:
-        raise BadBackup(f"{key}: manifest unreadable ({err})") from None
-    if m.get("site") != site or m.get("dataset") != dataset:
-        raise BadBackup(f"{key}: manifest names {m.get('site')}/{m.get('dataset')}, not its path")
-    if not m.get("signature"):
+        m = layout.Manifest.parse(raw, key)
+    except layout.BadDocument as err:
+        raise BadBackup(str(err)) from None
+    if (m.site, m.dataset) != (site, dataset):
+        raise BadBackup(f"{key}: manifest names {m.site}/{m.dataset}, not its path")
+    if not m.signature:
         raise BadBackup(f"{key}: manifest is unsigned")
     if verify_key is not None:
         from dr import crypto  # the signature format is dr's; verify it with dr's own code
 
         try:
-            crypto.verify_manifest(m, verify_key, key)
+            crypto.verify_manifest(m.model_dump(exclude_unset=True), verify_key, key)
         except crypto.CryptoError as err:
             raise BadBackup(str(err)) from None
-    if not isinstance(objects, list) or not objects:
-        raise BadBackup(f"{key}: manifest lists no objects")
-    for obj in objects:
-        try:
-            head = s3.head_object(Bucket=store.bucket, Key=obj["key"])
-        except ClientError:
-            raise BadBackup(f"{key}: object {obj.get('key')} missing") from None
-        except (KeyError, TypeError):
-            raise BadBackup(f"{key}: object entry without key") from None
-        if head["ContentLength"] != obj.get("size"):
-            raise BadBackup(f"{key}: object {obj['key']} is {head['ContentLength']} bytes, manifest says "
-                            f"{obj.get('size')}")
-    return created
+    for obj in m.objects:
+        size = store.size(obj.key)
+        if size is None:
+            raise BadBackup(f"{key}: object {obj.key} missing")
+        if size != obj.size:
+            raise BadBackup(f"{key}: object {obj.key} is {size} bytes, manifest says {obj.size}")
+    return m.created_epoch
+
+
+def scan(store: Store, max_candidates: int, verify_key) -> tuple[dict[tuple[str, str], tuple[float, int]], bool]:
+    """{(site, dataset): (last good created, newer bad manifests)} of one store, and whether it answered."""
+    found: dict[tuple[str, str], tuple[float, int]] = {}
+    try:
+        for site in store.children(layout.BACKUPS):
+            for dataset in store.children(f"{layout.BACKUPS}{site}/"):
+                # The path's stamp orders candidates; the manifest's `created` is what is reported.
+                stamps = sorted((ts for ts in store.children(layout.dataset_prefix(site, dataset))
+                                 if layout.parse_stamp(ts)), reverse=True)
+                last, bad = 0.0, 0
+                for ts in stamps[:max_candidates]:
+                    try:
+                        last = check_manifest(store, site, dataset, ts, verify_key)
+                        break
+                    except BadBackup:
+                        bad += 1
+                found[(site, dataset)] = (last, bad)
+    except (BotoCoreError, ClientError):
+        return found, False
+    return found, True
 
 
 class BackupExporter(Exporter):
@@ -87,27 +92,9 @@ class BackupExporter(Exporter):
 
             self.verify_key = crypto.load_verify_key(cfg.verify_key_file)
 
-    def scan_store(self, store: S3Store) -> tuple[dict[tuple[str, str], tuple[float, int]], bool]:
+    def scan_store(self, s3store: S3Store) -> tuple[dict[tuple[str, str], tuple[float, int]], bool]:
         """{(site, dataset): (last good created, newer bad manifests)}, and whether the store answered."""
-        s3 = s3util.client(store, self.cfg.timeout_seconds)
-        found: dict[tuple[str, str], tuple[float, int]] = {}
-        try:
-            for site in s3util.common_prefixes(s3, store.bucket, "backups/"):
-                for dataset in s3util.common_prefixes(s3, store.bucket, f"backups/{site}/"):
-                    stamps = s3util.common_prefixes(s3, store.bucket, f"backups/{site}/{dataset}/")
-                    # The path timestamp orders candidates; the manifest's `created` is what is reported.
-                    stamps = sorted((s for s in stamps if _is_stamp(s)), reverse=True)
-                    last, bad = 0.0, 0
-                    for ts in stamps[: self.cfg.max_candidates]:
-                        try:
-                            last = check_manifest(s3, store, site, dataset, ts, self.verify_key)
-                            break
-                        except BadBackup:
-                            bad += 1
-                    found[(site, dataset)] = (last, bad)
-        except (BotoCoreError, ClientError):
-            return found, False
-        return found, True
+        return scan(s3util.bucket(s3store, self.cfg.timeout_seconds), self.cfg.max_candidates, self.verify_key)
 
     async def refresh(self) -> None:
         scans = await asyncio.gather(*(asyncio.wait_for(asyncio.to_thread(self.scan_store, st),
@@ -144,10 +131,3 @@ class BackupExporter(Exporter):
         if not all(isinstance(s, tuple) and s[1] for s in scans):
             raise RuntimeError("an S3 store could not be read (see sovcloud_backup_store_up)")
 
-
-def _is_stamp(s: str) -> bool:
-    try:
-        datetime.strptime(s, TS_FORMAT)
-    except ValueError:
-        return False
-    return True

@@ -5,6 +5,7 @@ from __future__ import annotations
 import boto3
 from botocore.config import Config
 
+from dr.store import S3Bucket
 from monitoring.exporters.config import S3Store
 
 
@@ -17,10 +18,6 @@ def client(store: S3Store, timeout: float):
                         aws_access_key_id=access, aws_secret_access_key=secret, config=cfg)
 
 
-def common_prefixes(s3, bucket: str, prefix: str) -> list[str]:
-    """The 'directories' right under prefix (names only, without the prefix or the trailing slash)."""
-    out: list[str] = []
-    for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix, Delimiter="/"):
-        for cp in page.get("CommonPrefixes", []):
-            out.append(cp["Prefix"][len(prefix):].rstrip("/"))
-    return out
+def bucket(store: S3Store, timeout: float) -> S3Bucket:
+    """The store's bucket, read with the exporter's short timeouts (dr/store.py)."""
+    return S3Bucket(store.site, client(store, timeout), store.bucket)

@@ -30,6 +30,8 @@ from pathlib import Path
 
 import yaml
 
+from dr import layout
+
 STATUSES = ("pass", "fail", "waived", "not-run")
 NATIVE_FORMAT = "sovcloud-results/1"
 # Drill JSON without a `checks` list proves this single drill check.
@@ -214,25 +216,18 @@ def parse_promtool(path: Path, text: str, repo_root: Path) -> list[CheckResult]:
 
 
 def parse_drill(path: Path, doc: dict) -> list[CheckResult]:
-    for key in ("site", "ok"):
-        if key not in doc:
-            raise ResultsError(
-                f"{path}: drill result needs `{key}` (shared drills/<site>/latest.json format)"
-            )
-    when = doc.get("finished") or doc.get("started") or _mtime(path)
-    measured = f"rto={doc.get('rto_seconds')}s rpo={doc.get('rpo_seconds')}s"
-    checks = doc.get("checks") or [{"name": DEFAULT_DRILL_CHECK, "ok": doc["ok"], "detail": doc.get("error")}]
-    out = []
-    for i, c in enumerate(checks):
-        if "name" not in c or not isinstance(c.get("ok"), bool):
-            raise ResultsError(f"{path}: checks[{i}] needs `name` and boolean `ok`")
-        evidence = f"{measured}" + (f"; {c['detail']}" if c.get("detail") else "")
-        out.append(
-            CheckResult(
-                "drill", c["name"], "pass" if c["ok"] else "fail", evidence, when, str(doc["site"]), path.name
-            )
-        )
-    return out
+    try:
+        drill = layout.DrillResult.parse(doc, str(path))
+    except layout.BadDocument as err:
+        raise ResultsError(str(err)) from None
+    when = drill.finished or drill.started or _mtime(path)
+    measured = f"rto={drill.rto_seconds}s rpo={drill.rpo_seconds}s"
+    checks = drill.checks or [layout.DrillCheck(name=DEFAULT_DRILL_CHECK, ok=drill.ok, detail=drill.error)]
+    return [
+        CheckResult("drill", c.name, "pass" if c.ok else "fail", measured + (f"; {c.detail}" if c.detail else ""),
+                    when, drill.site, path.name)
+        for c in checks
+    ]
 
 
 _AUDIT_RESULT = {"pass": "pass", "fail": "fail", "waived": "waived"}

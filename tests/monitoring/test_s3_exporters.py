@@ -10,7 +10,7 @@ from datetime import UTC, datetime, timedelta
 import boto3
 import pytest
 
-from dr import crypto
+from dr import crypto, layout
 from lab.loopback_s3 import ACCESS, SECRET, WeedSite
 from monitoring.exporters import config
 from monitoring.exporters.backup import BackupExporter
@@ -60,8 +60,11 @@ def put_backup(client, site, dataset, created: datetime, sk=None, drop_object=Fa
     body = b"ciphertext" * 10
     if not drop_object:
         client.put_object(Bucket=BUCKET, Key=prefix + "part.enc", Body=body)
-    m = {"site": site, "dataset": dataset, "timestamp": ts, "created": created.strftime("%Y-%m-%dT%H:%M:%SZ"),
-         "objects": [{"key": prefix + "part.enc", "sha256": "0" * 64, "size": len(body) + (1 if lie_size else 0)}]}
+    part = {"key": prefix + "part.enc", "name": "part", "kind": "tar", "sha256": "0" * 64,
+            "size": len(body) + (1 if lie_size else 0), "plaintext_sha256": "0" * 64, "plaintext_size": 1,
+            "wrapped_key": "x"}
+    m = layout.Manifest(site=site, dataset=dataset, timestamp=ts, created=created.strftime("%Y-%m-%dT%H:%M:%SZ"),
+                        encryption={"alg": "AES-256-GCM-STREAM"}, objects=[part]).model_dump(exclude={"signature"})
     m = crypto.sign_manifest(m, sk) if sk else {**m, "signature": {"alg": "none", "value": "x"}}
     if tamper:
         m["created"] = NOW.strftime("%Y-%m-%dT%H:%M:%SZ")
