@@ -23,6 +23,8 @@ import time
 from dataclasses import dataclass
 from typing import BinaryIO
 
+from common.wait import until
+
 DUMP, LOAD, CONTAINER = "backup.sovcloud.kz/dump", "backup.sovcloud.kz/load", "backup.sovcloud.kz/container"
 # Labels that differ between a pod and its replacement from the restored controller.
 VOLATILE_LABELS = ("pod-template-hash", "controller-revision-hash")
@@ -170,19 +172,21 @@ class _Digest:
 def replacement(api, namespace: str, labels: dict[str, str], deadline_s: float) -> dict:
     """The one ready pod of `namespace` carrying `labels` (the dumped pod's replacement), waited for."""
     selector = ",".join(f"{k}={v}" for k, v in sorted(labels.items()))
-    end = time.monotonic() + deadline_s
-    while True:
+    seen: list[str] = []
+
+    def the_one() -> dict | None:
         pods = [p for p in _pods(api, namespace, selector) if not p["metadata"].get("deletionTimestamp")]
-        seen = [f"{p['metadata']['name']} ({p.get('status', {}).get('phase')})" for p in pods]
+        seen[:] = [f"{p['metadata']['name']} ({p.get('status', {}).get('phase')})" for p in pods]
         ready = [p for p in pods if _ready(p)]
         if len(pods) > 1 and len(ready) == len(pods):
             raise HookError(f"{len(pods)} pods of {namespace} match {selector}: a dump belongs to one pod (a "
                             "StatefulSet's ordinal or a one-replica workload)")
-        if len(ready) == 1 and len(pods) == 1:
-            return ready[0]
-        if time.monotonic() > end:
-            raise HookError(f"no ready pod with {selector} in {namespace} after {deadline_s:.0f}s (seen: {seen})")
-        time.sleep(2)
+        return ready[0] if len(ready) == 1 and len(pods) == 1 else None
+
+    try:
+        return until(the_one, seconds=deadline_s, every=2, what=f"a ready pod with {selector} in {namespace}")
+    except TimeoutError as err:
+        raise HookError(f"no {err} (seen: {seen})") from None
 
 
 def load_and_check(api, namespace: str, labels: dict[str, str], src: BinaryIO, deadline_s: float) -> dict:

@@ -15,6 +15,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import BinaryIO
 
+import tenacity
 import urllib3
 import yaml
 
@@ -67,21 +68,21 @@ def call(api, path: str, method: str = "GET", body=None, query: list | None = No
          stats: dict | None = None, deadline_s: float = RETRY_SECONDS):
     """One API call, retried with backoff while the failure is transient (a control-plane node dying
     behind the LB); every other error is raised at once. Only idempotent calls go through here."""
-    end, delay = time.monotonic() + deadline_s, 0.2
-    while True:
-        try:
+    def count(state: tenacity.RetryCallState) -> None:
+        if stats is not None:
+            err = state.outcome.exception()
+            stats["retries"] = stats.get("retries", 0) + 1
+            stats.setdefault("errors", []).append(f"{method} {path}: {type(err).__name__} "
+                                                  f"{getattr(err, 'status', '')}".strip())
+
+    for attempt in tenacity.Retrying(retry=tenacity.retry_if_exception(_transient),
+                                     wait=tenacity.wait_exponential(multiplier=0.2, max=3),
+                                     stop=tenacity.stop_before_delay(deadline_s), before_sleep=count, reraise=True):
+        with attempt:
             return api.call_api(path, method, query_params=query or [], header_params=headers or {}, body=body,
                                 response_types_map={200: "object", 201: "object"}, auth_settings=["BearerToken"],
                                 _return_http_data_only=True, _request_timeout=REQUEST_TIMEOUT)
-        except Exception as err:
-            if not _transient(err) or time.monotonic() + delay > end:
-                raise
-            if stats is not None:
-                stats["retries"] = stats.get("retries", 0) + 1
-                why = f"{method} {path}: {type(err).__name__} {getattr(err, 'status', '')}".strip()
-                stats.setdefault("errors", []).append(why)
-            time.sleep(delay)
-            delay = min(delay * 2, 3)
+    raise AssertionError("unreachable: tenacity reraises the last error")
 
 
 def _get(api, path: str) -> dict:

@@ -8,11 +8,12 @@ import shutil
 import subprocess
 import tarfile
 import tempfile
-import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import BinaryIO
+
+from common.wait import until
 
 SENTINEL_KEY = "/sovcloud/dr/sentinel"
 SENTINEL_FILE = ".sovcloud-dr-sentinel"
@@ -134,18 +135,22 @@ class EtcdProcess:
                 stderr=subprocess.STDOUT,
             )
         etcd = Etcd(self.client_url)
-        end = time.monotonic() + deadline_s
-        while True:
+
+        def healthy() -> bool:
             if self.proc.poll() is not None:
-                raise SourceError(f"etcd on {self.data_dir} exited ({self.proc.returncode}); see {self.log}")
-            try:
-                etcd.ctl("endpoint", "health", what="etcd health")
-                return etcd
-            except SourceError:
-                if time.monotonic() > end:
-                    self.stop()
-                    raise SourceError(f"etcd on {self.data_dir} not healthy in {deadline_s}s; see {self.log}") from None
-                time.sleep(0.3)
+                return True  # nothing to wait for: said below
+            etcd.ctl("endpoint", "health", what="etcd health")
+            return True
+
+        try:
+            until(healthy, seconds=deadline_s, every=0.3, what=f"etcd on {self.data_dir} healthy",
+                  retry_on=(SourceError,))
+        except TimeoutError as err:
+            self.stop()
+            raise SourceError(f"{err}; see {self.log}") from None
+        if self.proc.poll() is not None:
+            raise SourceError(f"etcd on {self.data_dir} exited ({self.proc.returncode}); see {self.log}")
+        return etcd
 
     def stop(self) -> None:
         if self.proc and self.proc.poll() is None:

@@ -13,6 +13,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+from common.wait import until
 from lab import cluster, gateway, inventory, s3
 from lab.config import LabConfig, load
 from lab.image import ensure_node_image
@@ -109,15 +110,18 @@ def wait_healthy(config: LabConfig | str | Path | None = None, deadline_s: float
     """Poll status() until every row is healthy; on timeout raise naming each unhealthy row and why (a
     degraded node's failed systemd units, a stopped container, an API endpoint not ready)."""
     cfg = _config(config)
-    end = time.monotonic() + deadline_s
-    while True:
+    sick: list[dict] = []
+
+    def healthy() -> list[dict] | None:
         rows = status(cfg)
-        sick = [r for r in rows if not r["healthy"]]
-        if not sick:
-            return rows
-        if time.monotonic() > end:
-            raise TimeoutError(f"lab not healthy after {deadline_s:.0f}s: " + "; ".join(map(_why_unhealthy, sick)))
-        time.sleep(5)
+        sick[:] = [r for r in rows if not r["healthy"]]
+        return None if sick else rows
+
+    try:
+        return until(healthy, seconds=deadline_s, every=5, what="lab healthy")
+    except TimeoutError:
+        raise TimeoutError(f"lab not healthy after {deadline_s:.0f}s: "
+                           + "; ".join(map(_why_unhealthy, sick))) from None
 
 
 def _why_unhealthy(row: dict) -> str:
@@ -166,10 +170,10 @@ def hardware_status(config: LabConfig | str | Path | None = None) -> list[dict]:
 def _wait_gone(pids: list[int], deadline_s: float = 30) -> None:
     """`rm -f` can return while a removed node's PID 1 still exists (seen in CI with a privileged worker):
     wait for each to end, bounded, and kill what is left so `down` never leaves a process behind."""
-    t_end = time.monotonic() + deadline_s
-    while (alive := [p for p in pids if process_alive(p)]) and time.monotonic() < t_end:
-        time.sleep(0.5)
-    for p in alive:
+    with contextlib.suppress(TimeoutError):
+        until(lambda: not any(process_alive(p) for p in pids), seconds=deadline_s, every=0.5,
+              what="removed containers' processes gone")
+    for p in (p for p in pids if process_alive(p)):
         progress(f"PID {p} of a removed container still runs after {deadline_s:.0f}s: killing it")
         with contextlib.suppress(ProcessLookupError):
             os.kill(p, signal.SIGKILL)

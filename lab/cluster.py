@@ -20,6 +20,7 @@ from pathlib import Path
 
 import httpx
 
+from common.wait import until
 from lab import inventory, oci
 from lab.config import LabConfig, Site
 from lab.nodes import ssh
@@ -238,12 +239,10 @@ def readyz(site: Site, state_dir: Path | None = None, timeout: float = 5) -> boo
 
 def wait_ready(site: Site, state_dir: Path | None = None, deadline_s: float = 180) -> float:
     t0 = time.monotonic()
-    while time.monotonic() - t0 < deadline_s:
-        if readyz(site, state_dir):
-            return round(time.monotonic() - t0, 1)
-        time.sleep(2)
-    raise TimeoutError(f"{site.name}: {api_endpoint(site)}/readyz not ready after {deadline_s}s "
-                       f"(look at `journalctl -u kube-apiserver` on the control-plane nodes)")
+    until(lambda: readyz(site, state_dir), seconds=deadline_s, every=2,
+          what=f"{site.name}: {api_endpoint(site)}/readyz ready (if not, look at `journalctl -u kube-apiserver` "
+               "on the control-plane nodes)")
+    return round(time.monotonic() - t0, 1)
 
 
 LB_STATS_SOCKET = "/run/haproxy/stats.sock"  # api_lb_stats_socket in playbooks/roles/api_lb

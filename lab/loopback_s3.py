@@ -4,15 +4,16 @@ themselves. stop()/start() keep the data directory, like a site outage."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
 import subprocess
-import time
 import urllib.error
 import urllib.request
 from pathlib import Path
 
+from common.wait import until
 from dr.restore import free_port
 
 # One Admin identity, the same at every site: WeedSite's default, for tests of other areas (monitoring, bench).
@@ -77,18 +78,16 @@ class WeedSite:
         ]
         self.log = open(self.dir.parent / f"{self.name}.log", "ab")  # noqa: SIM115 - closed in stop()
         self.proc = subprocess.Popen(cmd, stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True)
-        end = time.monotonic() + deadline_s
-        while time.monotonic() < end:
+        def serving() -> bool:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"weed for {self.name} exited {self.proc.returncode}; see {self.log.name}")
-            try:
+            # A 403 for the anonymous ListBuckets: the S3 gateway is serving.
+            with contextlib.suppress(urllib.error.HTTPError):
                 urllib.request.urlopen(self.endpoint + "/", timeout=2)  # noqa: S310 - loopback
-                return
-            except urllib.error.HTTPError:
-                return  # 403 for anonymous ListBuckets: the S3 gateway is serving
-            except OSError:
-                time.sleep(0.5)
-        raise RuntimeError(f"weed S3 for {self.name} not up in {deadline_s}s; see {self.log.name}")
+            return True
+
+        until(serving, seconds=deadline_s, every=0.5, what=f"weed S3 for {self.name} up (see {self.log.name})",
+              retry_on=(OSError,))
 
     def stop(self) -> None:
         if self.proc and self.proc.poll() is None:

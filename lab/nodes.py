@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import shutil
 import subprocess
-import time
 from pathlib import Path
 
+from common.wait import until
 from lab.image import ensure_node_image
 from lab.podman import LABEL, PodmanError, exists, podman, podman_json, process_alive, progress
 from lab.sshkey import ensure_key
@@ -133,18 +134,14 @@ def netns(container: str, *cmd: str, check: bool = True) -> subprocess.Completed
 
 
 def wait_ssh(ip: str, deadline_s: float = 90) -> None:
-    end = time.monotonic() + deadline_s
-    last = ""
-    while time.monotonic() < end:
-        try:
-            r = ssh(ip, "true", timeout=10)
-        except subprocess.TimeoutExpired:
-            continue
-        if r.returncode == 0:
-            return
-        last = r.stderr.strip()
-        time.sleep(1)
-    raise TimeoutError(f"ssh sovadmin@{ip} not ready after {deadline_s}s: {last}")
+    def logged_in() -> bool:
+        r = ssh(ip, "true", timeout=10)
+        if r.returncode != 0:
+            raise ConnectionError(r.stderr.strip())
+        return True
+
+    until(logged_in, seconds=deadline_s, every=1, what=f"ssh sovadmin@{ip} ready",
+          retry_on=(ConnectionError, subprocess.TimeoutExpired))
 
 
 def system_state(ip: str) -> str:
@@ -159,14 +156,15 @@ def system_state(ip: str) -> str:
 
 def wait_booted(ip: str, deadline_s: float = 90) -> str:
     """Wait until systemd has finished booting (running/degraded), return that state."""
-    end = time.monotonic() + deadline_s
-    state = "unknown"
-    while time.monotonic() < end:
-        state = system_state(ip)
-        if state in ("running", "degraded"):
-            return state
-        time.sleep(1)
-    return state
+    states = ["unknown"]
+
+    def booted() -> bool:
+        states.append(system_state(ip))
+        return states[-1] in ("running", "degraded")
+
+    with contextlib.suppress(TimeoutError):
+        until(booted, seconds=deadline_s, every=1, what=f"{ip} booted")
+    return states[-1]
 
 
 def run_standalone(name: str, network: str | None = None, memory_mib: int = 512) -> tuple[str, Path]:
