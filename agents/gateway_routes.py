@@ -118,28 +118,40 @@ def render(published: list[Route], backends: dict[Route, list[str]], cert_dir: s
     out = ["# Written by the sovcloud gateway route agent; edits are overwritten.",
            "# Unknown names get no certificate and no answer.",
            "server {", *(f"    listen {a} ssl default_server;" for a in listen), "    ssl_reject_handshake on;", "}"]
-    hosts = sorted({r.host for r in published})
-    for host in hosts:
-        mine = [r for r in published if r.host == host]
+    for host in sorted({r.host for r in published}):
+        mine = sorted((r for r in published if r.host == host), key=lambda r: r.path)
         protocols = "TLSv1.3" if any(r.min_tls == "1.3" for r in mine) else "TLSv1.2 TLSv1.3"
-        out += ["server {", *(f"    listen {a} ssl;" for a in listen), f"    server_name {host};",
-                f"    ssl_certificate {cert_dir}/{host}.crt;", f"    ssl_certificate_key {cert_dir}/{host}.key;",
-                f"    ssl_protocols {protocols};",
-                "    add_header Strict-Transport-Security \"max-age=31536000\" always;"]
-        for r in sorted(mine, key=lambda r: r.path):
-            out += [f"    # {r.source} -> {r.namespace}/{r.service}:{r.port}", f"    location {r.path} {{"]
-            if backends[r]:
-                out += [f"        proxy_pass http://{_upstream(r)};", "        proxy_set_header Host $host;",
-                        "        proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;",
-                        "        proxy_set_header X-Forwarded-Proto https;"]
-            else:
-                out += ["        return 503;"]
-            out += ["    }"]
-        out += ["}"]
+        out += server_block(host, listen, f"{cert_dir}/{host}.crt", f"{cert_dir}/{host}.key", protocols,
+                            [(r.path, f"{r.source} -> {r.namespace}/{r.service}:{r.port}",
+                              _upstream(r) if backends[r] else None) for r in mine])
     for r in published:
         if backends[r]:
-            out += [f"upstream {_upstream(r)} {{", *(f"    server {b};" for b in backends[r]), "}"]
+            out += upstream_block(_upstream(r), backends[r])
     return "\n".join(out) + "\n"
+
+
+def server_block(host: str, listen: list[str], cert: str, key: str, protocols: str | None,
+                 locations: list[tuple[str, str, str | None]]) -> list[str]:
+    """One published hostname: TLS with its certificate, HSTS, and per (path, comment, upstream) a location that
+    proxies to the upstream (503 without one). Also the DR runbook's published services (dr/runbook.py)."""
+    out = ["server {", *(f"    listen {a} ssl;" for a in listen), f"    server_name {host};",
+           f"    ssl_certificate {cert};", f"    ssl_certificate_key {key};",
+           *([f"    ssl_protocols {protocols};"] if protocols else []),
+           "    add_header Strict-Transport-Security \"max-age=31536000\" always;"]
+    for path, comment, upstream in locations:
+        out += [f"    # {comment}", f"    location {path} {{"]
+        if upstream:
+            out += [f"        proxy_pass http://{upstream};", "        proxy_set_header Host $host;",
+                    "        proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;",
+                    "        proxy_set_header X-Forwarded-Proto https;"]
+        else:
+            out += ["        return 503;"]
+        out += ["    }"]
+    return [*out, "}"]
+
+
+def upstream_block(name: str, servers: list[str]) -> list[str]:
+    return [f"upstream {name} {{", *(f"    server {b};" for b in servers), "}"]
 
 
 def _upstream(r: Route) -> str:
@@ -219,6 +231,8 @@ class Agent:
             else:
                 _write(self.conf, old, 0o644)
             raise RuntimeError(f"nginx refused the rendered routes: {check.stderr.strip()}")
+        # Returns when the previous configuration's workers are gone (the gateway's ExecReload): the routes are
+        # in force for every request after this.
         subprocess.run(["systemctl", "reload-or-restart", "nginx"], check=True, capture_output=True)
         log.info("published %d route(s) on %d hostname(s)%s", len(published), len({r.host for r in published}),
                  f"; issued certificates for {', '.join(issued)}" if issued else "")

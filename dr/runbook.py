@@ -23,15 +23,16 @@ import ssl
 import subprocess
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 
 import httpx
 
+from agents import gateway_routes
+from common.wait import until
 from dr import failover as plans
-from dr import jobs, k8s, restore, s3io, sources
-from dr.backup import TS_FORMAT
+from dr import jobs, k8s, layout, restore, s3io, sources
 from dr.config import DrConfig
 
 PUBLISH_DIR = "/srv/sovcloud-published"
@@ -39,13 +40,9 @@ PUBLISH_DIR = "/srv/sovcloud-published"
 PUBLISHED_CERTS = "/etc/nginx/sovcloud-published"
 # The gateway's runtime routes, which nginx includes (internet_gateway_routes_dir).
 ROUTES_DIR = "/var/lib/sovcloud-gateway/routes.d"
-# `systemctl reload nginx` only signals the master: workers of the previous configuration go on accepting
-# connections until they take their QUIT, so a client may still be answered by the old routes (CI saw a 200
-# from a new worker, then an unknown-name refusal from an old one). A route change is done when they are gone.
-RELOAD_NGINX = ("{ old=$(pgrep -d ' ' -f '^nginx: worker process' || true); sudo systemctl reload nginx && "
-                "for _ in $(seq 300); do alive=; for p in $old; do [ -d /proc/$p ] && alive=1; done; "
-                "[ -z \"$alive\" ] && exit 0; sleep 0.1; done; "
-                "echo \"nginx workers of the previous configuration running 30 s after reload: $old\" >&2; exit 1; }")
+# The gateway's nginx reload returns once no worker of the previous configuration answers any more (the
+# internet_gateway role's ExecReload), so a route is in force, or gone, when this returns.
+RELOAD_NGINX = "sudo systemctl reload nginx"
 
 
 class RunbookError(Exception):
@@ -100,15 +97,14 @@ class StackSites:
 
     def _route(self, site: str, svc: Service) -> str:
         upstream = f"sovcloud_published_{svc.name.replace('-', '_')}"
-        servers = "".join(f"    server {ip}:{svc.port};\n" for ip in self.workers(site))
-        # `listen 443 ssl` as the route agent's servers: they share the socket, SNI picks the server. The TLS
+        # `listen 443` as the route agent's servers: they share the socket, SNI picks the server. The TLS
         # versions are the gateway's floor (nginx.conf, the stack's gateway.tls_min_version).
-        return (f"# Published service {svc.name} while {site} is active; written by dr/runbook.py.\n"
-                f"upstream {upstream} {{\n{servers}}}\n"
-                f"server {{\n    listen 443 ssl;\n    server_name {svc.hostname};\n"
-                f"    ssl_certificate {PUBLISHED_CERTS}/{svc.hostname}.crt;\n"
-                f"    ssl_certificate_key {PUBLISHED_CERTS}/{svc.hostname}.key;\n"
-                f"    location / {{ proxy_pass http://{upstream}; proxy_set_header Host $host; }}\n}}\n")
+        lines = [f"# Published service {svc.name} while {site} is active; written by dr/runbook.py.",
+                 *gateway_routes.upstream_block(upstream, [f"{ip}:{svc.port}" for ip in self.workers(site)]),
+                 *gateway_routes.server_block(svc.hostname, ["443"], f"{PUBLISHED_CERTS}/{svc.hostname}.crt",
+                                              f"{PUBLISHED_CERTS}/{svc.hostname}.key", None,
+                                              [("/", f"{svc.name}, restored from its backups", upstream)])]
+        return "\n".join(lines) + "\n"
 
     def _route_file(self, svc: Service) -> str:
         return f"{ROUTES_DIR}/{svc.unit}.conf"
@@ -124,16 +120,15 @@ class StackSites:
                   f"sudo tee {self._route_file(svc)} >/dev/null && sudo nginx -t -q && {RELOAD_NGINX}",
                   self._route(site, svc).encode())
         # Published means served: the backends bind a moment after systemd-run returns (bounded wait).
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                if self.get(site, svc).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline:
-                raise RunbookError(f"{svc.hostname}: {site}'s gateway does not serve it 30 s after publishing")
-            time.sleep(0.5)
+        self.served(site, svc, "/", lambda r: r.status_code == 200, "served after publishing")
+
+    def served(self, site: str, svc: Service, path: str, good: Callable[[httpx.Response], bool], what: str) -> None:
+        """Wait (30 s at most) until site's gateway answers `path` of `svc` as `good` says."""
+        try:
+            until(lambda: good(self.get(site, svc, path)), seconds=30, every=0.5, what=what,
+                  retry_on=(httpx.HTTPError,))
+        except TimeoutError as err:
+            raise RunbookError(f"{svc.hostname} at {site}'s gateway: not {err}") from None
 
     def unpublish(self, site: str, svc: Service) -> None:
         """Withdraw the route first (no new requests), then stop the backends and drop the data."""
@@ -198,7 +193,7 @@ class StackSites:
             if s3_state == "up":
                 try:
                     ts = restore.latest_timestamp(dr_cfg, s3, origin, svc.dataset)
-                    age = max(time.time() - datetime.strptime(ts, TS_FORMAT).replace(tzinfo=UTC).timestamp(), 0.0)
+                    age = max(time.time() - layout.parse_stamp(ts).timestamp(), 0.0)
                 except (restore.RestoreError, *s3io.S3Error):
                     pass
             out["sites"][name] = {"role": role, "gateway": "up" if self._gateway_up(name) else "down",
@@ -221,17 +216,8 @@ def _take_over(dr_cfg: DrConfig, sites: StackSites, svc: Service, src: str, dst:
         t["restore"] = time.monotonic() - t0 - t["fence"]
         sites.publish(dst, svc, Path(work) / "data")
     sentinel = f.manifest["sentinel"]["value"]
-    deadline = time.monotonic() + 30
-    while True:  # bounded: the backends need a moment to bind after systemd-run returns
-        try:
-            r = sites.get(dst, svc, f"/{sources.SENTINEL_FILE}")
-            if r.status_code == 200 and r.text.strip() == sentinel:
-                break
-        except httpx.HTTPError:
-            pass
-        if time.monotonic() > deadline:
-            raise RunbookError(f"{svc.hostname} at {dst}'s gateway does not serve the restored data")
-        time.sleep(0.5)
+    sites.served(dst, svc, f"/{sources.SENTINEL_FILE}", lambda r: r.status_code == 200 and r.text.strip() == sentinel,
+                 "serving the restored data")
     t["total"] = time.monotonic() - t0
     return {"action": plan.action, "from": src, "to": dst, "steps": plan.steps, "warnings": plan.warnings,
             "state": plan.state, "executed": True,
