@@ -134,6 +134,9 @@ class Site(pulumi.ComponentResource):
                                "power": site.power.value, "cooling": site.cooling.value})
 
 
+CLIENT_ONLY = {"server": False, "client": True}  # a certificate that authenticates a client and serves nothing
+
+
 class KubernetesCluster(pulumi.ComponentResource):
     """A Tier-III HA cluster: etcd + API server on >=3 control-plane nodes spread over racks."""
 
@@ -150,7 +153,6 @@ class KubernetesCluster(pulumi.ComponentResource):
         lb_ip = node_address(s, gateway[0]) if gateway else node_address(s, cps[0])
         self.endpoint = f"https://{lb_ip}:{API_PORT}"
         self.site_name = s.name
-        first_service_ip = str(cluster.service_cidr.network_address + 1)
         self.dns_ip = cluster_dns_ip(cluster)
         # Separate CAs per cluster and purpose: an etcd certificate must not authenticate to the apiserver
         # (and the reverse) just because both chain to the same root; components trust only their own CA.
@@ -160,10 +162,34 @@ class KubernetesCluster(pulumi.ComponentResource):
         # front-proxy-client, passing the user in request headers they trust only from it (as kubeadm does).
         self.front_proxy_ca = pki.intermediate(f"{cluster.name}-front-proxy-ca", f"{cluster.name} front proxy CA",
                                                self)
+        self._issue_control_plane(pki, s, cps, lb_ip)
+        self._issue_node_identities(pki, s, gateway)
+        # Hostnames the gateway publishes for the cluster's agencies get certificates from a CA of their own
+        # whose key is only on the gateway: its route agent issues one per registered hostname.
+        self.routes_ca = pki.intermediate(f"{cluster.name}-gateway-routes-ca", f"{cluster.name} gateway routes CA",
+                                          self)
+        self.service_account_key = SigningKey(f"{cluster.name}-service-account", "service-account tokens",
+                                              opts=_child(self))
+        # SC-DATA-02: losing this key loses every secret of the cluster; it lives only in encrypted state.
+        self.encryption_key = SecretKey(f"{cluster.name}-secrets-encryption", "kube-apiserver aescbc",
+                                        opts=_child(self))
+        self._root_pem = pki.root.cert_pem
+        self.kubeconfig = self.client_kubeconfig(self.admin)
+        self.host_files = self._host_files(pki, cps)
+        self.register_outputs({"endpoint": self.endpoint, "kubeconfig": self.kubeconfig,
+                               "control_plane": [n.name for n in cps],
+                               "racks": sorted({n.rack for n in cps})})
 
-        def leaf(name: str, cn: str, issuer: Certificate, **kwargs) -> Certificate:
-            return pki.issue(f"{cluster.name}-{name}", s.name, cn, self, issuer=issuer, **kwargs)
+    def _leaf(self, pki: Pki, site: cfg.Site, name: str, cn: str, issuer: Certificate, **kwargs) -> Certificate:
+        return pki.issue(f"{self.config.name}-{name}", site.name, cn, self, issuer=issuer, **kwargs)
 
+    def _issue_control_plane(self, pki: Pki, s: cfg.Site, cps: list[cfg.Node], lb_ip: str) -> None:
+        """etcd's members, the apiserver's serving certificate and the control plane's client identities."""
+        def leaf(*args, **kwargs) -> Certificate:
+            return self._leaf(pki, s, *args, **kwargs)
+
+        first_service_ip = str(self.config.service_cidr.network_address + 1)
+        client = CLIENT_ONLY
         # etcd members authenticate each other with client auth, so one certificate per member does both.
         self.etcd_members = {
             n.name: leaf(f"etcd-{n.name}", n.name, self.etcd_ca, client=True, dns_names=[n.name, "localhost"],
@@ -175,7 +201,6 @@ class KubernetesCluster(pulumi.ComponentResource):
             dns_names=["localhost", "kubernetes", "kubernetes.default", "kubernetes.default.svc",
                        f"kubernetes.default.svc.{CLUSTER_DNS_DOMAIN}", *(n.name for n in cps)],
             ip_addresses=[lb_ip, first_service_ip, "127.0.0.1", *(node_address(s, n) for n in cps)])
-        client = {"server": False, "client": True}
         self.clients = {
             "apiserver-etcd-client": leaf("apiserver-etcd-client", "kube-apiserver-etcd-client", self.etcd_ca,
                                           **client),
@@ -191,6 +216,13 @@ class KubernetesCluster(pulumi.ComponentResource):
             "front-proxy-client": leaf("front-proxy-client", "front-proxy-client", self.front_proxy_ca, **client),
         }
         self.admin = self.clients["admin"]
+
+    def _issue_node_identities(self, pki: Pki, s: cfg.Site, gateway: list[cfg.Node]) -> None:
+        """One identity per node and job: the workers' kubelets and kube-proxies, the node agents."""
+        def leaf(*args, **kwargs) -> Certificate:
+            return self._leaf(pki, s, *args, **kwargs)
+
+        client = CLIENT_ONLY
         # Each worker's kubelet is its own identity: the Node authorizer and NodeRestriction admission let
         # `system:node:<name>` touch only its own Node and the pods bound to it.
         workers = s.nodes_with(cfg.Role.WORKER)
@@ -224,22 +256,6 @@ class KubernetesCluster(pulumi.ComponentResource):
                          organization=ROUTE_AGENTS, **client)
             for n in gateway
         }
-        # Hostnames the gateway publishes for the cluster's agencies get certificates from a CA of their own
-        # whose key is only on the gateway: its route agent issues one per registered hostname.
-        self.routes_ca = pki.intermediate(f"{cluster.name}-gateway-routes-ca", f"{cluster.name} gateway routes CA",
-                                          self)
-        self.service_account_key = SigningKey(f"{cluster.name}-service-account", "service-account tokens",
-                                              opts=_child(self))
-        # SC-DATA-02: losing this key loses every secret of the cluster; it lives only in encrypted state.
-        self.encryption_key = SecretKey(f"{cluster.name}-secrets-encryption", "kube-apiserver aescbc",
-                                        opts=_child(self))
-        self._root_pem = pki.root.cert_pem
-        self.kubeconfig = self.client_kubeconfig(self.admin)
-        self.host_files = self._host_files(pki, cps)
-        self.register_outputs({"endpoint": self.endpoint, "kubeconfig": self.kubeconfig,
-                               "control_plane": [n.name for n in cps],
-                               "racks": sorted({n.rack for n in cps})})
-
 
     def client_kubeconfig(self, client: Certificate, user: str | None = None) -> pulumi.Output[str]:
         """A kubeconfig (a secret) for `client`, a certificate from this cluster's CA, through the site's API LB.
@@ -493,7 +509,7 @@ class SiteHosts(pulumi.ComponentResource):
         # Services are not masqueraded, so NetworkPolicies see the pod behind them.
         pod_cidrs = {"hardening_firewall_pod_cidrs": [str(cluster.config.pod_cidr)]} if cluster else {}
         network = transport_vars.apply(lambda t: {**extra, **t, **gateway_vars, **node_ports, **pod_cidrs,
-                                                  "network_files_dir": state_dir})
+                                                  "cluster_api_port": API_PORT, "network_files_dir": state_dir})
         self.steps: list[Playbook] = []
         self.control_plane: Playbook | None = None  # the cluster's step: what its in-cluster objects need first
         if hosts.harden:
@@ -519,7 +535,6 @@ class SiteHosts(pulumi.ComponentResource):
                 f"{cluster.config.name}-control-plane", str(PLAYBOOKS / "cluster.yml"),
                 extra_vars=network.apply(lambda n: {
                     **n, "cluster_bin_dir": extra["cluster_bin_dir"], "cluster_state_dir": state_dir,
-                    "cluster_api_port": API_PORT,
                     "cluster_service_cidr": str(cluster.config.service_cidr),
                     "cluster_pod_cidr": str(cluster.config.pod_cidr),
                     "cluster_pod_cidrs": worker_pod_cidrs(site.config, cluster.config),

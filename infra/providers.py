@@ -5,12 +5,19 @@ to, so keys and certificates are dynamic resources, each of a named type (`pulum
 Certificate`, ...). Private material is always returned as a Pulumi secret (encrypted in state, masked in
 logs). Host-level steps (node hardening, control-plane bootstrap) are `Playbook` resources: `ansible-playbook`
 runs inside the graph, in order. In-cluster objects are typed pulumi-kubernetes resources (infra/kube.py).
+
+The providers' methods, and the helpers they call, import what they use inside the function: Pulumi
+serializes a dynamic provider with dill and runs it in a process of its own, so each method brings its
+imports with it rather than relying on this module's state there.
 """
 
 from __future__ import annotations
 
 import base64
 import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import pulumi
@@ -220,12 +227,7 @@ class PlaybookProvider(ResourceProvider):
 
     def _run(self, props: dict[str, Any]) -> dict[str, Any]:
         import json
-        import re
-        import shutil
-        import subprocess
-        import sys
         import tempfile
-        import time
         from pathlib import Path
 
         files_dir = Path(props["files_dir"])
@@ -236,10 +238,6 @@ class PlaybookProvider(ResourceProvider):
             if not path.exists() or path.read_text() != content:
                 path.touch(mode=0o600)
                 path.write_text(content)
-        venv_bin = Path(sys.executable).parent / "ansible-playbook"
-        binary = str(venv_bin) if venv_bin.exists() else shutil.which("ansible-playbook") or "ansible-playbook"
-        from toolchain import REPO
-
         playbook = Path(props["playbook"])
         with tempfile.TemporaryDirectory(prefix="sovcloud-playbook-") as tmp:
             inventory, extra = Path(tmp) / "inventory.json", Path(tmp) / "vars.json"
@@ -247,22 +245,14 @@ class PlaybookProvider(ResourceProvider):
             # group's hosts as the inventory lists them; etcd's member list must not reorder between runs.
             inventory.write_text(json.dumps(props["inventory"], sort_keys=True))
             extra.write_text(json.dumps(_integral(props.get("extra_vars") or {})))
-            cmd = [binary, "-i", str(inventory), "-e", f"@{extra}", str(playbook)]
-            if props.get("limit"):
-                cmd += ["--limit", props["limit"]]
-            env = {**ansible_env(), "ANSIBLE_ROLES_PATH": str(playbook.parent / "roles")}
-            t0 = time.monotonic()
-            r = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True,
+            run = run_playbook(playbook, inventory, extra_vars_file=extra, limit=props.get("limit"),
                                timeout=int(props.get("timeout_s") or 1800))
-        recap = {host: {k: int(v) for k, v in re.findall(r"(\w+)=(\d+)", rest)}
-                 for host, rest in re.findall(r"^(\S+)\s+:\s+(ok=.*)$", r.stdout, re.M)}
-        if r.returncode != 0:
-            failed = [line for line in r.stdout.splitlines() if line.startswith(("fatal:", "failed:", "ERROR"))]
-            tail = "\n".join(failed[-10:] or r.stdout.splitlines()[-30:])
+        if run.returncode != 0:
+            failed = [line for line in run.stdout.splitlines() if line.startswith(("fatal:", "failed:", "ERROR"))]
+            tail = "\n".join(failed[-10:] or run.stdout.splitlines()[-30:])
             raise RuntimeError(f"ansible-playbook {playbook.name} --limit {props.get('limit')} "
-                               f"failed (rc={r.returncode}):\n{tail}\n{r.stderr.strip()[-2000:]}")
-        return {**props, "recap": recap, "changes": changed_tasks(r.stdout),
-                "seconds": round(time.monotonic() - t0, 1)}
+                               f"failed (rc={run.returncode}):\n{tail}\n{run.stderr.strip()[-2000:]}")
+        return {**props, "recap": run.recap, "changes": run.changes, "seconds": round(run.seconds, 1)}
 
     def create(self, props: dict[str, Any]) -> CreateResult:
         return CreateResult(id_=f"{props['name']}-{os.urandom(4).hex()}", outs=self._run(props))
@@ -288,6 +278,47 @@ def ansible_env(base: dict[str, str] | None = None) -> dict[str, str]:
                ANSIBLE_STRATEGY_PLUGINS=str(Path(ansible_mitogen.__file__).parent / "plugins" / "strategy"),
                PATH=f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}")
     return env
+
+
+@dataclass
+class PlaybookRun:
+    returncode: int
+    stdout: str
+    stderr: str
+    seconds: float
+    recap: dict[str, dict[str, int]]  # PLAY RECAP: host -> {ok, changed, unreachable, failed, skipped, ...}
+    changes: dict[str, list[str]]  # host -> the tasks and handlers that reported `changed`
+
+
+def run_playbook(playbook: Path, inventory: Path, *, extra_vars_file: Path | None = None, limit: str | None = None,
+                 forks: int | None = None, timeout: float = 1800, extra_args: Sequence[str] = ()) -> PlaybookRun:
+    """The one way the project runs `ansible-playbook`: the Playbook resource's runs, and those of the tests'
+    and benchmarks' standalone nodes (lab/standalone.py). Roles are the playbook's own (playbooks/roles)."""
+    import shutil
+    import subprocess
+    import sys
+    import time
+
+    from toolchain import REPO
+
+    venv_bin = Path(sys.executable).parent / "ansible-playbook"
+    binary = str(venv_bin) if venv_bin.exists() else shutil.which("ansible-playbook") or "ansible-playbook"
+    cmd = [binary, "-i", str(inventory), *(["-e", f"@{extra_vars_file}"] if extra_vars_file else []),
+           *(["-f", str(forks)] if forks else []), str(playbook), *(["--limit", limit] if limit else []),
+           *extra_args]
+    env = {**ansible_env(), "ANSIBLE_ROLES_PATH": str(Path(playbook).parent / "roles")}
+    t0 = time.monotonic()
+    r = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout)
+    return PlaybookRun(r.returncode, r.stdout, r.stderr, time.monotonic() - t0, parse_recap(r.stdout),
+                       changed_tasks(r.stdout))
+
+
+def parse_recap(stdout: str) -> dict[str, dict[str, int]]:
+    """PLAY RECAP lines -> {host: {ok, changed, unreachable, failed, skipped, rescued, ignored}}."""
+    import re
+
+    return {host: {k: int(v) for k, v in re.findall(r"(\w+)=(\d+)", rest)}
+            for host, rest in re.findall(r"^(\S+)\s+:\s+(ok=.*)$", stdout, re.M)}
 
 
 def changed_tasks(stdout: str) -> dict[str, list[str]]:

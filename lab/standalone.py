@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import ipaddress
 import json
-import re
-import shutil
 import subprocess
 import sys
 import time
@@ -17,7 +15,7 @@ from pathlib import Path
 
 import yaml
 
-from infra import providers
+from infra import components, providers
 from lab.nodes import (
     SSH_USER,
     STANDALONE_NET,
@@ -36,13 +34,6 @@ from toolchain import REPO
 PLAYBOOK = REPO / "playbooks" / "site.yml"
 GROUPS = ("control_plane", "worker", "gateway")
 __all__ = ["ensure_offline_repo"]
-
-
-def _tool(name: str) -> str:
-    path = shutil.which(name) or shutil.which(name, path=str(Path(sys.executable).parent))
-    if path is None:
-        raise RuntimeError(f"{name} not found: install it (venv: ansible/pytest)")
-    return path
 
 
 def start_node(name: str, memory_mib: int = 512) -> str:
@@ -87,6 +78,10 @@ def write_inventory(path: Path, nodes: dict[str, tuple[str, str]], repo: Path | 
         "hardening_ntp_servers": ["ntp.sovcloud.lab"],
         # This machine runs the playbook and the audit: fail2ban must never ban it (SC-HST-01).
         "hardening_fail2ban_ignoreip": [str(next(ipaddress.ip_network(STANDALONE_SUBNET).hosts()))],
+        # The ports the stack passes every playbook (the host firewall opens them).
+        "cluster_api_port": components.API_PORT,
+        "internet_gateway_proxy_port": components.EGRESS_PROXY_PORT,
+        "internet_gateway_health_port": components.HEALTH_PORT,
     }
     if repo is not None:
         allvars["package_source_offline_repo"] = str(repo)
@@ -95,26 +90,16 @@ def write_inventory(path: Path, nodes: dict[str, tuple[str, str]], repo: Path | 
     return path
 
 
-RECAP = re.compile(r"^(?P<host>\S+)\s+:\s+ok=(?P<ok>\d+)\s+changed=(?P<changed>\d+)\s+unreachable="
-                   r"(?P<unreachable>\d+)\s+failed=(?P<failed>\d+)", re.M)
-
-
-def parse_recap(stdout: str) -> dict[str, dict[str, int]]:
-    """PLAY RECAP lines -> {host: {ok, changed, unreachable, failed}}."""
-    return {m["host"]: {k: int(m[k]) for k in ("ok", "changed", "unreachable", "failed")}
-            for m in RECAP.finditer(stdout)}
-
-
+parse_recap = providers.parse_recap
 ansible_env = providers.ansible_env  # the product's playbook environment (mitogen, the repo's ansible.cfg)
 
 
 def run_playbook(inventory: Path, forks: int = 5, timeout: float = 1200,
                  extra: list[str] | None = None) -> tuple[subprocess.CompletedProcess[str], float, dict]:
-    t0 = time.monotonic()
-    r = subprocess.run([_tool("ansible-playbook"), "-i", str(inventory), "-f", str(forks), str(PLAYBOOK),
-                        *(extra or [])], capture_output=True, text=True, timeout=timeout, env=ansible_env(),
-                       cwd=REPO)
-    return r, time.monotonic() - t0, parse_recap(r.stdout)
+    """The hardening playbook on standalone nodes, run as the stack runs every playbook (infra/providers.py)."""
+    run = providers.run_playbook(PLAYBOOK, inventory, forks=forks, timeout=timeout, extra_args=extra or ())
+    done = subprocess.CompletedProcess(["ansible-playbook", str(PLAYBOOK)], run.returncode, run.stdout, run.stderr)
+    return done, run.seconds, run.recap
 
 
 def run_audit(inventory: Path, report: Path, waivers: Path | None = None, hosts: str = "ansible://all",

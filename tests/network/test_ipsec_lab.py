@@ -21,7 +21,6 @@ from __future__ import annotations
 import gzip
 import re
 import subprocess
-import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -30,7 +29,7 @@ import pulumi
 import pytest
 import yaml
 
-from infra import components
+from infra import components, providers
 from infra import config as cfg
 from infra.providers import SecretKeyProvider, changed_tasks
 from lab import standalone as ls
@@ -202,14 +201,13 @@ def build_stand_ins(ips: dict[str, str]) -> None:
                    f"ip link set site0-lan up && ip link set site0 up")
 
 
-def run_network(inventory: Path, variables: Path, limit: str) -> tuple[subprocess.CompletedProcess[str], dict]:
-    r = subprocess.run([str(Path(sys.executable).parent / "ansible-playbook"), "-i", str(inventory),
-                        "-e", f"@{variables}", "--limit", limit, "--skip-tags", "SC-NET-01,SC-CRY-01",
-                        str(NETWORK)], capture_output=True, text=True, timeout=900, env=ls.ansible_env(), cwd=ROOT)
-    return r, ls.parse_recap(r.stdout)
+def run_network(inventory: Path, variables: Path, limit: str) -> tuple[providers.PlaybookRun, dict]:
+    r = providers.run_playbook(NETWORK, inventory, extra_vars_file=variables, limit=limit, timeout=900,
+                               extra_args=["--skip-tags", "SC-NET-01,SC-CRY-01"])
+    return r, r.recap
 
 
-def run_both(inventory: Path, var_files: dict[str, Path]) -> dict[str, tuple[subprocess.CompletedProcess, dict]]:
+def run_both(inventory: Path, var_files: dict[str, Path]) -> dict[str, tuple[providers.PlaybookRun, dict]]:
     """Both sites' network playbooks at once, as `pulumi up` runs the two sites' independent resources."""
     groups = {site: site.replace("-", "_") for site in var_files}
     with ThreadPoolExecutor(len(var_files)) as pool:

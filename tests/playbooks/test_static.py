@@ -79,8 +79,8 @@ def test_every_default_names_its_control():
 def test_parse_recap():
     out = ("PLAY RECAP *****\nhx-cp                      : ok=80   changed=0    unreachable=0    failed=0    "
            "skipped=9\nhx-w : ok=7 changed=3 unreachable=1 failed=2 skipped=0\n")
-    assert parse_recap(out) == {"hx-cp": {"ok": 80, "changed": 0, "unreachable": 0, "failed": 0},
-                                "hx-w": {"ok": 7, "changed": 3, "unreachable": 1, "failed": 2}}
+    assert parse_recap(out) == {"hx-cp": {"ok": 80, "changed": 0, "unreachable": 0, "failed": 0, "skipped": 9},
+                                "hx-w": {"ok": 7, "changed": 3, "unreachable": 1, "failed": 2, "skipped": 0}}
 
 
 def test_waiver_file_errors_name_the_field(tmp_path):
@@ -127,3 +127,14 @@ def test_audit_waiver_and_expiry(tmp_path):
     assert "waived" in (tmp_path / "rep-2029-12-31" / "audit.html").read_text()
     rc, doc = _audit_local(tmp_path, "2030-01-02")
     assert rc != 0 and doc["results"][0]["result"] == "fail" and doc["expired_waivers"][0]["control"] == "SC-HST-09"
+
+
+def test_the_example_inventory_gives_the_stacks_ports():
+    """The example inventory repeats the ports the stack passes every playbook: they must be the stack's."""
+    from infra import components
+
+    example = yaml.safe_load((REPO / "playbooks" / "inventory" / "example.yml").read_text())["all"]["vars"]
+    assert {k: example[k] for k in ("cluster_api_port", "internet_gateway_proxy_port",
+                                    "internet_gateway_health_port")} == {
+        "cluster_api_port": components.API_PORT, "internet_gateway_proxy_port": components.EGRESS_PROXY_PORT,
+        "internet_gateway_health_port": components.HEALTH_PORT}
