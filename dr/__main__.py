@@ -12,7 +12,7 @@ from pathlib import Path
 
 import yaml
 
-from dr import backup, crypto, drill, failover, hooks, jobs, restore, retention, s3io, schedule, sources
+from dr import backup, crypto, drill, failover, hooks, jobs, layout, restore, retention, s3io, schedule, sources
 from dr.config import ConfigError, load_config
 
 ERRORS = (
@@ -131,129 +131,152 @@ def main(argv: list[str] | None = None) -> int:
         return 2
 
 
+def _keygen(a, p) -> int:
+    crypto.keygen(a.kek, a.signing_key, a.verify_key)
+    print(f"wrote {a.kek} (KEK), {a.signing_key} (signing key), {a.verify_key} (verify key)")
+    return 0
+
+
+def _plan(a, p) -> int:
+    state = yaml.safe_load(a.state.read_text())
+    plan = (
+        failover.failover(state, a.src, a.dst, a.rpo_seconds, a.force)
+        if a.cmd == "failover"
+        else failover.failback(state, a.src, a.dst, a.rpo_seconds)
+    )
+    _out({**asdict(plan), "note": "plan only: dr.runbook.failover/failback execute it on a deployed cloud"})
+    return 0
+
+
+def _init_buckets(a, p, cfg) -> int:
+    out = {}
+    for s in cfg.sites:
+        try:
+            admin = s3io.admin_client(s)
+            out[s.name] = asdict(s3io.ensure_bucket(admin, s, admin=admin))
+        except s3io.S3Error as err:
+            out[s.name] = f"FAILED: {s3io.error_text(err)}"
+    _out(out)
+    return 0 if all(isinstance(v, dict) for v in out.values()) else 1
+
+
+def _backup(a, p, cfg) -> int:
+    if a.kind == "etcd":
+        rep = jobs.backup_etcd(cfg, _etcd(a), a.dataset, a.site)
+    elif a.kind == "dir":
+        rep = jobs.backup_dir(cfg, a.source, a.dataset, a.site)
+    else:
+        from dr import k8s  # the kubernetes client: only the jobs that talk to a cluster load it
+
+        rep = jobs.backup_k8s(cfg, k8s.api_client(a.kubeconfig), a.namespace, a.site)
+    _out(rep.to_dict())
+    return 0 if rep.good else 1
+
+
+def _sync(a, p, cfg) -> int:
+    reps = backup.sync(cfg)
+    copies = backup.catch_up(cfg)
+    _out({"staged": [r.to_dict() for r in reps], "replicated": copies})
+    return 0 if all(r.good for r in reps) and not any(c["failed"] for c in copies) else 1
+
+
+def _verify(a, p, cfg) -> int:
+    origin = a.origin or cfg.primary
+    results = {}
+    for s in [cfg.site(x) for x in a.site] if a.site else cfg.sites:
+        try:
+            ts = a.timestamp or restore.latest_timestamp(cfg, s, origin, a.dataset)
+            backup.verify_remote(cfg, s, layout.manifest_key(origin, a.dataset, ts))
+            results[s.name] = f"verified {ts}"
+        except (*ERRORS, *s3io.S3Error) as err:
+            results[s.name] = f"FAILED: {err}"
+    _out(results)
+    return 0 if any(v.startswith("verified") for v in results.values()) else 1
+
+
+def _restore(a, p, cfg) -> int:
+    with tempfile.TemporaryDirectory(prefix="dr-restore-") as work:
+        f = restore.fetch(cfg, a.origin or cfg.primary, a.dataset, a.timestamp, Path(work), a.site)
+        kind = f.manifest["source"]["type"]
+        if kind == "etcd":
+            if a.etcd_data_dir is None:
+                p.error("restore of an etcd dataset needs --etcd-data-dir (a fresh directory)")
+            out = restore.restore_etcd(f, a.etcd_data_dir)
+            out.pop("process", None)
+        elif kind == "k8s" and a.namespace:
+            from dr import k8s
+
+            out = restore.restore_k8s(f, k8s.api_client(a.kubeconfig), a.namespace)
+        else:
+            if a.target is None:
+                p.error(f"restore of a {kind} dataset needs --target (a fresh directory)"
+                        + (" or --namespace and --kubeconfig (a fresh namespace)" if kind == "k8s" else ""))
+            out = restore.restore_tar(f, a.target)
+    _out({"restored_from": f.site, "timestamp": f.manifest["timestamp"], "skipped_copies": f.skipped,
+          "older_versions_used": f.older_versions, **out})
+    return 0
+
+
+def _drill_results(a, p, cfg) -> int:
+    written = drill.latest_results(cfg, a.out)
+    _out(written)
+    return 0 if all(v.endswith(".json") for v in written.values()) else 1
+
+
+def _scheduled(a, p, cfg) -> int:
+    from dr import k8s
+
+    res = schedule.run(cfg, k8s.api_client(a.kubeconfig), a.site or cfg.primary)
+    _out(res)
+    failed = [ns for ns, r in res["namespaces"].items() if r.get("good") is False]
+    return 1 if failed or res["errors"] else 0
+
+
+def _prune(a, p, cfg) -> int:
+    if a.all:
+        res = retention.prune_all(cfg, a.dry_run, a.origin)
+    else:
+        res = [retention.prune(cfg, s, a.origin or cfg.primary, a.dataset, a.dry_run) for s in cfg.sites]
+    _out(res)
+    # Versions still locked are expected (kept_by_lock); a refused delete or an unreachable site is not.
+    return 1 if any(r.get("error") or r.get("delete_refused") for r in res) else 0
+
+
+def _drill(a, p, cfg) -> int:
+    if a.namespace:
+        from dr import k8s
+
+        res = drill.drill_namespace(cfg, k8s.api_client(a.kubeconfig), a.namespace, a.site)
+    elif a.endpoint:  # a live cluster's etcd, under its own dataset name (e.g. etcd-astana)
+        res = drill.drill_etcd_live(cfg, _etcd(a), a.site, dataset=a.dataset, expect_keys=tuple(a.expect_key))
+    elif a.dataset == "etcd":
+        res = drill.drill_etcd(cfg, a.site)
+    else:
+        if a.source is None or not a.destroy_source:
+            p.error("dir drills need --source DIR and --destroy-source (the directory is deleted)")
+        res = drill.drill_dir(cfg, a.source, a.dataset, a.site)
+    published = drill.publish(cfg, res)
+    _out({**res.model_dump(mode="json"), "published": published})
+    print(
+        f"drill {res.site}/{res.dataset}: {'PASS' if res.ok else 'FAIL'} "
+        f"RTO={res.rto_seconds}s RPO={res.rpo_seconds}s" + (f" error={res.error}" if res.error else "")
+    )
+    return 0 if res.ok else 1
+
+
+# One handler per verb; those in WITH_CONFIG get the validated --config.
+WITHOUT_CONFIG = {"keygen": _keygen, "failover": _plan, "failback": _plan}
+WITH_CONFIG = {"init-buckets": _init_buckets, "backup": _backup, "sync": _sync, "verify": _verify,
+               "restore": _restore, "drill-results": _drill_results, "scheduled": _scheduled, "prune": _prune,
+               "drill": _drill}
+
+
 def _dispatch(a, p) -> int:
-    if a.cmd == "keygen":
-        crypto.keygen(a.kek, a.signing_key, a.verify_key)
-        print(f"wrote {a.kek} (KEK), {a.signing_key} (signing key), {a.verify_key} (verify key)")
-        return 0
-    if a.cmd in ("failover", "failback"):
-        state = yaml.safe_load(a.state.read_text())
-        plan = (
-            failover.failover(state, a.src, a.dst, a.rpo_seconds, a.force)
-            if a.cmd == "failover"
-            else failover.failback(state, a.src, a.dst, a.rpo_seconds)
-        )
-        _out({**asdict(plan), "note": "plan only: dr.runbook.failover/failback execute it on a deployed cloud"})
-        return 0
+    if a.cmd in WITHOUT_CONFIG:
+        return WITHOUT_CONFIG[a.cmd](a, p)
     if a.config is None:
         p.error(f"{a.cmd} needs --config DR.yaml")
-    cfg = load_config(a.config)
-    if a.cmd == "init-buckets":
-        out = {}
-        for s in cfg.sites:
-            try:
-                admin = s3io.admin_client(s)
-                out[s.name] = asdict(s3io.ensure_bucket(admin, s, admin=admin))
-            except s3io.S3Error as err:
-                out[s.name] = f"FAILED: {s3io.error_text(err)}"
-        _out(out)
-        return 0 if all(isinstance(v, dict) for v in out.values()) else 1
-    if a.cmd == "backup":
-        if a.kind == "etcd":
-            rep = jobs.backup_etcd(cfg, _etcd(a), a.dataset, a.site)
-        elif a.kind == "dir":
-            rep = jobs.backup_dir(cfg, a.source, a.dataset, a.site)
-        else:
-            from dr import k8s
-
-            rep = jobs.backup_k8s(cfg, k8s.api_client(a.kubeconfig), a.namespace, a.site)
-        _out(rep.to_dict())
-        return 0 if rep.good else 1
-    if a.cmd == "sync":
-        reps = backup.sync(cfg)
-        copies = backup.catch_up(cfg)
-        _out({"staged": [r.to_dict() for r in reps], "replicated": copies})
-        return 0 if all(r.good for r in reps) and not any(c["failed"] for c in copies) else 1
-    origin = getattr(a, "origin", None) or cfg.primary
-    if a.cmd == "verify":
-        results = {}
-        for s in [cfg.site(x) for x in a.site] if a.site else cfg.sites:
-            try:
-                ts = a.timestamp or restore.latest_timestamp(cfg, s, origin, a.dataset)
-                backup.verify_remote(cfg, s, backup.manifest_key(origin, a.dataset, ts))
-                results[s.name] = f"verified {ts}"
-            except (*ERRORS, *s3io.S3Error) as err:
-                results[s.name] = f"FAILED: {err}"
-        _out(results)
-        return 0 if any(v.startswith("verified") for v in results.values()) else 1
-    if a.cmd == "restore":
-        with tempfile.TemporaryDirectory(prefix="dr-restore-") as work:
-            f = restore.fetch(cfg, origin, a.dataset, a.timestamp, Path(work), a.site)
-            kind = f.manifest["source"]["type"]
-            if kind == "etcd":
-                if a.etcd_data_dir is None:
-                    p.error("restore of an etcd dataset needs --etcd-data-dir (a fresh directory)")
-                out = restore.restore_etcd(f, a.etcd_data_dir)
-                out.pop("process", None)
-            elif kind == "k8s" and a.namespace:
-                from dr import k8s
-
-                out = restore.restore_k8s(f, k8s.api_client(a.kubeconfig), a.namespace)
-            else:
-                if a.target is None:
-                    p.error(f"restore of a {kind} dataset needs --target (a fresh directory)"
-                            + (" or --namespace and --kubeconfig (a fresh namespace)" if kind == "k8s" else ""))
-                out = restore.restore_tar(f, a.target)
-        _out(
-            {
-                "restored_from": f.site,
-                "timestamp": f.manifest["timestamp"],
-                "skipped_copies": f.skipped,
-                "older_versions_used": f.older_versions,
-                **out,
-            }
-        )
-        return 0
-    if a.cmd == "drill-results":
-        written = drill.latest_results(cfg, a.out)
-        _out(written)
-        return 0 if all(v.endswith(".json") for v in written.values()) else 1
-    if a.cmd == "scheduled":
-        from dr import k8s, schedule
-
-        res = schedule.run(cfg, k8s.api_client(a.kubeconfig), a.site or cfg.primary)
-        _out(res)
-        failed = [ns for ns, r in res["namespaces"].items() if r.get("good") is False]
-        return 1 if failed or res["errors"] else 0
-    if a.cmd == "prune":
-        if a.all:
-            res = retention.prune_all(cfg, a.dry_run, a.origin)
-        else:
-            res = [retention.prune(cfg, s, a.origin or cfg.primary, a.dataset, a.dry_run) for s in cfg.sites]
-        _out(res)
-        # Versions still locked are expected (kept_by_lock); a refused delete or an unreachable site is not.
-        return 1 if any(r.get("error") or r.get("delete_refused") for r in res) else 0
-    if a.cmd == "drill":
-        if a.namespace:
-            from dr import k8s
-
-            res = drill.drill_namespace(cfg, k8s.api_client(a.kubeconfig), a.namespace, a.site)
-        elif a.endpoint:  # a live cluster's etcd, under its own dataset name (e.g. etcd-astana)
-            res = drill.drill_etcd_live(cfg, _etcd(a), a.site, dataset=a.dataset, expect_keys=tuple(a.expect_key))
-        elif a.dataset == "etcd":
-            res = drill.drill_etcd(cfg, a.site)
-        else:
-            if a.source is None or not a.destroy_source:
-                p.error("dir drills need --source DIR and --destroy-source (the directory is deleted)")
-            res = drill.drill_dir(cfg, a.source, a.dataset, a.site)
-        published = drill.publish(cfg, res)
-        _out({**asdict(res), "published": published})
-        print(
-            f"drill {res.site}/{res.dataset}: {'PASS' if res.ok else 'FAIL'} "
-            f"RTO={res.rto_seconds}s RPO={res.rpo_seconds}s" + (f" error={res.error}" if res.error else "")
-        )
-        return 0 if res.ok else 1
-    raise AssertionError(a.cmd)
+    return WITH_CONFIG[a.cmd](a, p, load_config(a.config))
 
 
 if __name__ == "__main__":

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import re
 import tarfile
 from datetime import UTC, datetime, timedelta
 
@@ -363,3 +364,14 @@ def test_k8s_restore_retargets_objects_into_the_fresh_namespace():
     assert k8s._retarget(svc, "services", "src", "dst")["spec"] == {"ports": [{"port": 80}]}
     paths = ["n/core/configmaps/a.yaml", "n/core/resourcequotas/q.yaml", "n/core/limitranges/l.yaml"]
     assert sorted(paths, key=k8s._order) == [paths[2], paths[1], paths[0]]
+
+
+def test_every_dr_verb_has_one_handler(capsys):
+    """The CLI's verbs (its --help) are exactly the handlers' (dr/__main__.py WITHOUT_CONFIG, WITH_CONFIG)."""
+    from dr import __main__ as cli
+
+    with pytest.raises(SystemExit):
+        cli.main(["--help"])
+    verbs = set(re.search(r"\{([a-z,-]+)\}", capsys.readouterr().out).group(1).split(","))
+    assert verbs == set(cli.WITHOUT_CONFIG) | set(cli.WITH_CONFIG)
+    assert not set(cli.WITHOUT_CONFIG) & set(cli.WITH_CONFIG)
