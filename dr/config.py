@@ -10,8 +10,9 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 # The one error every config module raises (common/config.py); dr.config.ConfigError still names it.
 from common.config import ConfigError, FieldError, load_yaml_file
+from dr import layout
 
-BUCKET = "sovcloud-backups"
+BUCKET = layout.BUCKET
 WHAT = "DR config"
 
 

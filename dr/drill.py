@@ -13,7 +13,6 @@ import shutil
 import tempfile
 import time
 from collections.abc import Callable
-from datetime import datetime
 from pathlib import Path
 
 from dr import jobs, layout, restore, s3io, sources
@@ -250,7 +249,7 @@ def latest_results(cfg: DrConfig, out_dir: Path) -> dict[str, str]:
 def publish(cfg: DrConfig, result: DrillResult) -> dict[str, str]:
     """Write drills/<site>/latest.json (and a dated copy) to every site; returns site -> ok|error."""
     body = result.to_json()
-    stamp = layout.stamp(datetime.fromisoformat(result.finished.replace("Z", "+00:00")))
+    stamp = layout.stamp(layout.parse_time(result.finished))
     out = {}
     for s in cfg.sites:
         try:

@@ -75,14 +75,12 @@ def call(api, path: str, method: str = "GET", body=None, query: list | None = No
             stats.setdefault("errors", []).append(f"{method} {path}: {type(err).__name__} "
                                                   f"{getattr(err, 'status', '')}".strip())
 
-    for attempt in tenacity.Retrying(retry=tenacity.retry_if_exception(_transient),
-                                     wait=tenacity.wait_exponential(multiplier=0.2, max=3),
-                                     stop=tenacity.stop_before_delay(deadline_s), before_sleep=count, reraise=True):
-        with attempt:
-            return api.call_api(path, method, query_params=query or [], header_params=headers or {}, body=body,
-                                response_types_map={200: "object", 201: "object"}, auth_settings=["BearerToken"],
-                                _return_http_data_only=True, _request_timeout=REQUEST_TIMEOUT)
-    raise AssertionError("unreachable: tenacity reraises the last error")
+    retrying = tenacity.Retrying(retry=tenacity.retry_if_exception(_transient),
+                                 wait=tenacity.wait_exponential(multiplier=0.2, max=3),
+                                 stop=tenacity.stop_before_delay(deadline_s), before_sleep=count, reraise=True)
+    return retrying(api.call_api, path, method, query_params=query or [], header_params=headers or {}, body=body,
+                    response_types_map={200: "object", 201: "object"}, auth_settings=["BearerToken"],
+                    _return_http_data_only=True, _request_timeout=REQUEST_TIMEOUT)
 
 
 def _get(api, path: str) -> dict:

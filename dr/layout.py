@@ -100,9 +100,13 @@ def rfc3339(when: float) -> str:
     return datetime.fromtimestamp(when, UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
+def parse_time(text: str) -> datetime:
+    """An RFC 3339 UTC time ('...Z' or '+00:00'), as the documents here write it."""
+    return datetime.fromisoformat(text.replace("Z", "+00:00"))
+
+
 def epoch(text: str) -> float:
-    """RFC 3339 UTC ('...Z' or '+00:00') -> epoch seconds."""
-    return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
+    return parse_time(text).timestamp()
 
 
 class _Document(BaseModel):

@@ -10,6 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field, HttpUrl, model_validator
 
 # The one error every config module raises (common/config.py); config.ConfigError still names it.
 from common.config import ConfigError, load_yaml_file, validate
+from dr import layout
 
 NAME = r"^[a-z][a-z0-9-]*$"
 
@@ -77,7 +78,7 @@ class S3Store(_Strict):
     """One site's S3 endpoint (the shared layout: one per site, bucket sovcloud-backups)."""
     site: str = Field(pattern=NAME)
     endpoint_url: HttpUrl
-    bucket: str = "sovcloud-backups"
+    bucket: str = layout.BUCKET
     region: str = "us-east-1"
     access_key_env: str = "AWS_ACCESS_KEY_ID"
     secret_key_env: str = "AWS_SECRET_ACCESS_KEY"  # noqa: S105 - the variable name, not a secret
