@@ -18,6 +18,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from common.config import problems_of
+
 
 class FailoverError(Exception):
     pass
@@ -56,7 +58,7 @@ def parse_state(data: object) -> State:
     try:
         st = State.model_validate(data)
     except ValidationError as err:
-        lines = [f"  {'.'.join(map(str, e['loc']))}: {e['msg']}" for e in err.errors()]
+        lines = [f"  {field}: {message}" for field, message in problems_of(err)]
         raise FailoverError("invalid site state:\n" + "\n".join(lines)) from None
     if st.internet_gateway.routes_to not in st.sites:
         raise FailoverError(

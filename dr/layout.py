@@ -23,6 +23,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, ValidationError, field_validator
 
+from common.config import problems_of
+
 BUCKET = "sovcloud-backups"
 BACKUPS = "backups/"
 DRILLS = "drills/"
@@ -123,16 +125,8 @@ class _Document(BaseModel):
         try:
             return cls.model_validate(doc)
         except ValidationError as err:
-            problems = "; ".join(f"`{'.'.join(str(p) for p in e['loc']) or '(top level)'}` {_problem(e)}"
-                                 for e in err.errors())
+            problems = "; ".join(f"{field}: {message}" for field, message in problems_of(err))
             raise BadDocument(f"{where}: {cls.__doc__.splitlines()[0].rstrip('.').lower()}: {problems}") from None
-
-
-def _problem(error: dict) -> str:
-    if error["type"] == "missing":
-        return "is missing"
-    msg = error["msg"].removeprefix("Value error, ")
-    return msg[:1].lower() + msg[1:]
 
 
 def _rfc3339(value: str | None) -> str | None:

@@ -12,13 +12,15 @@ import ast
 import importlib
 import re
 import sys
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError, model_validator
+
+from common.config import ConfigError, problems_of, read_yaml_mapping
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 CATALOGUE_PATH = Path(__file__).resolve().parent / "controls.yaml"
@@ -32,8 +34,11 @@ ID_IN_TEXT = re.compile(r"SC-(?:NET|DATA|AVL|BCK|CRY|LOG|HST|K8S|MON)-\d{2}")
 NonEmpty = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1)]
 
 
-class CatalogueError(ValueError):
-    """The catalogue file is invalid; the message names the field and the fix."""
+class CatalogueError(ConfigError):
+    """The catalogue file is invalid: every problem as (field, fix), in the format of every product config."""
+
+    def __init__(self, problems, what: str = "control catalogue"):
+        super().__init__(problems, what)
 
 
 class _Strict(BaseModel):
@@ -130,40 +135,32 @@ class Catalogue(_Strict):
         return out
 
 
-def _format_error(err: ValidationError) -> str:
-    lines = []
-    for e in err.errors():
-        loc = ".".join(str(p) for p in e["loc"])
-        hint = ""
-        if e["type"] == "missing" and e["loc"] and e["loc"][-1] in LANGS:
-            hint = f" (every text needs kk, ru and en: add `{e['loc'][-1]}`)"
-        elif e["type"] == "string_pattern_mismatch" and e["loc"][-1] == "id":
-            hint = " (ids look like SC-NET-01)"
-        elif e["type"] == "extra_forbidden":
-            hint = (
-                f" (unknown key; allowed layers: {', '.join(LAYERS)})"
-                if "checks" in loc or ("planned" in loc)
-                else " (unknown key: remove it)"
-            )
-        lines.append(f"{loc}: {e['msg']}{hint}")
-    return "\n".join(lines)
+def _with_hint(error: dict, message: str) -> str:
+    """The fix for the mistakes a catalogue author makes most."""
+    loc = error["loc"]
+    if error["type"] == "missing" and loc and loc[-1] in LANGS:
+        return f"{message} (every text needs kk, ru and en: add `{loc[-1]}`)"
+    if error["type"] == "string_pattern_mismatch" and loc and loc[-1] == "id":
+        return f"{message} (ids look like SC-NET-01)"
+    if error["type"] == "extra_forbidden":
+        layers = "checks" in loc or "planned" in loc
+        return message + (f" (unknown key; allowed layers: {', '.join(LAYERS)})" if layers else " (unknown key: remove it)")
+    return message
 
 
 def parse_catalogue(data: object, origin: str = "<data>") -> Catalogue:
     try:
         return Catalogue.model_validate(data)
     except ValidationError as err:
-        raise CatalogueError(f"{origin}: invalid control catalogue:\n{_format_error(err)}") from None
+        problems = [(field, _with_hint(e, message)) for e, (field, message) in zip(err.errors(), problems_of(err))]
+        raise CatalogueError(problems, f"control catalogue {origin}") from None
 
 
 def load_catalogue(path: Path | str = CATALOGUE_PATH) -> Catalogue:
-    path = Path(path)
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except OSError as err:
-        raise CatalogueError(f"{path}: cannot read the control catalogue: {err}") from None
-    except yaml.YAMLError as err:
-        raise CatalogueError(f"{path}: not valid YAML: {err}") from None
+        data = read_yaml_mapping(path, "control catalogue")
+    except ConfigError as err:
+        raise CatalogueError(err.problems, err.what) from None
     return parse_catalogue(data, str(path))
 
 
@@ -196,7 +193,7 @@ def discover_alerts(repo_root: Path) -> dict[str, Found]:
         try:
             doc = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
         except yaml.YAMLError as err:
-            raise CatalogueError(f"{path}: not valid YAML: {err}") from None
+            raise CatalogueError([(str(path), f"not valid YAML: {err}; fix the rule file")], "alert rules") from None
         for group in doc.get("groups") or []:
             for rule in group.get("rules") or []:
                 if "alert" not in rule:
@@ -253,7 +250,7 @@ def discover_marked_tests(repo_root: Path, test_dir: str, layer: str) -> dict[st
         try:
             tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
         except SyntaxError as err:
-            raise CatalogueError(f"{path}: cannot parse: {err}") from None
+            raise CatalogueError([(str(path), f"cannot parse: {err}; fix the test file")], "marked tests") from None
         module_ids: list[str] = []
         for stmt in tree.body:
             if isinstance(stmt, ast.Assign) and any(
@@ -330,22 +327,23 @@ def drills_in(mod: object) -> Iterator[tuple[str, list[str]]]:
             yield name, ID_IN_TEXT.findall(ids) if isinstance(ids, str) else list(ids)
 
 
+def _discover_declared(repo_root: Path, package: str, layer: str,
+                       declared: Callable[[object], Iterator[tuple[str, list[str]]]]) -> dict[str, Found]:
+    out: dict[str, Found] = {}
+    for mod in _import_package_modules(repo_root, package):
+        for name, ids in declared(mod):
+            _add(out, layer, name, ids, mod.__name__)
+    return out
+
+
 def discover_policies(repo_root: Path) -> dict[str, Found]:
     """Policies of the Pulumi policy pack (policies/pack), keyed by policy name."""
-    out: dict[str, Found] = {}
-    for mod in _import_package_modules(repo_root, "policies.pack"):
-        for name, ids in policies_in(mod):
-            _add(out, "pulumi_policy", name, ids, mod.__name__)
-    return out
+    return _discover_declared(repo_root, "policies.pack", "pulumi_policy", policies_in)
 
 
 def discover_drills(repo_root: Path) -> dict[str, Found]:
     """Drill checks declared by the dr/ package."""
-    out: dict[str, Found] = {}
-    for mod in _import_package_modules(repo_root, "dr"):
-        for name, ids in drills_in(mod):
-            _add(out, "drill", name, ids, mod.__name__)
-    return out
+    return _discover_declared(repo_root, "dr", "drill", drills_in)
 
 
 def discover_checks(repo_root: Path | str = REPO_ROOT) -> Discovered:
@@ -443,7 +441,7 @@ def sync_catalogue(path: Path, found: Discovered) -> str:
         }
         head, sep, _ = block.partition("\n    checks:")
         if not sep:
-            raise CatalogueError(f"{path}: {cid} has no `checks:` key to sync")
+            raise CatalogueError([(f"controls[{cid}]", "has no `checks:` key to sync: add `checks: {}`")], f"control catalogue {path}")
         trailer = "\n\n" if block.endswith("\n\n") else "\n"
         out.append(
             head

@@ -84,4 +84,4 @@ def test_drill_results_read_and_refused():
     store.put(layout.drill_latest_key("dc-almaty"), b'{"site": "dc-almaty", "ok": "yes", "finished": "soon"}')
     with pytest.raises(layout.BadDocument) as err:
         layout.read_drill(store, "dc-almaty")
-    assert "`ok` input should be a valid boolean" in str(err.value) and "`finished`" in str(err.value)
+    assert "ok: Input should be a valid boolean" in str(err.value) and "finished: " in str(err.value)

@@ -75,12 +75,12 @@ def test_catalogue_holds_exactly_the_shared_ids_in_three_languages():
 @pytest.mark.parametrize(
     ("mutate", "expected"),
     [
-        (lambda d: d["controls"][0]["title"].pop("kk"), "controls.0.title.kk: Field required (every text"),
-        (lambda d: d["controls"][1].update(id="SC-NET-1"), "controls.1.id"),
+        (lambda d: d["controls"][0]["title"].pop("kk"), "controls[0].title.kk: Field required (every text"),
+        (lambda d: d["controls"][1].update(id="SC-NET-1"), "controls[1].id"),
         (lambda d: d["controls"][2].update(id=d["controls"][0]["id"]), "duplicate control id SC-NET-01"),
         (lambda d: d["controls"][0]["sources"][0].update(ref="NOPE"), "source ref 'NOPE' is not defined"),
-        (lambda d: d["controls"][0]["checks"].update(grafana=["x"]), "controls.0.checks.grafana"),
-        (lambda d: d["controls"][0]["statement"].update(ru="  "), "controls.0.statement.ru"),
+        (lambda d: d["controls"][0]["checks"].update(grafana=["x"]), "controls[0].checks.grafana"),
+        (lambda d: d["controls"][0]["statement"].update(ru="  "), "controls[0].statement.ru"),
     ],
 )
 def test_invalid_catalogue_names_the_field(raw, mutate, expected):

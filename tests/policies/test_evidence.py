@@ -343,7 +343,7 @@ def test_junit_node_ids_with_classes_and_params(tmp_path):
             '{"format": "sovcloud-results/1", "results": [{"layer": "a", "check": "c", "status": "ok"}]}',
             "results[0].status 'ok' must be one of",
         ),
-        ("a.json", '{"site": "s", "rto_seconds": 1}', "restore-drill result: `ok` is missing"),
+        ("a.json", '{"site": "s", "rto_seconds": 1}', "restore-drill result: ok: Field required"),
     ],
 )
 def test_bad_result_files_are_named(tmp_path, name, content, message):
