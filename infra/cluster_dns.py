@@ -11,8 +11,10 @@ NetworkPolicy.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
+import jinja2
 import pulumi
 import pulumi_kubernetes as kubernetes
 
@@ -32,24 +34,17 @@ LISTEN_PORT = 53
 GATEWAY_DNS_PORT = 53  # internet_gateway_dns_port
 HEALTH_PORT, READY_PORT, METRICS_PORT = 8080, 8181, 9153
 REPLICAS = 2
+# A Corefile, not HTML: nothing to escape; an unknown name is an error, not an empty string.
+_TEMPLATES = jinja2.Environment(
+    loader=jinja2.FileSystemLoader(Path(__file__).parent / "templates"), undefined=jinja2.StrictUndefined,
+    trim_blocks=True, keep_trailing_newline=True, autoescape=False)  # noqa: S701
 
 
 def corefile(gateways: list[str]) -> str:
     """The cluster's names from the API; the rest forwarded to the site's gateway resolvers (none: not resolved)."""
-    forward = (f"    forward . {' '.join(f'{g}:{GATEWAY_DNS_PORT}' for g in gateways)}\n"
-               "    loop\n" if gateways else "")
-    return (f".:{LISTEN_PORT} {{\n"
-            "    errors\n"
-            "    health {\n        lameduck 5s\n    }\n"
-            f"    ready :{READY_PORT}\n"
-            f"    kubernetes {CLUSTER_DNS_DOMAIN} in-addr.arpa ip6.arpa {{\n"
-            "        pods insecure\n        fallthrough in-addr.arpa ip6.arpa\n        ttl 30\n    }\n"
-            f"    prometheus :{METRICS_PORT}\n"
-            f"{forward}"
-            "    cache 30\n"
-            "    reload\n"
-            "    loadbalance\n"
-            "}\n")
+    return _TEMPLATES.get_template("cluster-dns.Corefile.j2").render(
+        listen_port=LISTEN_PORT, ready_port=READY_PORT, metrics_port=METRICS_PORT, cluster_domain=CLUSTER_DNS_DOMAIN,
+        gateways=gateways, gateway_dns_port=GATEWAY_DNS_PORT)
 
 
 def manifests(cluster: KubernetesCluster, site: cfg.Site, image: str) -> dict[str, dict[str, Any]]:
