@@ -193,23 +193,28 @@ def _write(path: Path, text: str, mode: int) -> None:
     tmp.replace(path)
 
 
+CONFIGMAPS, NAMESPACES = "/api/v1/configmaps", "/api/v1/namespaces"
+SERVICES, SLICES = "/api/v1/services", "/apis/discovery.k8s.io/v1/endpointslices"
+COLLECTIONS = [(CONFIGMAPS, {"labelSelector": ROUTE_LABEL}), (NAMESPACES, {}), (SERVICES, {}), (SLICES, {})]
+
+
 class Agent:
-    def __init__(self, api: kubeapi.Client, domain: str, conf: Path, cert_dir: Path, ca_cert: Path, ca_key: Path,
-                 listen: list[str]):
-        self.api, self.domain, self.conf, self.cert_dir = api, domain, conf, cert_dir
+    def __init__(self, domain: str, conf: Path, cert_dir: Path, ca_cert: Path, ca_key: Path, listen: list[str]):
+        self.domain, self.conf, self.cert_dir = domain, conf, cert_dir
         self.ca_cert, self.ca_key, self.listen = ca_cert, ca_key, listen
         self.refused: list[str] = []
         self.checked: dict[str, float] = {}  # hostname -> when its certificate was last found valid
 
-    def sync(self) -> bool:
-        cms = self.api.items("/api/v1/configmaps", labelSelector=ROUTE_LABEL)
-        published, refused = routes(cms, self.api.items("/api/v1/namespaces"), self.domain)
+    def sync(self, api) -> bool:
+        """Publishes what `api` (the API, or the agent's watched copy of it) shows; True if nginx reloaded."""
+        cms = api.items(CONFIGMAPS, labelSelector=ROUTE_LABEL)
+        published, refused = routes(cms, api.items(NAMESPACES), self.domain)
         if refused != self.refused:
             for why in refused:
                 log.warning("route refused: %s", why)
             self.refused = refused
-        services = self.api.items("/api/v1/services") if published else []
-        slices = self.api.items("/apis/discovery.k8s.io/v1/endpointslices") if published else []
+        services = api.items(SERVICES) if published else []
+        slices = api.items(SLICES) if published else []
         backends = {r: upstreams(r, services, slices) for r in published}
         self.cert_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         issued = []
@@ -249,9 +254,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--routes-ca-key", required=True, type=Path)
     p.add_argument("--listen", action="append", required=True, help="nginx listen address (ip:port), repeatable")
     a = p.parse_args(argv)
-    agent = Agent(kubeapi.Client(a.server, a.ca, a.cert, a.key), a.domain, a.conf, a.cert_dir, a.routes_ca,
-                  a.routes_ca_key, a.listen)
-    return kubeapi.poll(agent.sync, a.interval, a.once)
+    agent = Agent(a.domain, a.conf, a.cert_dir, a.routes_ca, a.routes_ca_key, a.listen)
+    return kubeapi.serve(agent.sync, kubeapi.Client(a.server, a.ca, a.cert, a.key), COLLECTIONS, a)
 
 
 if __name__ == "__main__":

@@ -3,8 +3,9 @@
 Runs on each worker (`python3 -m agents.netpol`, playbooks/roles/kube_node) under plain python3 (Debian
 12): standard library only. `render` is pure: the inputs are the `items` of the Pod, Namespace and
 NetworkPolicy list responses; the output is an `nft -f` script that atomically replaces the table
-`inet sovcloud_netpol`. `main` polls the API with the agent's own read-only identity and loads the script
-whenever it changes; while the API is away the last rules stay (fail static, never open).
+`inet sovcloud_netpol`. `main` follows the API (list+watch, agents/kubeapi.py) with the agent's own read-only
+identity and loads the script whenever it changes; while the API is away the last rules stay (fail static,
+never open).
 
 Layout: the base chain `forward` sends traffic of each isolated local pod to its per-pod chain (egress
 chain by source address, ingress chain by destination address). A per-pod chain `return`s an allowed
@@ -316,6 +317,32 @@ def render(node: str, pods: list[dict], namespaces: list[dict], policies: list[d
     return "\n".join([*out, "}", ""])
 
 
+PODS, NAMESPACES, POLICIES = "/api/v1/pods", "/api/v1/namespaces", "/apis/networking.k8s.io/v1/networkpolicies"
+COLLECTIONS = [(PODS, {}), (NAMESPACES, {}), (POLICIES, {})]
+
+
+def nft_load(script: str) -> None:
+    r = subprocess.run(["nft", "-f", "-"], input=script, capture_output=True, text=True)
+    if r.returncode != 0:
+        raise RuntimeError(f"nft refused the rendered rules: {r.stderr.strip()[-500:]}")
+
+
+class Enforcer:
+    """Renders the node's script from what `api` shows and loads it when it changed."""
+
+    def __init__(self, node: str, pod_cidr: str | None = None, load=nft_load):
+        self.node, self.pod_cidr, self.load = node, pod_cidr, load
+        self.applied: str | None = None
+
+    def sync(self, api) -> bool:
+        script = render(self.node, api.items(PODS), api.items(NAMESPACES), api.items(POLICIES), self.pod_cidr)
+        if script == self.applied:
+            return False
+        self.load(script)
+        self.applied = script
+        return True
+
+
 def main(argv: list[str] | None = None) -> int:
     from agents import kubeapi
 
@@ -324,20 +351,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--pod-cidr", help="this node's pod subnet: its addresses unknown to the API are dropped")
     a = p.parse_args(argv)
     api = kubeapi.Client(a.server, a.ca, a.cert, a.key)
-    applied = {"script": None}
-
-    def sync() -> bool:
-        script = render(a.node, api.items("/api/v1/pods"), api.items("/api/v1/namespaces"),
-                        api.items("/apis/networking.k8s.io/v1/networkpolicies"), a.pod_cidr)
-        if script == applied["script"]:
-            return False
-        r = subprocess.run(["nft", "-f", "-"], input=script, capture_output=True, text=True)
-        if r.returncode != 0:
-            raise RuntimeError(f"nft refused the rendered rules: {r.stderr.strip()[-500:]}")
-        applied["script"] = script
-        return True
-
-    return kubeapi.poll(sync, a.interval, a.once)
+    return kubeapi.serve(Enforcer(a.node, a.pod_cidr).sync, api, COLLECTIONS, a)
 
 
 if __name__ == "__main__":
