@@ -131,6 +131,13 @@ GO_TOOLS = [
         ldflags=[f"-X main.VERSION={pins.LOCAL_PATH_PROVISIONER}"],
         static=True,  # alone in the clusters' storage image
     ),
+    GoTool(
+        name="blackbox_exporter",
+        version=pins.BLACKBOX_EXPORTER,
+        module="github.com/prometheus/blackbox_exporter",
+        commands={"blackbox_exporter": "github.com/prometheus/blackbox_exporter"},
+        ldflags=[f"-X github.com/prometheus/common/version.Version={pins.BLACKBOX_EXPORTER}"],
+    ),
 ]
 LOGS = HOME / "logs"
 
@@ -344,6 +351,7 @@ def checks() -> list[Check]:
         Check("kube-proxy", ["kube-proxy", "--version"], pins.KUBERNETES),
         Check("coredns", ["coredns", "-version"], pins.COREDNS),
         Check("local-path-provisioner", ["local-path-provisioner", "--version"], pins.LOCAL_PATH_PROVISIONER),
+        Check("blackbox_exporter", ["blackbox_exporter", "--version"], pins.BLACKBOX_EXPORTER),
         *(Check(f"stacks: {binary} {v}", [str(KUBERNETES_RELEASES / v / binary), "--version"], v)
           for v in kubernetes_versions() for binary in ("kube-apiserver", *NODE_BINARIES)),
         Check("kubectl", ["kubectl", "version", "--client"]),

@@ -19,6 +19,9 @@ LOCAL_PATH_PROVISIONER = "0.0.30"
 # provider module's release tags; this pseudo-version is the commit of release v4.25.0.
 PULUMI_KUBERNETES = "4.25.0"
 PULUMI_KUBERNETES_MODULE_VERSION = "v4.0.0-20260115033456-f47bc2d6f199"
+# The reference the availability prober is measured against (bench/bench_exporters.py), built from
+# github.com/prometheus/blackbox_exporter: the newest release the Go module proxy serves.
+BLACKBOX_EXPORTER = "0.28.0"
 # The conformance suite's test runner, at the version k8s.io/kubernetes 1.33 is tested with.
 GINKGO = "2.21.0"
 
