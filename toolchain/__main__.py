@@ -320,7 +320,8 @@ def _link(target: Path, link: Path) -> None:
 
 def _version_of(cmd: list[str], env: dict[str, str] | None = None) -> str | None:
     try:
-        out = subprocess.run(cmd, capture_output=True, text=True, timeout=30, env=env)
+        # Generous: checkov's --version imports its whole rule set (~3 s idle, 20 s and more on a loaded machine).
+        out = subprocess.run(cmd, capture_output=True, text=True, timeout=120, env=env)
     except (OSError, subprocess.TimeoutExpired):
         return None
     match = re.search(r"v?(\d+\.\d+(?:\.\d+)?)", out.stdout + out.stderr)
