@@ -66,13 +66,14 @@ def stage(
     try:
         for part in parts:
             key = layout.part_key(site, dataset, ts, part.name)
-            with tempfile.TemporaryFile(dir=bdir) as plain:
-                part.write(plain)
-                plain.seek(0)
-                with open(bdir / (part.name + ".enc"), "wb") as out:
-                    entry = crypto.encrypt_stream(plain, out, kek, key)
-            sha, size = _file_digest(bdir / (part.name + ".enc"))
-            objects.append({"key": key, "name": part.name, "kind": part.kind, "sha256": sha, "size": size, **entry})
+            # Encrypted as it is written: no plaintext copy on disk, and the ciphertext is checksummed in passing.
+            cipher = crypto.Digest()
+            with open(bdir / (part.name + ".enc"), "wb", buffering=0) as out, crypto.WriteBehind(out, cipher) as w:
+                enc = crypto.Encryptor(w, kek, key)
+                part.write(enc)
+                entry = enc.close()
+            objects.append({"key": key, "name": part.name, "kind": part.kind, "sha256": cipher.hexdigest(),
+                            "size": cipher.size, **entry})
         manifest = layout.Manifest(
             site=site,
             dataset=dataset,
@@ -93,15 +94,6 @@ def stage(
         shutil.rmtree(bdir, ignore_errors=True)
         raise
     return bdir
-
-
-def _file_digest(path: Path) -> tuple[str, int]:
-    h, size = hashlib.sha256(), 0
-    with open(path, "rb") as f:
-        while chunk := f.read(1 << 20):
-            h.update(chunk)
-            size += len(chunk)
-    return h.hexdigest(), size
 
 
 @dataclass
@@ -177,11 +169,10 @@ def verify_remote(cfg: DrConfig, site: SiteS3, mkey: str, s3=None, decrypt: bool
     manifest = load_manifest(cfg, s3io.get_bytes(s3, site.bucket, mkey), where)
     kek = crypto.load_kek(cfg.kek_file) if decrypt else None
     for obj in manifest["objects"]:
-        with tempfile.TemporaryFile() as tmp:
-            fetch_object(s3, site, obj, tmp)
-            if kek is not None:
-                tmp.seek(0)
-                check_plaintext(obj, crypto.decrypt_stream(tmp, _Null(), kek, obj["key"], obj["wrapped_key"]))
+        if kek is None:
+            fetch_object(s3, site, obj, _Null())
+        else:
+            fetch_plaintext(s3, site, obj, kek, _Null())
     return manifest
 
 
@@ -200,13 +191,41 @@ def fetch_object(s3, site: SiteS3, obj: dict, dst: BinaryIO, version_id: str | N
         )
 
 
+def fetch_plaintext(s3, site: SiteS3, obj: dict, kek: bytes, dst: BinaryIO, version_id: str | None = None) -> None:
+    """Download an object and decrypt it into dst as it arrives, with every check of fetch_object and of the
+    decryption. A failure is reported as the first failing check in the order size, ciphertext sha256, GCM
+    authentication, plaintext sha256 (a modified object is named as such, not as a bad segment); dst may
+    have received plaintext when it fails, so it is thrown away then."""
+    sink = _Decrypting(crypto.Decryptor(dst, kek, obj["key"], obj["wrapped_key"]))
+    with crypto.WriteBehind(sink) as behind:  # decrypts while the next ciphertext arrives and is checksummed
+        fetch_object(s3, site, obj, behind, version_id)
+    if sink.error is not None:
+        raise sink.error
+    check_plaintext(obj, sink.dec.close())
+
+
+class _Decrypting:
+    """Feeds a Decryptor, keeping its first error for after the ciphertext checks."""
+
+    def __init__(self, dec: crypto.Decryptor) -> None:
+        self.dec, self.error = dec, None
+
+    def write(self, data) -> int:
+        if self.error is None:
+            try:
+                self.dec.write(data)
+            except crypto.CryptoError as err:
+                self.error = err
+        return len(data)
+
+
 def check_plaintext(obj: dict, digest: crypto.Digest) -> None:
     if digest.size != obj["plaintext_size"] or digest.hexdigest() != obj["plaintext_sha256"]:
         raise VerifyError(f"{obj['key']}: decrypted plaintext sha256/size does not match the manifest")
 
 
 class _Null:
-    def write(self, data: bytes) -> int:
+    def write(self, data) -> int:
         return len(data)
 
 

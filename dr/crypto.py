@@ -14,8 +14,11 @@ import base64
 import hashlib
 import json
 import os
+import queue
 import struct
-from collections.abc import Iterator
+import threading
+from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import BinaryIO
 
@@ -28,6 +31,8 @@ from cryptography.hazmat.primitives.keywrap import InvalidUnwrap, aes_key_unwrap
 MAGIC = b"SOVDR1\n"
 SEGMENT = 1 << 20  # 1 MiB plaintext per GCM segment: bounded memory, small per-segment overhead
 TAG = 16
+# Threads sealing segments of one stream (AES-GCM releases the GIL); the hashing and writing stay in order.
+THREADS = 4
 KEK_ENV = "SOVCLOUD_DR_KEK"
 
 
@@ -88,17 +93,6 @@ def _aad(object_key: str, counter: int, last: bool) -> bytes:
     return f"{object_key}|{counter}|{int(last)}".encode()
 
 
-def _chunks(src: BinaryIO, size: int) -> Iterator[tuple[bytes, bool]]:
-    """(chunk, is_last) over src; an empty stream yields one empty last chunk."""
-    cur = src.read(size)
-    while True:
-        nxt = src.read(size)
-        yield cur, not nxt
-        if not nxt:
-            return
-        cur = nxt
-
-
 class Digest:
     """sha256 and byte count of a stream seen in passing."""
 
@@ -106,7 +100,7 @@ class Digest:
         self.h = hashlib.sha256()
         self.size = 0
 
-    def update(self, data: bytes) -> None:
+    def update(self, data) -> None:
         self.h.update(data)
         self.size += len(data)
 
@@ -114,45 +108,227 @@ class Digest:
         return self.h.hexdigest()
 
 
+class WriteBehind:
+    """A write-only stream that hashes into `digest` (optional) and writes to `dst` in a thread of its own, so
+    that producing the bytes (receiving, decrypting, encrypting) and consuming them run at once; up to `depth`
+    writes wait in between (bounded memory). Each write must be given bytes its caller no longer changes. An
+    error in dst is raised by the next write or by close(), which waits for everything to be written."""
+
+    _END = object()
+
+    def __init__(self, dst, digest: Digest | None = None, depth: int = 4) -> None:
+        self._dst, self._digest = dst, digest
+        self._q: queue.Queue = queue.Queue(depth)
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name="write-behind", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while (data := self._q.get()) is not self._END:
+            if self._error is None:
+                try:
+                    if self._digest is not None:
+                        self._digest.update(data)
+                    self._dst.write(data)
+                except BaseException as err:  # noqa: BLE001 - handed to the writing thread
+                    self._error = err
+
+    def write(self, data) -> int:
+        if self._error is not None:
+            raise self._error
+        self._q.put(data)
+        return len(data)
+
+    def close(self) -> None:
+        if self._thread.is_alive():
+            self._q.put(self._END)
+            self._thread.join()
+        if self._error is not None:
+            raise self._error
+
+    def __enter__(self) -> WriteBehind:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+class _Segmenter:
+    """Cuts a written stream into `size`-byte segments, seals (encrypts or opens) them on THREADS threads and
+    hands the results to `_done` in stream order.
+
+    The segment that might be the last one is held back until more bytes arrive or close() says it is the
+    last, so a writer of any chunk sizes (tarfile's 10 KiB blocks, one big buffer) produces the same
+    segments as reading the whole stream would. AES-GCM releases the GIL, so segments are sealed in
+    parallel while the caller produces the next ones; at most 2 x THREADS segments are in flight."""
+
+    def __init__(self, size: int) -> None:
+        self._size = size
+        self._buf = bytearray()
+        self._counter = 0
+        self._pool = ThreadPoolExecutor(THREADS, thread_name_prefix="aes-gcm")
+        self._pending: deque[Future] = deque()
+
+    def write(self, data) -> int:
+        mv = memoryview(data).cast("B")
+        n = len(mv)
+        if not n:
+            return 0
+        size, buf = self._size, self._buf
+        if len(buf) == size:  # more bytes follow: the held segment is not the last
+            self._segment(buf, False)
+            buf.clear()
+        take = min(size - len(buf), n)
+        buf += mv[:take]
+        mv = mv[take:]
+        if mv:
+            self._segment(buf, False)
+            buf.clear()
+            while len(mv) > size:
+                self._segment(mv[:size], False)
+                mv = mv[size:]
+            buf += mv
+        return n
+
+    def _segment(self, data, last: bool) -> None:
+        data = bytes(data)  # the caller's buffer may change once write() returns
+        self._accept(data)
+        self._pending.append(self._pool.submit(self._seal, data, self._counter, last))
+        self._counter += 1
+        try:
+            while len(self._pending) > 2 * THREADS:
+                self._done(self._pending.popleft().result())
+        except BaseException:
+            self._pool.shutdown(cancel_futures=True)  # a failed stream takes no more writes
+            raise
+
+    def _finish(self) -> None:
+        try:
+            self._segment(self._buf, True)  # an empty stream is one empty last segment
+            self._buf = bytearray()
+            while self._pending:
+                self._done(self._pending.popleft().result())
+        finally:
+            self._pool.shutdown(cancel_futures=True)
+
+    def _accept(self, data: bytes) -> None:
+        """Each segment in order, before it is sealed."""
+
+    def _seal(self, data: bytes, counter: int, last: bool) -> bytes:
+        raise NotImplementedError
+
+    def _done(self, sealed: bytes) -> None:
+        raise NotImplementedError
+
+
+class Encryptor(_Segmenter):
+    """A write-only stream that encrypts what is written into `dst`.
+
+    Every object gets a fresh data key; close() returns the manifest entry fields (wrapped key, plaintext
+    sha256 and size)."""
+
+    def __init__(self, dst: BinaryIO, kek: bytes, object_key: str) -> None:
+        super().__init__(SEGMENT)
+        self._dst, self._kek, self._key = dst, kek, object_key
+        self._data_key = AESGCM.generate_key(bit_length=256)
+        self._aes = AESGCM(self._data_key)
+        self._prefix = os.urandom(8)
+        self.plain = Digest()
+        dst.write(MAGIC + self._prefix + struct.pack(">I", SEGMENT))
+
+    def _accept(self, data: bytes) -> None:
+        self.plain.update(data)
+
+    def _seal(self, data: bytes, counter: int, last: bool) -> bytes:
+        return self._aes.encrypt(_nonce(self._prefix, counter), data, _aad(self._key, counter, last))
+
+    def _done(self, sealed: bytes) -> None:
+        self._dst.write(sealed)
+
+    def close(self) -> dict:
+        self._finish()
+        return {
+            "wrapped_key": wrap_key(self._kek, self._data_key),
+            "plaintext_sha256": self.plain.hexdigest(),
+            "plaintext_size": self.plain.size,
+        }
+
+
+class Decryptor(_Segmenter):
+    """A write-only stream that authenticates and decrypts what is written (a whole object, header first)
+    into `dst`. A bad segment raises CryptoError (at once, or a few segments later: they are opened in
+    parallel); close() checks the end of the stream (truncation) and returns the plaintext digest."""
+
+    def __init__(self, dst: BinaryIO, kek: bytes, object_key: str, wrapped_key: str) -> None:
+        super().__init__(len(MAGIC) + 12)  # the header first; then segments of the size it names
+        self._dst, self._key = dst, object_key
+        self._aes = AESGCM(unwrap_key(kek, wrapped_key, object_key))
+        self._prefix: bytes | None = None
+        self.plain = Digest()
+
+    def _header(self, head) -> None:
+        head = bytes(head)
+        if len(head) != len(MAGIC) + 12 or not head.startswith(MAGIC):
+            raise CryptoError(f"{self._key}: not a sovcloud DR ciphertext (bad header)")
+        (segment,) = struct.unpack(">I", head[len(MAGIC) + 8 :])
+        if not 0 < segment <= 64 << 20:
+            raise CryptoError(f"{self._key}: implausible segment size {segment} in header")
+        self._prefix, self._size = head[len(MAGIC) : len(MAGIC) + 8], segment + TAG
+
+    def write(self, data) -> int:
+        if self._prefix is not None:
+            return super().write(data)
+        mv = memoryview(data).cast("B")
+        need = self._size - len(self._buf)
+        self._buf += mv[:need]
+        if len(self._buf) == self._size:
+            self._header(self._buf)
+            self._buf.clear()
+            super().write(mv[need:])
+        return len(mv)
+
+    def _segment(self, data, last: bool) -> None:
+        if self._prefix is None:  # the stream ended inside the header
+            self._header(data)
+        super()._segment(data, last)
+
+    def _seal(self, data: bytes, counter: int, last: bool) -> bytes:
+        try:
+            return self._aes.decrypt(_nonce(self._prefix, counter), data, _aad(self._key, counter, last))
+        except InvalidTag:
+            raise CryptoError(
+                f"{self._key}: AES-GCM authentication failed at segment {counter} "
+                "(ciphertext modified, truncated or reordered)"
+            ) from None
+
+    def _done(self, sealed: bytes) -> None:
+        self.plain.update(sealed)
+        self._dst.write(sealed)
+
+    def close(self) -> Digest:
+        self._finish()
+        return self.plain
+
+
+def _pump(src: BinaryIO, dst: Encryptor | Decryptor, size: int) -> None:
+    buf = bytearray(size)
+    view = memoryview(buf)
+    while n := src.readinto(buf):
+        dst.write(view[:n])
+
+
 def encrypt_stream(src: BinaryIO, dst: BinaryIO, kek: bytes, object_key: str) -> dict:
     """Encrypt src into dst; returns the per-object entry fields (wrapped key, plaintext digest)."""
-    data_key = AESGCM.generate_key(bit_length=256)
-    aes = AESGCM(data_key)
-    prefix = os.urandom(8)
-    dst.write(MAGIC + prefix + struct.pack(">I", SEGMENT))
-    plain = Digest()
-    for counter, (chunk, last) in enumerate(_chunks(src, SEGMENT)):
-        plain.update(chunk)
-        dst.write(aes.encrypt(_nonce(prefix, counter), chunk, _aad(object_key, counter, last)))
-    return {
-        "wrapped_key": wrap_key(kek, data_key),
-        "plaintext_sha256": plain.hexdigest(),
-        "plaintext_size": plain.size,
-    }
+    enc = Encryptor(dst, kek, object_key)
+    _pump(src, enc, SEGMENT)
+    return enc.close()
 
 
 def decrypt_stream(src: BinaryIO, dst: BinaryIO, kek: bytes, object_key: str, wrapped_key: str) -> Digest:
     """Decrypt src into dst, authenticating every segment; returns the plaintext digest."""
-    head = src.read(len(MAGIC) + 12)
-    if len(head) != len(MAGIC) + 12 or not head.startswith(MAGIC):
-        raise CryptoError(f"{object_key}: not a sovcloud DR ciphertext (bad header)")
-    prefix = head[len(MAGIC) : len(MAGIC) + 8]
-    (segment,) = struct.unpack(">I", head[len(MAGIC) + 8 :])
-    if not 0 < segment <= 64 << 20:
-        raise CryptoError(f"{object_key}: implausible segment size {segment} in header")
-    aes = AESGCM(unwrap_key(kek, wrapped_key, object_key))
-    plain = Digest()
-    for counter, (chunk, last) in enumerate(_chunks(src, segment + TAG)):
-        try:
-            out = aes.decrypt(_nonce(prefix, counter), chunk, _aad(object_key, counter, last))
-        except InvalidTag:
-            raise CryptoError(
-                f"{object_key}: AES-GCM authentication failed at segment {counter} "
-                "(ciphertext modified, truncated or reordered)"
-            ) from None
-        plain.update(out)
-        dst.write(out)
-    return plain
+    dec = Decryptor(dst, kek, object_key, wrapped_key)
+    _pump(src, dec, SEGMENT + TAG)
+    return dec.close()
 
 
 # --- manifest signing (Ed25519) -------------------------------------------------------------------

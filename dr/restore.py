@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from dr import crypto, layout, s3io, sources
-from dr.backup import VerifyError, check_plaintext, fetch_object, load_manifest
+from dr.backup import VerifyError, fetch_plaintext, load_manifest
 from dr.config import DrConfig, SiteS3
 from dr.store import S3Bucket
 
@@ -124,10 +124,8 @@ def fetch(
                     raise VerifyError(f"{where}: object {obj['key']} lies outside the backup prefix")
 
                 def read_object(vid: str | None, obj=obj, site=site, s3=s3, sdir=sdir) -> None:
-                    with tempfile.TemporaryFile(dir=sdir) as ct, open(sdir / obj["name"], "wb") as pt:
-                        fetch_object(s3, site, obj, ct, vid)
-                        ct.seek(0)
-                        check_plaintext(obj, crypto.decrypt_stream(ct, pt, kek, obj["key"], obj["wrapped_key"]))
+                    with open(sdir / obj["name"], "wb") as pt:
+                        fetch_plaintext(s3, site, obj, kek, pt, vid)
 
                 _first_good(s3, site, obj["key"], read_object, older_versions, used)
                 files[obj["name"]] = sdir / obj["name"]

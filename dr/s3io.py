@@ -4,9 +4,13 @@ multipart uploads, the lock of each written version, older versions for restores
 from __future__ import annotations
 
 import hashlib
+import os
+from collections import deque
 from collections.abc import Callable, Iterator
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from itertools import islice
 from pathlib import Path
 from typing import BinaryIO
 
@@ -22,6 +26,11 @@ class LockError(Exception):
 
 
 S3Error = (BotoCoreError, ClientError, LockError)
+# Parts (ranges) of one object in flight at once, each in its own thread and connection: S3 throughput comes
+# from parallel requests, and this bounds the memory of a transfer at CONCURRENCY parts.
+CONCURRENCY = 10  # boto3's own transfer default
+# The range of one GET when an object is downloaded in parallel (boto3's own transfer default too).
+RANGE = 8 << 20
 # Host and S3 server clocks may differ: a version's lock may end this much earlier than the host expects.
 CLOCK_SKEW = timedelta(hours=1)
 
@@ -45,6 +54,7 @@ def _client(site: SiteS3, access: str, secret: str):
         retries={"max_attempts": 2, "mode": "standard"},
         request_checksum_calculation="when_required",
         response_checksum_validation="when_required",
+        max_pool_connections=CONCURRENCY + 2,  # every transfer thread keeps its connection
     )
     return boto3.client(
         "s3",
@@ -234,7 +244,10 @@ def upload_file(
     """Multipart upload of `path` that resumes an interrupted upload of the same key.
 
     Parts already at the server are reused when their ETag equals the MD5 of the local part, so a
-    resumed upload sends only what is missing. `on_part(n)` runs after each part is sent.
+    resumed upload sends only what is missing (the whole object is checked by the caller's read-back). Up
+    to CONCURRENCY parts are read and sent at once (memory: CONCURRENCY x part_size). `on_part(n)` runs
+    after part n is sent, in this thread; when it raises, the parts not started yet are not sent (those
+    already sent stay, for a resume).
     """
     res = UploadResult(key)
     h = head(s3, bucket, key)
@@ -245,31 +258,55 @@ def upload_file(
     have = _parts(s3, bucket, key, upload_id) if upload_id else {}
     if upload_id is None:
         upload_id = s3.create_multipart_upload(Bucket=bucket, Key=key, Metadata={"sha256": sha256})["UploadId"]
-    done = []
-    with open(path, "rb") as f:
-        n = 0
-        while True:
-            data = f.read(part_size)
-            if not data and n > 0:
-                break
-            n += 1
-            etag = _md5(data)
-            old = have.get(n)
-            if old is not None and old["ETag"].strip('"') == etag and old["Size"] == len(data):
-                res.parts_reused += 1
-            else:
-                s3.upload_part(Bucket=bucket, Key=key, UploadId=upload_id, PartNumber=n, Body=data)
-                res.parts_sent += 1
-                if on_part:
-                    on_part(n)
-            done.append({"PartNumber": n, "ETag": f'"{etag}"'})
-            if len(data) < part_size:
-                break
+    size = path.stat().st_size
+    count = max(1, -(-size // part_size))  # an empty file is one empty part
+    etags: dict[int, str] = {}
+    fd = os.open(path, os.O_RDONLY)
+
+    def send(n: int) -> bool:
+        """Part n: True when sent, False when the server already holds it."""
+        data = os.pread(fd, part_size, (n - 1) * part_size)
+        old = have.get(n)
+        if old is not None and old["Size"] == len(data) and old["ETag"].strip('"') == _md5(data):
+            etags[n] = old["ETag"]
+            return False
+        etags[n] = s3.upload_part(Bucket=bucket, Key=key, UploadId=upload_id, PartNumber=n, Body=data)["ETag"]
+        return True
+
+    try:
+        with ThreadPoolExecutor(CONCURRENCY, thread_name_prefix="s3-put") as pool:
+            running: dict[Future, int] = {}
+            try:
+                for n in range(1, count + 1):
+                    while len(running) >= CONCURRENCY:
+                        _note_sent(res, running, on_part, wait(running, return_when=FIRST_COMPLETED).done)
+                    running[pool.submit(send, n)] = n
+                while running:
+                    _note_sent(res, running, on_part, wait(running, return_when=FIRST_COMPLETED).done)
+            finally:
+                for fut in running:  # a failure: nothing new starts; what is in flight finishes or fails
+                    fut.cancel()
+    finally:
+        os.close(fd)
     done_resp = s3.complete_multipart_upload(
-        Bucket=bucket, Key=key, UploadId=upload_id, MultipartUpload={"Parts": done}
+        Bucket=bucket,
+        Key=key,
+        UploadId=upload_id,
+        MultipartUpload={"Parts": [{"PartNumber": n, "ETag": etags[n]} for n in range(1, count + 1)]},
     )
     res.version_id = done_resp.get("VersionId")
     return res
+
+
+def _note_sent(res: UploadResult, running: dict, on_part, done) -> None:
+    for fut in sorted(done, key=running.__getitem__):
+        n = running.pop(fut)
+        if fut.result():
+            res.parts_sent += 1
+            if on_part:
+                on_part(n)
+        else:
+            res.parts_reused += 1
 
 
 def put_small(s3, bucket: str, key: str, body: bytes, content_type: str = "application/json") -> str | None:
@@ -292,14 +329,47 @@ def put_once(s3, bucket: str, key: str, body: bytes) -> UploadResult:
 
 
 def download(s3, bucket: str, key: str, dst: BinaryIO, version_id: str | None = None) -> tuple[str, int]:
-    """Stream an object (the current version, or version_id) into dst; returns (sha256, size) received."""
+    """Stream an object (the current version, or version_id) into dst; returns (sha256, size) received.
+
+    An object larger than RANGE is fetched as ranges of one version, CONCURRENCY at a time, and written to dst
+    in order while the next ranges arrive (memory: CONCURRENCY x RANGE)."""
     h, size = hashlib.sha256(), 0
     kw = {"VersionId": version_id} if version_id else {}
-    body = s3.get_object(Bucket=bucket, Key=key, **kw)["Body"]
-    for chunk in body.iter_chunks(1 << 20):
-        h.update(chunk)
-        size += len(chunk)
-        dst.write(chunk)
+
+    def take(data) -> None:
+        nonlocal size
+        h.update(data)
+        size += len(data)
+        dst.write(data)
+
+    meta = s3.head_object(Bucket=bucket, Key=key, **kw)
+    total = meta["ContentLength"]
+    # Every range from the same version: another writer's newer version must not be mixed in.
+    if meta.get("VersionId") and meta["VersionId"] != "null":
+        kw = {"VersionId": meta["VersionId"]}
+    elif meta.get("ETag"):
+        kw = {"IfMatch": meta["ETag"]}
+    if total <= RANGE:
+        for chunk in s3.get_object(Bucket=bucket, Key=key, **kw)["Body"].iter_chunks(1 << 20):
+            take(chunk)
+        return h.hexdigest(), size
+
+    def get(offset: int) -> bytes:
+        end = min(offset + RANGE, total) - 1
+        return s3.get_object(Bucket=bucket, Key=key, Range=f"bytes={offset}-{end}", **kw)["Body"].read()
+
+    with ThreadPoolExecutor(CONCURRENCY, thread_name_prefix="s3-get") as pool:
+        offsets = iter(range(0, total, RANGE))
+        window: deque[Future] = deque(pool.submit(get, o) for o in islice(offsets, CONCURRENCY))
+        try:
+            while window:
+                data = window.popleft().result()
+                if (nxt := next(offsets, None)) is not None:
+                    window.append(pool.submit(get, nxt))
+                take(data)
+        finally:
+            for fut in window:
+                fut.cancel()
     return h.hexdigest(), size
 
 

@@ -40,7 +40,7 @@ class Interrupted(Exception):
     pass
 
 
-def test_interrupted_upload_resumes_from_uploaded_parts(cfg, tmp_path):
+def test_interrupted_upload_resumes_from_uploaded_parts(cfg, tmp_path, monkeypatch):
     src = tmp_path / "vol"
     src.mkdir()
     (src / "big").write_bytes(os.urandom(17 << 20))  # 4 parts of 5 MiB
@@ -49,14 +49,18 @@ def test_interrupted_upload_resumes_from_uploaded_parts(cfg, tmp_path):
         if n == 2:
             raise Interrupted(f"simulated crash after part {n}")
 
-    with pytest.raises(Interrupted):
-        jobs.backup_dir(cfg, src, "resume", on_part=abort_after_two)
+    # One part at a time while the job dies, so exactly parts 1 and 2 are at the server; the resume is parallel.
+    with monkeypatch.context() as m:
+        m.setattr(s3io, "CONCURRENCY", 1)
+        with pytest.raises(Interrupted):
+            jobs.backup_dir(cfg, src, "resume", on_part=abort_after_two)
     [bdir] = backup.pending(cfg)
     sent: list[int] = []
     rep = backup.push(cfg, bdir, on_part=sent.append)
     assert rep.verified_sites == ["dc-astana", "dc-almaty"], rep.to_dict()
     up = rep.sites["dc-astana"].uploads[0]
     assert up["parts_reused"] == 2 and up["parts_sent"] == 2, up
+    assert sorted(sent[:2]) == [3, 4] and sorted(sent[2:]) == [1, 2, 3, 4], sent  # only the missing parts
     assert rep.sites["dc-almaty"].uploads[0]["parts_sent"] == 4
     f = restore.fetch(cfg, "dc-astana", "resume", None, tmp_path / "w", sites=["dc-astana"])
     restore.restore_tar(f, tmp_path / "restored")

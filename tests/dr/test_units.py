@@ -86,6 +86,71 @@ def test_stream_encryption_round_trip_and_tamper(size):
             crypto.decrypt_stream(io.BytesIO(cut), io.BytesIO(), kek, "k/obj", entry["wrapped_key"])
 
 
+def _open_as_specified(ct: bytes, kek: bytes, object_key: str, wrapped: str) -> bytes:
+    """The ciphertext format read straight from its definition (dr/crypto.py's docstring), independent of
+    crypto.Decryptor: header, then segments of SEGMENT + TAG bytes, nonce = prefix || counter, the last
+    segment flagged in the associated data."""
+    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+    from cryptography.hazmat.primitives.keywrap import aes_key_unwrap
+
+    head = len(crypto.MAGIC) + 12
+    assert ct[: len(crypto.MAGIC)] == crypto.MAGIC
+    prefix, segment = ct[len(crypto.MAGIC) : head - 4], int.from_bytes(ct[head - 4 : head], "big")
+    aes = AESGCM(aes_key_unwrap(kek, crypto.unb64(wrapped)))
+    body = ct[head:]
+    segs = [body[i : i + segment + crypto.TAG] for i in range(0, len(body), segment + crypto.TAG)] or [b""]
+    return b"".join(
+        aes.decrypt(prefix + n.to_bytes(4, "big"), seg, f"{object_key}|{n}|{int(n == len(segs) - 1)}".encode())
+        for n, seg in enumerate(segs)
+    )
+
+
+@pytest.mark.control("SC-DATA-02")
+@pytest.mark.parametrize("size", [0, crypto.SEGMENT, 2 * crypto.SEGMENT + 5, 9 * crypto.SEGMENT + 1])
+@pytest.mark.parametrize("step", [10240, crypto.SEGMENT, 1 << 30])
+def test_encryptor_writes_the_same_format_whatever_the_write_sizes(size, step):
+    # Writers hand the Encryptor any chunk sizes (tarfile: 10 KiB blocks; a dump: one buffer); the segments,
+    # sealed in parallel, must come out in order and in the documented format.
+    kek = crypto.unb64(crypto.new_kek())
+    plain = bytes(i % 251 for i in range(size))
+    ct = io.BytesIO()
+    enc = crypto.Encryptor(ct, kek, "k/obj")
+    for i in range(0, size, step):
+        enc.write(memoryview(plain)[i : i + step])
+    entry = enc.close()
+    segments = max(1, -(-size // crypto.SEGMENT))
+    assert len(ct.getvalue()) == len(crypto.MAGIC) + 12 + size + segments * crypto.TAG
+    assert _open_as_specified(ct.getvalue(), kek, "k/obj", entry["wrapped_key"]) == plain
+    assert entry["plaintext_size"] == size
+    # Fed in pieces of another size, the Decryptor gives the plaintext back; a flipped byte in segment 1 fails.
+    out = io.BytesIO()
+    dec = crypto.Decryptor(out, kek, "k/obj", entry["wrapped_key"])
+    for i in range(0, len(ct.getvalue()), 7777):
+        dec.write(ct.getvalue()[i : i + 7777])
+    assert dec.close().hexdigest() == entry["plaintext_sha256"] and out.getvalue() == plain
+    if size > crypto.SEGMENT:
+        bad = bytearray(ct.getvalue())
+        bad[len(crypto.MAGIC) + 12 + crypto.SEGMENT + crypto.TAG + 3] ^= 1
+        with pytest.raises(crypto.CryptoError, match="k/obj: AES-GCM authentication failed at segment 1 "):
+            crypto.decrypt_stream(io.BytesIO(bytes(bad)), io.BytesIO(), kek, "k/obj", entry["wrapped_key"])
+
+
+def test_write_behind_hashes_writes_in_order_and_reports_a_failed_write():
+    digest, out = crypto.Digest(), io.BytesIO()
+    with crypto.WriteBehind(out, digest) as w:
+        for i in range(100):
+            w.write(bytes([i]) * 1000)
+    want = b"".join(bytes([i]) * 1000 for i in range(100))
+    assert out.getvalue() == want and digest.size == len(want)
+
+    class Full(io.RawIOBase):
+        def write(self, data):
+            raise OSError(28, "No space left on device")
+
+    with pytest.raises(OSError, match="No space left"), crypto.WriteBehind(Full()) as w:
+        w.write(b"x")
+
+
 def test_kek_loading_errors_name_the_fix(tmp_path, monkeypatch):
     monkeypatch.delenv(crypto.KEK_ENV, raising=False)
     with pytest.raises(crypto.CryptoError, match="SOVCLOUD_DR_KEK"):
