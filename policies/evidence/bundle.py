@@ -1,19 +1,27 @@
-"""Build and verify a signed evidence bundle: evidence.json, evidence.json.sig, signer.pem, report.html."""
+"""Build and verify a signed evidence bundle: evidence.json, evidence.json.sig, signer.pem, report.html, and the
+run's OSCAL documents in oscal/ (catalog, baseline profile, component definition, assessment results), whose
+SHA-256 digests evidence.json lists, so the one signature covers them too."""
 
 from __future__ import annotations
 
 import difflib
 import hashlib
 import json
+import shutil
+import tempfile
 from datetime import UTC, datetime
 from pathlib import Path
 
-from policies.catalogue import CATALOGUE_PATH, REPO_ROOT, Catalogue, load_catalogue
+from policies.catalogue import CATALOGUE_PATH, REPO_ROOT, Catalogue, discover_checks, load_catalogue
 from policies.evidence import report, signing
 from policies.evidence.results import STATUSES, CheckResult, read_results
+from policies.oscal import documents as oscal
 
-FORMAT = "sovcloud-evidence/1"
+# /2: evidence.json lists the OSCAL documents of the run (`oscal`: bundle path -> SHA-256).
+FORMAT = "sovcloud-evidence/2"
 EVIDENCE, SIGNATURE, SIGNER, REPORT = "evidence.json", "evidence.json.sig", "signer.pem", "report.html"
+OSCAL_DIR = "oscal"
+GENERATED = "%Y-%m-%dT%H:%M:%SZ"
 
 
 class VerifyError(ValueError):
@@ -92,6 +100,40 @@ def evaluate(cat: Catalogue, results: list[CheckResult], lang: str) -> tuple[lis
     return controls, unmatched
 
 
+def catalogue_digest(catalogue_path: Path) -> str:
+    """The catalogue file's SHA-256: the evidence names the catalogue it was judged against by it."""
+    return hashlib.sha256(catalogue_path.read_bytes()).hexdigest()
+
+
+def collect(
+    results_dir: Path,
+    stack: str,
+    lang: str,
+    repo_root: Path = REPO_ROOT,
+    catalogue_path: Path = CATALOGUE_PATH,
+) -> tuple[Catalogue, dict]:
+    """The catalogue and the evidence document of the results (unsigned, without its OSCAL documents)."""
+    if lang not in report.LABELS:
+        raise ValueError(f"--lang {lang!r}: choose one of {', '.join(report.LABELS)}")
+    if not stack or not stack.replace("-", "").isalnum():
+        raise ValueError(f"--stack {stack!r}: use a stack name like `lab` (letters, digits, dashes)")
+    cat = load_catalogue(catalogue_path)
+    results, inputs = read_results(results_dir, repo_root)
+    controls, unmatched = evaluate(cat, results, lang)
+    summary = {s: sum(1 for c in controls if c["status"] == s) for s in STATUSES}
+    return cat, {
+        "format": FORMAT,
+        "stack": stack,
+        "lang": lang,
+        "generated": datetime.now(UTC).strftime(GENERATED),
+        "catalogue_sha256": catalogue_digest(catalogue_path),
+        "summary": summary,
+        "controls": controls,
+        "unmatched": unmatched,
+        "inputs": inputs,
+    }
+
+
 def build(
     results_dir: Path,
     out_dir: Path,
@@ -102,34 +144,26 @@ def build(
     repo_root: Path = REPO_ROOT,
     catalogue_path: Path = CATALOGUE_PATH,
 ) -> dict:
-    if lang not in report.LABELS:
-        raise ValueError(f"--lang {lang!r}: choose one of {', '.join(report.LABELS)}")
-    if not stack or not stack.replace("-", "").isalnum():
-        raise ValueError(f"--stack {stack!r}: use a stack name like `lab` (letters, digits, dashes)")
-    cat = load_catalogue(catalogue_path)
-    results, inputs = read_results(results_dir, repo_root)
+    cat, evidence = collect(results_dir, stack, lang, repo_root, catalogue_path)
     signer = signing.load_cert(cert, "--cert")
-    controls, unmatched = evaluate(cat, results, lang)
-    summary = {s: sum(1 for c in controls if c["status"] == s) for s in STATUSES}
-    evidence = {
-        "format": FORMAT,
-        "stack": stack,
-        "lang": lang,
-        "generated": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
-        "catalogue_sha256": hashlib.sha256(catalogue_path.read_bytes()).hexdigest(),
-        "summary": summary,
-        "controls": controls,
-        "unmatched": unmatched,
-        "inputs": inputs,
-    }
-    data = signing.canonical(evidence)
-    sig = signing.sign(data, key)
-    # Check the signature with the certificate before writing: a key/cert mismatch fails here.
-    try:
-        signing.verify(data, sig, signer)
-    except signing.SignatureError:
-        raise signing.SignatureError(f"--key {key} does not belong to --cert {cert}") from None
-    out_dir.mkdir(parents=True, exist_ok=True)
+    if why := signing.validity_problem(signer):
+        raise signing.SignatureError(f"--cert {cert}: the signer certificate {why}")
+    with tempfile.TemporaryDirectory(prefix="sovcloud-evidence-") as staging:
+        # Written and validated (compliance-trestle) aside: nothing reaches --out unless the signing works.
+        digests = oscal.write(Path(staging), cat, evidence["catalogue_sha256"], discover_checks(repo_root),
+                              datetime.strptime(evidence["generated"], GENERATED).replace(tzinfo=UTC), evidence,
+                              repo_root)
+        evidence["oscal"] = {f"{OSCAL_DIR}/{name}": digest for name, digest in sorted(digests.items())}
+        data = signing.canonical(evidence)
+        sig = signing.sign(data, key)
+        # Check the signature with the certificate before writing: a key/cert mismatch fails here.
+        try:
+            signing.verify(data, sig, signer)
+        except signing.SignatureError:
+            raise signing.SignatureError(f"--key {key} does not belong to --cert {cert}") from None
+        out_dir.mkdir(parents=True, exist_ok=True)
+        shutil.rmtree(out_dir / OSCAL_DIR, ignore_errors=True)
+        shutil.copytree(staging, out_dir / OSCAL_DIR)
     (out_dir / EVIDENCE).write_text(
         json.dumps(evidence, ensure_ascii=False, indent=2, sort_keys=True) + "\n", encoding="utf-8"
     )
@@ -140,7 +174,7 @@ def build(
 
 
 def verify(bundle: Path, ca_cert: Path) -> dict:
-    """Raise VerifyError unless the signature, signer chain and HTML all match evidence.json."""
+    """Raise VerifyError unless the signature, signer chain, HTML and OSCAL documents all match evidence.json."""
     try:
         evidence = json.loads((bundle / EVIDENCE).read_text(encoding="utf-8"))
         sig = (bundle / SIGNATURE).read_bytes()
@@ -157,6 +191,22 @@ def verify(bundle: Path, ca_cert: Path) -> dict:
         raise VerifyError(f"{bundle / EVIDENCE}: {err}") from None
     if evidence.get("format") != FORMAT:
         raise VerifyError(f"{bundle / EVIDENCE}: format {evidence.get('format')!r} is not {FORMAT!r}")
+    members = evidence.get("oscal") or {}
+    if not all(f"{OSCAL_DIR}/{name}" in members for name in oscal.MODELS):
+        raise VerifyError(f"{bundle / EVIDENCE}: lists OSCAL documents {sorted(members)}; a bundle carries "
+                          f"{', '.join(oscal.MODELS)} under {OSCAL_DIR}/")
+    unsigned = sorted(p.relative_to(bundle).as_posix() for p in (bundle / OSCAL_DIR).rglob("*")
+                      if p.is_file() and p.relative_to(bundle).as_posix() not in members)
+    if unsigned:
+        raise VerifyError(f"{bundle / OSCAL_DIR}: {', '.join(unsigned)} not in the signed evidence.json: remove it")
+    for name, digest in sorted(members.items()):
+        try:
+            got = hashlib.sha256((bundle / name).read_bytes()).hexdigest()
+        except OSError as err:
+            raise VerifyError(f"{bundle / name}: listed in the signed evidence.json but unreadable: {err}") from None
+        if got != digest:
+            raise VerifyError(f"{bundle / name}: does not match the signed evidence.json (SHA-256 {got}, signed "
+                              f"{digest})")
     expected = report.render(evidence)
     if html != expected:
         diff = next(

@@ -34,6 +34,7 @@ LABELS = {
         "no_checks": "Тексеру жоқ",
         "inputs": "Кіріс файлдар",
         "digest": "JSON SHA-256",
+        "oscal": "OSCAL құжаттары",
     },
     "ru": {
         "title": "Доказательства соответствия",
@@ -56,6 +57,7 @@ LABELS = {
         "no_checks": "Нет проверок",
         "inputs": "Входные файлы",
         "digest": "JSON SHA-256",
+        "oscal": "Документы OSCAL",
     },
     "en": {
         "title": "Compliance evidence",
@@ -78,6 +80,7 @@ LABELS = {
         "no_checks": "No checks",
         "inputs": "Input files",
         "digest": "JSON SHA-256",
+        "oscal": "OSCAL documents",
     },
 }
 
@@ -122,6 +125,10 @@ tr.status-not-run td.st { background: #e0e0e0; }
 {% if ev.unmatched %}<h2>{{ L.unmatched }}</h2>
 <ul>{% for r in ev.unmatched %}
 <li>[{{ r.layer }}] <code>{{ r.check }}</code>: {{ L[r.status] }}</li>{% endfor %}</ul>
+{% endif %}
+{% if ev.oscal %}<h2>{{ L.oscal }}</h2>
+<ul>{% for name, digest in ev.oscal | dictsort %}
+<li><code>{{ name }}</code> {{ digest }}</li>{% endfor %}</ul>
 {% endif %}
 <h2>{{ L.inputs }}</h2>
 <ul>{% for i in ev.inputs %}

@@ -328,12 +328,17 @@ def _ignored(path: Path) -> str:
 
 
 def read_results(results_dir: Path, repo_root: Path) -> tuple[list[CheckResult], list[dict]]:
-    """All results found in `results_dir` and a list of the inputs used (name, sha256, adapter)."""
-    if not results_dir.is_dir():
-        raise ResultsError(f"--results {results_dir}: not a directory")
+    """All results found in `results_dir` (or that one file) and a list of the inputs used (name, sha256,
+    adapter)."""
+    if results_dir.is_file():
+        files, results_dir = [results_dir], results_dir.parent
+    elif results_dir.is_dir():
+        files = sorted(p for p in results_dir.rglob("*") if p.is_file())
+    else:
+        raise ResultsError(f"--results {results_dir}: not a directory or a result file")
     results: list[CheckResult] = []
     inputs = []
-    for path in sorted(p for p in results_dir.rglob("*") if p.is_file()):
+    for path in files:
         raw = path.read_bytes()
         ignored = _ignored(path)
         if ignored:
@@ -379,5 +384,5 @@ def read_results(results_dir: Path, repo_root: Path) -> tuple[list[CheckResult],
             }
         )
     if not results:
-        raise ResultsError(f"--results {results_dir}: no check results found")
+        raise ResultsError(f"--results {files[0] if len(files) == 1 else results_dir}: no check results found")
     return results, inputs
