@@ -4,16 +4,18 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 # The one error every config module raises (common/config.py); dr.config.ConfigError still names it.
 from common.config import ConfigError, FieldError, load_yaml_file
 from dr import layout
+from policies import rules
 
 BUCKET = layout.BUCKET
 WHAT = "DR config"
+# S3's multipart limits: every part but the last is at least 5 MiB; above 512 MiB a part only costs memory.
+PART_SIZE_MIB = (5, 512)
 
 
 class Retention(BaseModel):
@@ -41,8 +43,9 @@ class SiteS3(BaseModel):
     model_config = ConfigDict(extra="forbid")
     name: str = Field(pattern=r"^[a-z0-9][a-z0-9-]{1,40}$")
     endpoint: str = Field(pattern=r"^https?://")
-    # Data residency (SC-DATA-01): a backup target outside the country is a config error, not a choice.
-    country: Literal["KZ"] = "KZ"
+    # Data residency (SC-DATA-01): the country of the site's S3 (ISO 3166-1 alpha-2), one of the DR config's
+    # allowed_countries; a backup target outside them is a config error, not a choice.
+    country: str | None = Field(default=None, pattern=r"^[A-Z]{2}$")
     bucket: str = BUCKET
     region: str = "kz-1"
     # Keys are JSON files {"access_key": ..., "secret_key": ...}, kept out of the config itself.
@@ -91,13 +94,25 @@ class SiteS3(BaseModel):
         return _read_keys(self.admin_credentials_file, f"sites[{self.name}].admin_credentials_file")
 
 
-def _read_keys(path: Path, field: str) -> tuple[str, str]:
+def _keys_or_problem(path: Path) -> tuple[str, str] | str:
+    """The (access, secret) key pair of a credentials file, or what is wrong with it and the fix."""
     try:
         data = json.loads(path.read_text())
-        return data["access_key"], data["secret_key"]
-    except (OSError, ValueError, KeyError, TypeError) as err:
-        raise ConfigError([(field, f'{path}: need JSON {{"access_key": ..., "secret_key": ...}} ({err})')],
-                          WHAT) from None
+    except OSError as err:
+        return f"{path}: cannot be read ({err.strerror}); point it at the site's JSON credentials file"
+    except ValueError as err:
+        return f'{path}: not JSON ({err}); write {{"access_key": ..., "secret_key": ...}}'
+    keys = (data.get("access_key"), data.get("secret_key")) if isinstance(data, dict) else (None, None)
+    if not all(isinstance(k, str) and k for k in keys):
+        return f'{path}: need JSON {{"access_key": ..., "secret_key": ...}} (two non-empty strings)'
+    return keys
+
+
+def _read_keys(path: Path, field: str) -> tuple[str, str]:
+    keys = _keys_or_problem(path)
+    if isinstance(keys, str):
+        raise ConfigError([(field, keys)], WHAT)
+    return keys
 
 
 class DrConfig(BaseModel):
@@ -108,19 +123,45 @@ class DrConfig(BaseModel):
     signing_key_file: Path | None = None  # only the backup side needs it
     verify_key_file: Path
     staging_dir: Path
-    part_size_mib: int = Field(default=8, ge=5, le=512)  # S3 minimum part size is 5 MiB
+    part_size_mib: int = 8
     retention: Retention = Retention()
     rpo_seconds: int = Field(default=86400, gt=0)
     rto_seconds: int = Field(default=3600, gt=0)
+    # The stack's allowed countries (infra/site_backups.py writes them with each site's country): with either
+    # given, every site's country must be one of them (SC-DATA-01, the stack's rule: policies/rules.py).
+    allowed_countries: list[str] | None = None
+
+    @field_validator("part_size_mib")
+    @classmethod
+    def _part_size(cls, v: int) -> int:
+        low, high = PART_SIZE_MIB
+        if not low <= v <= high:
+            raise ValueError(f"{v} MiB is outside {low}..{high}: S3 refuses a part below {low} MiB (but the "
+                             "last), and a bigger part only needs more memory; set it to 8, the default")
+        return v
 
     @model_validator(mode="after")
     def _check(self) -> DrConfig:
         problems: list[tuple[str, str]] = []
         names = [s.name for s in self.sites]
-        if len(set(names)) != len(names):
-            problems.append(("sites[].name", f"must be unique; got {names}"))
+        stores: dict[tuple[str, str], int] = {}
+        for i, s in enumerate(self.sites):
+            if (first := names.index(s.name)) < i:
+                problems.append((f"sites[{i}].name", f"{s.name!r} is also sites[{first}].name: give each site "
+                                 "its own name"))
+            # Two entries for one bucket are one copy, not two: a site lost takes both "replicas" with it.
+            store = (s.endpoint.rstrip("/"), s.bucket)
+            if store in stores:
+                problems.append((f"sites[{i}].endpoint", f"{s.endpoint} bucket {s.bucket} is also "
+                                 f"sites[{stores[store]}]'s: each site's backups go to that site's own S3"))
+            stores.setdefault(store, i)
+        if self.allowed_countries is not None or any(s.country for s in self.sites):
+            problems += [(f"sites[{i}].country", f"{p} (set it, and allowed_countries, as the stack writes them)")
+                         for i, s in enumerate(self.sites)
+                         for p in rules.residency(s.country, self.allowed_countries)]
         if self.primary not in names:
-            problems.append(("primary", f"{self.primary!r} is not one of sites[].name {names}"))
+            problems.append(("primary", f"{self.primary!r} is not one of sites[].name {names}; name the site "
+                             "whose backups are made first"))
         # Backups are locked for at least as long as the policy may keep them: prune can only remove a
         # version once its lock ends, and a backup the policy keeps must not be deletable before that.
         need, tier = self.retention.horizon()
@@ -168,4 +209,25 @@ def load_config(path: Path | str) -> DrConfig:
     for s in cfg.sites:
         s.credentials_file = rel(s.credentials_file)
         s.admin_credentials_file = rel(s.admin_credentials_file)
+    if problems := file_problems(cfg):
+        raise ConfigError(problems, f"{WHAT} {path}")
     return cfg
+
+
+def file_problems(cfg: DrConfig) -> list[tuple[str, str]]:
+    """What is wrong with the files the config names (keys, credentials, staging dir), each at its field: a job
+    must not get as far as a bucket with keys it cannot read."""
+    problems: list[tuple[str, str]] = []
+    for i, s in enumerate(cfg.sites):
+        for field in ("credentials_file", "admin_credentials_file"):
+            if (file := getattr(s, field)) is not None and isinstance(keys := _keys_or_problem(file), str):
+                problems.append((f"sites[{i}].{field}", keys))
+    for field in ("kek_file", "signing_key_file", "verify_key_file"):
+        file = getattr(cfg, field)
+        if file is not None and not file.is_file():
+            why = "is not a file" if file.exists() else "does not exist"
+            problems.append((field, f"{file} {why}; point it at the key `python -m dr keygen` wrote"))
+    if cfg.staging_dir.exists() and not cfg.staging_dir.is_dir():
+        problems.append(("staging_dir", f"{cfg.staging_dir} is not a directory; point it at a directory (it is "
+                         "created when missing)"))
+    return problems

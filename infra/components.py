@@ -71,7 +71,9 @@ class Pki(pulumi.ComponentResource):
     """Root CA -> one intermediate CA per site -> leaf certificates (issued by the components)."""
 
     def __init__(self, name: str, cloud: cfg.Cloud, opts: pulumi.ResourceOptions | None = None):
-        super().__init__(f"{PKG}:index:Pki", name, None, opts)
+        # The rotation the pack checks (SC-CRY-03).
+        super().__init__(f"{PKG}:index:Pki", name, {"cert_rotate_before_days": cloud.cert_rotate_before_days,
+                                                    "cert_validity_days": cloud.cert_validity_days}, opts)
         self.cloud = cloud
         self.root = Certificate(f"{name}-root", kind="root", common_name=f"{name} Root CA",
                                 validity_days=3650, opts=_child(self))
@@ -112,10 +114,18 @@ def node_address(site: cfg.Site, node: cfg.Node) -> str:
 class Site(pulumi.ComponentResource):
     """A Tier-III data centre: racks, redundancy, nodes and their Ansible inventory."""
 
-    def __init__(self, site: cfg.Site, opts: pulumi.ResourceOptions | None = None):
+    def __init__(self, site: cfg.Site, opts: pulumi.ResourceOptions | None = None, *,
+                 allowed_countries: list[str] | None = None, min_sites: int | None = None):
+        # What the policy pack checks: the site's own facts and the stack's settings its rules compare them with
+        # (allowed countries, SC-DATA-01; the minimum of sites, SC-AVL-03). Without them the pack refuses the site.
         super().__init__(f"{PKG}:index:Site", site.name,
                          {"country": site.country, "tier": site.tier, "city": site.city, "racks": site.racks,
-                          "power": site.power.value, "cooling": site.cooling.value}, opts)
+                          "power": site.power.value, "cooling": site.cooling.value,
+                          "allowed_countries": allowed_countries, "min_sites": min_sites,
+                          "backup_store": site.s3_endpoint is not None,
+                          "nodes": [{"name": n.name, "role": n.role.value,
+                                     **{k: str(getattr(n, k)) for k in ("transport_address", "public_address")
+                                        if getattr(n, k) is not None}} for n in site.nodes]}, opts)
         self.config = site
         self.group = site.name.replace("-", "_")  # Ansible group names are identifiers
         # The site's group holds its hosts; role groups span sites (Ansible groups are global, so a role
@@ -335,7 +345,7 @@ class InternetAccessGateway(pulumi.ComponentResource):
     def __init__(self, name: str, gateway: cfg.Gateway, sites: dict[str, Site], pki: Pki, domain: str,
                  opts: pulumi.ResourceOptions | None = None):
         super().__init__(f"{PKG}:index:InternetAccessGateway", name,
-                         {"tls_min_version": gateway.tls_min_version,
+                         {"tls_min_version": gateway.tls_min_version, "allowed_egress": gateway.allowed_egress,
                           "published": [s.hostname for s in gateway.published_services]}, opts)
         self.config = gateway
         self.domain = domain
@@ -383,7 +393,8 @@ class TransportNetwork(pulumi.ComponentResource):
     def __init__(self, name: str, transport: cfg.Transport, sites: dict[str, Site],
                  opts: pulumi.ResourceOptions | None = None):
         super().__init__(f"{PKG}:index:TransportNetwork", name,
-                         {"links": [{"a": x.a, "b": x.b, "tunnel": x.tunnel} for x in transport.links]}, opts)
+                         {"links": [{"a": x.a, "b": x.b, "tunnel": x.tunnel} for x in transport.links],
+                          "sites": list(sites)}, opts)
         self.config = transport
         self.sites = sites
         subnets = transport.address_plan.subnets(new_prefix=30)
@@ -676,7 +687,8 @@ def render_tenant_chart(tenant: cfg.Tenant, domain: str, gateway_addresses: list
     network = {**tenant.chart_values.get("network", {}), "gatewayAddresses": [f"{a}/32" for a in gateway_addresses]}
     values = {**tenant.chart_values, "agency": tenant.name, "dataClassification": tenant.data_classification,
               "rbac": {"groupPrefix": AGENCY_GROUP_PREFIX},
-              "gateway": {"domain": domain}, "network": network,
+              # The stack's domain over the tenant's own gateway values (its routes), as network above.
+              "gateway": {**tenant.chart_values.get("gateway", {}), "domain": domain}, "network": network,
               "quota": {"requestsCpu": tenant.cpu, "requestsMemory": tenant.memory}}
     out = subprocess.run(
         ["helm", "template", tenant.name, str(REPO / "charts" / "tenant"), "--values", "-"],
@@ -696,7 +708,8 @@ class Tenant(pulumi.ComponentResource):
                  gateway_addresses: dict[str, list[str]], issuers: dict[str, KubernetesCluster] | None = None,
                  opts: pulumi.ResourceOptions | None = None):
         super().__init__(f"{PKG}:index:Tenant", tenant.name,
-                         {"data_classification": tenant.data_classification, "sites": tenant.sites}, opts)
+                         {"data_classification": tenant.data_classification, "sites": tenant.sites,
+                          "routes": (tenant.chart_values.get("gateway") or {}).get("routes") or []}, opts)
         self.tenant_name = tenant.name
         self.credentials = {
             cluster: Certificate(f"{tenant.name}-{cluster}-agency-admin", kind="leaf",

@@ -12,10 +12,12 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 # ConfigError is common.config's, the one error every config module raises (infra.config.ConfigError still names it).
-from common.config import ConfigError, FieldError, validate
+from common.config import ConfigError, FieldError, problems_of, validate
+from policies import rules
+from toolchain import pins
 
 DNS_LABEL = r"^[a-z]([-a-z0-9]*[a-z0-9])?$"
 Name = Annotated[str, Field(pattern=DNS_LABEL, max_length=40)]
@@ -52,7 +54,8 @@ class Site(_Strict):
     name: Name
     city: str = Field(min_length=1)
     country: str = Field(pattern=r"^[A-Z]{2}$", description="ISO 3166-1 alpha-2")
-    tier: Literal["III", "IV"] = "III"
+    # Tier III or higher (SC-AVL-03, policies/rules.py); lower tiers parse so that the error can say why.
+    tier: Literal[rules.TIERS] = "III"
     power: Redundancy = Redundancy.N_PLUS_1
     cooling: Redundancy = Redundancy.N_PLUS_1
     racks: list[Name] = Field(min_length=1)
@@ -74,15 +77,9 @@ class Site(_Strict):
         if dupes:
             raise FieldError("nodes", f"duplicate node names {dupes}; node names must be unique")
         for i, node in enumerate(self.nodes):
-            if node.role == Role.GATEWAY:
-                if node.public_address is None:
-                    raise FieldError(f"nodes[{i}].public_address", f"gateway {node.name!r} needs its "
-                                      "Internet-facing address (the access gateway's address, SC-NET-01)")
-            else:
-                for key in ("transport_address", "public_address"):
-                    if getattr(node, key) is not None:
-                        raise FieldError(f"nodes[{i}].{key}", f"only gateway nodes face the transport network "
-                                          f"and the Internet; remove it from {node.role.value} {node.name!r}")
+            if node.role == Role.GATEWAY and node.public_address is None:
+                raise FieldError(f"nodes[{i}].public_address", f"gateway {node.name!r} needs its "
+                                  "Internet-facing address (the access gateway's address, SC-NET-01)")
         if self.monitoring_node is not None:
             node = next((n for n in self.nodes if n.name == self.monitoring_node), None)
             if node is None:
@@ -126,17 +123,15 @@ class PublishedService(_Strict):
     backend: str = Field(min_length=1, description="host:port inside the site")
 
 
-HOSTNAME = r"^([a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?\.)+[a-z]([-a-z0-9]{0,61}[a-z0-9])?$"
-
-
 class Gateway(_Strict):
     """The single Internet access gateway (ЕШДИ / ИҚБШ): the only way in or out of a site."""
 
-    # The egress proxy admits exactly these host names (no wildcards, no addresses: a name is what it checks).
-    allowed_egress: list[Annotated[str, Field(pattern=HOSTNAME, max_length=253)]] = Field(
+    # The egress proxy admits exactly these host names (no wildcards, no addresses: SC-NET-04, policies/rules.py).
+    allowed_egress: list[str] = Field(
         default_factory=list, description="host names the site's nodes may reach through the egress proxy")
     published_services: list[PublishedService] = Field(default_factory=list)
-    tls_min_version: Literal["1.2", "1.3"] = "1.2"
+    # Every TLS version parses so that the error can say why one is refused (SC-CRY-01, policies/rules.py).
+    tls_min_version: Literal[rules.TLS_ORDER] = rules.TLS_FLOOR
 
 
 class Link(_Strict):
@@ -177,7 +172,10 @@ class Cloud(_Strict):
     gateway: Gateway = Field(default_factory=Gateway)
     transport: Transport
     tenants: list[Tenant] = Field(default_factory=list)
-    # Leaf certificates are re-issued when they expire within this many days.
+    # SC-AVL-03: the fewest Tier III+ sites, in distinct cities, the stack may have: 2 by default (another site
+    # to fail over and back up to); the 2023-2029 concept's three data centres are production's.
+    min_sites: int = Field(default=2, ge=1)
+    # Leaf certificates are re-issued when they expire within this many days (SC-CRY-03: below the validity).
     cert_rotate_before_days: int = Field(default=30, ge=1)
     cert_validity_days: int = Field(default=365, ge=7)
 
@@ -185,32 +183,18 @@ class Cloud(_Strict):
         return next(s for s in self.sites if s.name == name)
 
     @model_validator(mode="after")
-    def _cross_checks(self) -> Cloud:
+    def _cross_checks(self, info: ValidationInfo) -> Cloud:
         problems: list[tuple[str, str]] = []
         site_names = [s.name for s in self.sites]
         for name, count in Counter(site_names).items():
             if count > 1:
                 problems.append(("sites", f"site {name!r} is defined {count} times"))
 
-        for i, site in enumerate(self.sites):
-            if site.country not in self.allowed_countries:
-                problems.append((f"sites[{i}].country",
-                                 f"{site.country!r} is outside the allowed countries {self.allowed_countries} "
-                                 "(data residency, SC-DATA-01); place the site in-country"))
-
         for i, cluster in enumerate(self.clusters):
             if cluster.site not in site_names:
                 problems.append((f"clusters[{i}].site", f"unknown site {cluster.site!r}; one of {site_names}"))
                 continue
             site = self.site(cluster.site)
-            cps = site.nodes_with(Role.CONTROL_PLANE)
-            if site.tier in ("III", "IV") and len(cps) < 3:
-                problems.append((f"clusters[{i}]", f"Tier-{site.tier} cluster {cluster.name!r} has "
-                                 f"{len(cps)} control-plane node(s) at site {site.name!r}; "
-                                 "add nodes with role control-plane until there are at least 3 (SC-AVL-02)"))
-            elif len({n.rack for n in cps}) == 1:
-                problems.append((f"clusters[{i}]", f"all control-plane nodes of {cluster.name!r} are in rack "
-                                 f"{cps[0].rack!r}; spread them over at least 3 racks (SC-AVL-02)"))
             workers = len(site.nodes_with(Role.WORKER))
             if cluster.pod_cidr.prefixlen > 24 or 2 ** (24 - cluster.pod_cidr.prefixlen) < workers:
                 problems.append((f"clusters[{i}].pod_cidr", f"{cluster.pod_cidr} has no /24 for each of the "
@@ -221,9 +205,6 @@ class Cloud(_Strict):
                 if getattr(link, end) not in site_names:
                     problems.append((f"transport.links[{i}].{end}",
                                      f"unknown site {getattr(link, end)!r}; one of {site_names}"))
-            if link.tunnel == "none":
-                problems.append((f"transport.links[{i}].tunnel", "plaintext transport between sites is "
-                                 "forbidden (SC-NET-02); use tunnel: wireguard or tunnel: ipsec"))
             if link.a == link.b:
                 problems.append((f"transport.links[{i}]", "a link must join two different sites"))
             for end in ("a", "b"):
@@ -254,9 +235,62 @@ class Cloud(_Strict):
                 problems.append((f"gateway.published_services[{i}].site", f"unknown site {svc.site!r}"))
 
         problems += _overlapping_networks(self)
+        if (info.context or {}).get("enforce_rules", True):
+            problems += [(field, message) for field, _, message in rule_findings(self)]
         if problems:
             raise ConfigError(problems)
         return self
+
+
+# The rules a stack file's settings decide; the other rules check what the program declares (the pack's).
+STACK_RULES = (rules.residency, rules.site_tier, rules.site_count, rules.node_exposure, rules.rack_spread,
+               rules.etcd_odd_members, rules.kubernetes_supported, rules.tls_floor, rules.egress_allow_list,
+               rules.transport_encrypted, rules.transport_joins_all, rules.classified_publishing, rules.backup_stores,
+               rules.certificate_rotation)
+STACK_CONTROLS = frozenset(rules.RULES[r.__name__].control for r in STACK_RULES)
+
+
+def rule_findings(cloud: Cloud) -> list[tuple[str, str, str]]:
+    """(field, control, message) of every control rule (policies/rules.py) the stack breaks."""
+    found: list[tuple[str, str, str]] = []
+
+    def add(field: str, rule, *args, what: str = "", **kwargs) -> None:
+        assert rule in STACK_RULES, rule  # the summary reports exactly the controls of these
+        found.extend((field, rules.RULES[rule.__name__].control, what + p) for p in rule(*args, **kwargs))
+
+    for i, site in enumerate(cloud.sites):
+        add(f"sites[{i}].country", rules.residency, site.country, cloud.allowed_countries)
+        add(f"sites[{i}].tier", rules.site_tier, site.tier, what=f"site {site.name!r}: ")
+        for j, node in enumerate(site.nodes):
+            for key in ("transport_address", "public_address"):
+                add(f"sites[{i}].nodes[{j}].{key}", rules.node_exposure, node.role.value,
+                    **{key: getattr(node, key)}, what=f"{node.name!r}: ")
+    add("min_sites", rules.site_count, [{"tier": s.tier, "city": s.city} for s in cloud.sites], cloud.min_sites)
+    names = [s.name for s in cloud.sites]
+    for i, cluster in enumerate(cloud.clusters):
+        if cluster.site not in names:
+            continue  # an unknown site is a structural problem, reported by Cloud
+        racks = [n.rack for n in cloud.site(cluster.site).nodes_with(Role.CONTROL_PLANE)]
+        what = f"cluster {cluster.name!r} at site {cluster.site!r}: "
+        add(f"clusters[{i}]", rules.rack_spread, racks, what=what)
+        add(f"clusters[{i}]", rules.etcd_odd_members, len(racks), what=what)
+        add(f"clusters[{i}].kubernetes_version", rules.kubernetes_supported, cluster.kubernetes_version,
+            pins.KUBERNETES)
+    add("gateway.tls_min_version", rules.tls_floor, cloud.gateway.tls_min_version)
+    for i, destination in enumerate(cloud.gateway.allowed_egress):
+        add(f"gateway.allowed_egress[{i}]", rules.egress_allow_list, [destination])
+    for i, link in enumerate(cloud.transport.links):
+        add(f"transport.links[{i}].tunnel", rules.transport_encrypted, link.tunnel)
+    add("transport.links", rules.transport_joins_all, names, [link.model_dump() for link in cloud.transport.links])
+    for i, tenant in enumerate(cloud.tenants):
+        routes = (tenant.chart_values.get("gateway") or {}).get("routes") or []
+        add(f"tenants[{i}].chart_values.gateway.routes", rules.classified_publishing, tenant.data_classification,
+            routes)
+    add("sites[].s3_endpoint", rules.backup_stores, [s.name for s in cloud.sites if s.s3_endpoint],
+        [c.site for c in cloud.clusters])
+    add("cert_rotate_before_days", rules.certificate_rotation, cloud.cert_rotate_before_days,
+        cloud.cert_validity_days)
+    return found
 
 
 def _overlapping_networks(cloud: Cloud) -> list[tuple[str, str]]:
@@ -319,6 +353,15 @@ class Hosts(_Strict):
 def parse(data: Any) -> Cloud:
     """Validate `data` (the `sovcloud:cloud` stack config value) or raise ConfigError."""
     return validate(Cloud, data)
+
+
+def describe(data: Any) -> Cloud:
+    """The stack's model even where it breaks a control rule (only structural problems raise ConfigError): what a
+    compliance report of a candidate stack reads (rule_findings names what it breaks)."""
+    try:
+        return Cloud.model_validate(data, context={"enforce_rules": False})
+    except ValidationError as exc:
+        raise ConfigError(problems_of(exc)) from None
 
 
 def parse_hosts(data: Any) -> Hosts:

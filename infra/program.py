@@ -69,15 +69,10 @@ def load_kubeconfigs(stack_config: pulumi.Config) -> dict[str, str]:
 
 
 def compliance_summary(cloud: cfg.Cloud) -> dict[str, str]:
-    """What the stack's own description proves, per control (the evidence bundle adds the rest)."""
-    ok = {
-        "SC-DATA-01": all(s.country in cloud.allowed_countries for s in cloud.sites),
-        "SC-NET-02": all(link.tunnel != "none" for link in cloud.transport.links),
-        "SC-AVL-02": all(len({n.rack for n in cloud.site(c.site).nodes_with(cfg.Role.CONTROL_PLANE)}) >= 3
-                         for c in cloud.clusters),
-        "SC-CRY-01": cloud.gateway.tls_min_version in ("1.2", "1.3"),
-    }
-    return {control: "pass" if passed else "fail" for control, passed in sorted(ok.items())}
+    """What the stack's own description proves, per control its config rules check (policies/rules.py; the
+    evidence bundle adds the rest)."""
+    failed = {control for _, control, _ in cfg.rule_findings(cloud)}
+    return {control: "fail" if control in failed else "pass" for control in sorted(cfg.STACK_CONTROLS)}
 
 
 def check_kubernetes_releases(cloud: cfg.Cloud, hosts: cfg.Hosts) -> None:
@@ -128,7 +123,8 @@ def build(cloud: cfg.Cloud, kubeconfigs: dict[str, pulumi.Input[str]] | None = N
         check_kubernetes_releases(cloud, hosts)
         credentials = s3_credential_files(cloud, hosts) if hosts.s3_credentials_dir else None
     pki = Pki("pki", cloud)
-    sites = {s.name: Site(s, opts=pulumi.ResourceOptions(depends_on=[pki])) for s in cloud.sites}
+    sites = {s.name: Site(s, opts=pulumi.ResourceOptions(depends_on=[pki]), allowed_countries=cloud.allowed_countries,
+                          min_sites=cloud.min_sites) for s in cloud.sites}
     clusters = {c.name: KubernetesCluster(c, sites[c.site], pki) for c in cloud.clusters}
     gateway = InternetAccessGateway("gateway", cloud.gateway, sites, pki, cloud.domain)
     transport = TransportNetwork("transport", cloud.transport, sites)
@@ -222,7 +218,9 @@ def build(cloud: cfg.Cloud, kubeconfigs: dict[str, pulumi.Input[str]] | None = N
     if backups is not None:
         # What `python -m dr` needs on an operator's machine besides the S3 keys (dr/config.py): the stores and
         # the keys that decrypt, sign and verify every site's backups (losing them loses the backups).
-        pulumi.export("dr", {"sites": [{"name": s.name, "endpoint": s.s3_endpoint} for s in backups.stores()],
+        pulumi.export("dr", {"sites": [{"name": s.name, "endpoint": s.s3_endpoint, "country": s.country}
+                                       for s in backups.stores()],
+                             "allowed_countries": cloud.allowed_countries,
                              "kek": pulumi.Output.secret(backups.kek.value),
                              "signing_key_pem": pulumi.Output.secret(backups.signing.private_key_pem),
                              "verify_key_pem": backups.signing.public_key_pem})

@@ -67,10 +67,12 @@ class Backups(pulumi.ComponentResource):
     def dr_config(self, site: cfg.Site) -> dict[str, Any]:
         """The station's `python -m dr --config` (dr/config.py): every site's store with the backup writer's
         credentials, this site as the default origin."""
-        return {"sites": [{"name": s.name, "endpoint": s.s3_endpoint,
+        return {"sites": [{"name": s.name, "endpoint": s.s3_endpoint, "country": s.country,
                            "credentials_file": f"{DR_DIR}/s3-{s.name}-backup.json",
                            "admin_credentials_file": f"{DR_DIR}/s3-{s.name}-admin.json"}
                           for s in self.stores()],
+                # The stack's data residency, checked again wherever the config is loaded (SC-DATA-01).
+                "allowed_countries": self.cloud.allowed_countries,
                 "primary": site.name, "kek_file": f"{DR_DIR}/kek", "signing_key_file": f"{DR_DIR}/signing.key",
                 "verify_key_file": f"{DR_DIR}/verify.key", "staging_dir": "/var/lib/sovcloud/dr/staging"}
 

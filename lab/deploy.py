@@ -47,12 +47,13 @@ def write_dr_config(cfg: LabConfig, state_dir: Path, outputs: dict) -> Path:
     for name, text in keys.items():
         _write_private(d / name, text)
     config = {
-        "sites": [{"name": site["name"], "endpoint": site["endpoint"],
+        "sites": [{"name": site["name"], "endpoint": site["endpoint"], "country": site["country"],
                    "credentials_file": str(s3.credentials_file(cfg, site["name"], "backup")),
                    "admin_credentials_file": str(s3.credentials_file(cfg, site["name"], "admin"))}
                   for site in dr["sites"]],
         "primary": cfg.primary.name, "kek_file": str(d / "kek"), "signing_key_file": str(d / "signing.key"),
         "verify_key_file": str(d / "verify.key"), "staging_dir": str(d / "staging"),
+        "allowed_countries": dr["allowed_countries"],
     }
     path = d / "dr.json"
     path.write_text(json.dumps(config, indent=2))

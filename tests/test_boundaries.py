@@ -67,6 +67,15 @@ def test_agents_use_only_the_standard_library():
     assert not bad, "\n".join(bad)
 
 
+def test_the_control_rules_use_only_the_standard_library():
+    # policies/rules.py ships to the DR stations next to common/ and dr/ (monitoring_exporters role): one copy of
+    # each rule for the stack config, the policy pack, the lab and the DR config.
+    rules = REPO / "policies" / "rules.py"
+    bad = [f"{rules.relative_to(REPO)}:{line}: imports {module}" for line, module in imports(rules)
+           if module.split(".")[0] not in sys.stdlib_module_names]
+    assert not bad, "\n".join(bad)
+
+
 def test_benchmarks_never_import_the_tests():
     files = python_files(["bench"])
     assert len(files) > 5

@@ -1,19 +1,29 @@
 """The sovcloud policy pack: run on every preview (`pulumi preview --policy-pack policies/pack`).
 
 Defence in depth behind the stack-config validation: these check what the program actually declares,
-whatever produced it. Each policy's description starts with the control ids it enforces.
+whatever produced it, with the same rule predicates (policies/rules.py) over the components' properties. The
+stack's own settings a rule needs (its allowed countries, its minimum of sites) reach the pack as properties
+of the components too. Each policy's description starts with the control ids it enforces.
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Callable, Iterable
 from typing import Any
 
-from pulumi_policy import EnforcementLevel, ResourceValidationArgs, ResourceValidationPolicy
+from pulumi_policy import (
+    EnforcementLevel,
+    ResourceValidationArgs,
+    ResourceValidationPolicy,
+    StackValidationArgs,
+    StackValidationPolicy,
+)
 
-ALLOWED_COUNTRIES = ("KZ",)
+from policies import rules
+from toolchain import pins
+
 POD_TEMPLATE_KINDS = {"Deployment", "StatefulSet", "DaemonSet", "ReplicaSet", "Job"}
-_TLS_ORDER = {"1.0": 0, "1.1": 1, "1.2": 2, "1.3": 3}
 
 
 def _is(args: ResourceValidationArgs, component: str) -> bool:
@@ -48,54 +58,88 @@ def _name(manifest: dict[str, Any]) -> str:
     return f"{manifest['kind']} {manifest['metadata'].get('name', '(generated name)')}"
 
 
+def _report(report, name: str, problems: Iterable[str]) -> None:
+    for problem in problems:
+        report(f"{name}: {problem}")
+
+
 def data_residency(args: ResourceValidationArgs, report) -> None:
-    if _is(args, "Site") and args.props.get("country") not in ALLOWED_COUNTRIES:
-        report(f"site {args.name} is in {args.props.get('country')!r}; data must stay in {ALLOWED_COUNTRIES}")
+    if _is(args, "Site"):
+        _report(report, f"site {args.name}", rules.residency(args.props.get("country"),
+                                                             _plain(args.props.get("allowed_countries"))))
 
 
 def gateway_only_exposure(args: ResourceValidationArgs, report) -> None:
     m = _manifest(args)
-    if m is None:
-        return
-    if m["kind"] == "Service" and (m.get("spec") or {}).get("type") in ("LoadBalancer", "NodePort"):
-        report(f"{_name(m)} is of type {m['spec']['type']}: publish services only through "
-               "the Internet access gateway (a gateway route)")
-    if m["kind"] == "Ingress":
-        report(f"{_name(m)}: publish services only through the Internet access gateway")
+    if m is not None:
+        _report(report, _name(m), rules.service_exposure(m["kind"], (m.get("spec") or {}).get("type")))
 
 
 def tls_min_version(args: ResourceValidationArgs, report) -> None:
     if _is(args, "InternetAccessGateway"):
-        version = str(args.props.get("tls_min_version"))
-        if _TLS_ORDER.get(version, -1) < _TLS_ORDER["1.2"]:
-            report(f"gateway TLS minimum {version!r} is below 1.2")
+        _report(report, f"gateway {args.name}", rules.tls_floor(args.props.get("tls_min_version")))
+
+
+def _racks(args: ResourceValidationArgs) -> list[str]:
+    return _plain(args.props.get("control_plane_racks")) or []
 
 
 def ha_rack_spread(args: ResourceValidationArgs, report) -> None:
-    if not _is(args, "KubernetesCluster"):
-        return
-    racks = _plain(args.props.get("control_plane_racks")) or []
-    if len(racks) < 3:
-        report(f"cluster {args.name} has {len(racks)} control-plane members; Tier-III needs at least 3")
-        return
-    # Losing any one rack must not lose etcd quorum: no rack may hold a majority of the members.
-    worst = max(racks.count(r) for r in set(racks))
-    if worst > len(racks) // 2:
-        report(f"cluster {args.name}: {worst} of {len(racks)} control-plane members share one rack; "
-               "losing that rack would lose quorum")
+    if _is(args, "KubernetesCluster"):
+        _report(report, f"cluster {args.name}", rules.rack_spread(_racks(args)))
+
+
+def etcd_odd_members(args: ResourceValidationArgs, report) -> None:
+    if _is(args, "KubernetesCluster"):
+        _report(report, f"cluster {args.name}", rules.etcd_odd_members(len(_racks(args))))
+
+
+def kubernetes_supported(args: ResourceValidationArgs, report) -> None:
+    if _is(args, "KubernetesCluster"):
+        _report(report, f"cluster {args.name}",
+                rules.kubernetes_supported(str(args.props.get("kubernetes_version")), pins.KUBERNETES))
 
 
 def encryption_at_rest(args: ResourceValidationArgs, report) -> None:
-    if _is(args, "KubernetesCluster") and args.props.get("secrets_encryption") not in ("aescbc", "aesgcm",
-                                                                                       "secretbox", "kms"):
-        report(f"cluster {args.name} does not encrypt Secrets at rest")
+    if _is(args, "KubernetesCluster"):
+        _report(report, f"cluster {args.name}", rules.secrets_encryption(args.props.get("secrets_encryption")))
 
 
 def transport_encrypted(args: ResourceValidationArgs, report) -> None:
     if _is(args, "TransportNetwork"):
         for link in _plain(args.props.get("links")) or []:
-            if link.get("tunnel") not in ("wireguard", "ipsec"):
-                report(f"link {link.get('a')}-{link.get('b')} is not encrypted")
+            _report(report, f"link {link.get('a')}-{link.get('b')}", rules.transport_encrypted(link.get("tunnel")))
+
+
+def transport_joins_all_sites(args: ResourceValidationArgs, report) -> None:
+    if _is(args, "TransportNetwork"):
+        _report(report, f"transport {args.name}", rules.transport_joins_all(
+            _plain(args.props.get("sites")) or [], _plain(args.props.get("links")) or []))
+
+
+def egress_named_hosts(args: ResourceValidationArgs, report) -> None:
+    if _is(args, "InternetAccessGateway"):
+        _report(report, f"gateway {args.name}", rules.egress_allow_list(_plain(args.props.get("allowed_egress"))
+                                                                         or []))
+
+
+def gateway_only_edge(args: ResourceValidationArgs, report) -> None:
+    if _is(args, "Site"):
+        for node in _plain(args.props.get("nodes")) or []:
+            _report(report, f"site {args.name} node {node.get('name')}", rules.node_exposure(
+                node.get("role"), node.get("transport_address"), node.get("public_address")))
+
+
+def secret_data_unpublished(args: ResourceValidationArgs, report) -> None:
+    if _is(args, "Tenant"):
+        _report(report, f"tenant {args.name}", rules.classified_publishing(
+            args.props.get("data_classification"), _plain(args.props.get("routes")) or []))
+
+
+def certificate_rotation(args: ResourceValidationArgs, report) -> None:
+    if _is(args, "Pki"):
+        _report(report, f"PKI {args.name}", rules.certificate_rotation(
+            int(args.props.get("cert_rotate_before_days") or 0), int(args.props.get("cert_validity_days") or 0)))
 
 
 def pod_resource_limits(args: ResourceValidationArgs, report) -> None:
@@ -107,28 +151,46 @@ def pod_resource_limits(args: ResourceValidationArgs, report) -> None:
     if m["kind"] == "CronJob":
         spec = (spec.get("jobTemplate") or {}).get("spec") or {}
     pod = spec if m["kind"] == "Pod" else (spec.get("template") or {}).get("spec") or {}
-    for c in (pod.get("containers") or []) + (pod.get("initContainers") or []):
-        limits = (c.get("resources") or {}).get("limits") or {}
-        if not {"cpu", "memory"} <= set(limits):
-            report(f"{_name(m)}: container {c.get('name')} has no cpu/memory limits")
+    _report(report, _name(m), rules.pod_limits(pod))
 
 
-def _policy(name: str, controls: str, description: str, validate) -> ResourceValidationPolicy:
-    policy = ResourceValidationPolicy(name=name, description=f"[{controls}] {description}", validate=validate,
-                                      enforcement_level=EnforcementLevel.MANDATORY)
-    policy.controls = controls.split(",")
+def _of(args: StackValidationArgs, component: str) -> list[Any]:
+    return [r for r in args.resources if _is(r, component)]
+
+
+def tier3_sites(args: StackValidationArgs, report) -> None:
+    sites = _of(args, "Site")
+    for site in sites:
+        _report(report, f"site {site.name}", rules.site_tier(site.props.get("tier")))
+    # Every Site carries the stack's minimum (as it carries the allowed countries); a stack without a site has
+    # nothing to deploy.
+    minimum = max((int(s.props.get("min_sites") or 0) for s in sites), default=0)
+    _report(report, "stack", rules.site_count([{"tier": s.props.get("tier"), "city": s.props.get("city")}
+                                               for s in sites], minimum))
+
+
+def backups_on_another_site(args: StackValidationArgs, report) -> None:
+    stores = [s.name for s in _of(args, "Site") if s.props.get("backup_store")]
+    _report(report, "stack", rules.backup_stores(stores, [c.props.get("site") for c in _of(args, "KubernetesCluster")]))
+
+
+VALIDATORS: dict[str, Callable[..., None]] = {f.__name__.replace("_", "-"): f for f in (
+    data_residency, gateway_only_exposure, tls_min_version, ha_rack_spread, encryption_at_rest, transport_encrypted,
+    pod_resource_limits, tier3_sites, egress_named_hosts, gateway_only_edge, transport_joins_all_sites,
+    secret_data_unpublished, backups_on_another_site, kubernetes_supported, etcd_odd_members, certificate_rotation)}
+VALIDATORS["tls-min-1-2"] = VALIDATORS.pop("tls-min-version")
+STACK_POLICIES = {"tier3-sites", "backups-on-another-site"}
+
+
+def _policy(name: str) -> ResourceValidationPolicy | StackValidationPolicy:
+    (rule, *_), controls = ([r for r in rules.RULES.values() if r.policy == name],
+                            sorted({r.control for r in rules.RULES.values() if r.policy == name}))
+    kind = StackValidationPolicy if name in STACK_POLICIES else ResourceValidationPolicy
+    policy = kind(name=name, description=f"[{','.join(controls)}] {rule.what}", validate=VALIDATORS[name],
+                  enforcement_level=EnforcementLevel.MANDATORY)
+    policy.controls = controls
     return policy
 
 
-POLICIES = [
-    _policy("data-residency", "SC-DATA-01", "Every site is in an allowed country.", data_residency),
-    _policy("gateway-only-exposure", "SC-NET-01", "No LoadBalancer/NodePort Service or Ingress: publish "
-            "through the Internet access gateway.", gateway_only_exposure),
-    _policy("tls-min-1-2", "SC-CRY-01", "The gateway accepts TLS 1.2 or newer only.", tls_min_version),
-    _policy("ha-rack-spread", "SC-AVL-02", "At least 3 control-plane members, no rack holds a majority.",
-            ha_rack_spread),
-    _policy("encryption-at-rest", "SC-DATA-02", "Kubernetes Secrets are encrypted at rest.", encryption_at_rest),
-    _policy("transport-encrypted", "SC-NET-02", "Every inter-site link is encrypted.", transport_encrypted),
-    _policy("pod-resource-limits", "SC-K8S-03", "Every container has cpu and memory limits.",
-            pod_resource_limits),
-]
+# One policy per pack policy name of the rules' registry, in its order.
+POLICIES = [_policy(name) for name in dict.fromkeys(r.policy for r in rules.RULES.values())]

@@ -9,8 +9,10 @@ import time
 from pathlib import Path
 
 import pytest
+import yaml
 
 from dr import drill, s3io
+from dr.config import load_config
 
 pytestmark = [pytest.mark.tools]
 REPO = Path(__file__).resolve().parents[2]
@@ -98,17 +100,38 @@ def test_cli_backup_restore_etcd(cfg, etcd, tmp_path):
     assert (tmp_path / "new-member" / "member").is_dir()
 
 
+def _with_countries(conf: Path, countries: list[str], allowed: list[str], out: Path) -> Path:
+    """`conf` with each site's country and the stack's allowed countries, as infra/site_backups.py writes them."""
+    data = yaml.safe_load(conf.read_text())
+    for site, country in zip(data["sites"], countries, strict=True):
+        site["country"] = country
+    data["allowed_countries"] = allowed
+    out.write_text(yaml.safe_dump(data))
+    return out
+
+
 def test_cli_errors_are_clear(cfg, tmp_path):
     conf = str(tmp_path / "dr.yaml")
     p = dr("--config", conf, "restore", "--dataset", "never-backed-up", "--target", str(tmp_path / "t"))
     assert p.returncode == 2 and "no backup of dc-astana/never-backed-up" in p.stderr
     bad = tmp_path / "bad.yaml"
-    bad.write_text(
-        (tmp_path / "dr.yaml")
-        .read_text()
-        .replace("country: KZ", "country: DE")
-        .replace("primary: dc-astana", "primary: dc-nowhere")
-    )
+    bad.write_text((tmp_path / "dr.yaml").read_text().replace("primary: dc-astana", "primary: dc-nowhere"))
     p = dr("--config", str(bad), "sync")
     assert p.returncode == 2 and f"error: invalid DR config {bad}:\n" in p.stderr
     assert "\n  primary: 'dc-nowhere' is not one of sites[].name" in p.stderr and "Traceback" not in p.stderr
+
+
+@pytest.mark.control("SC-DATA-01")
+def test_a_backup_site_outside_the_allowed_countries_is_refused(tmp_path, make_cfg):
+    make_cfg()  # writes tmp_path/dr.yaml
+    conf = tmp_path / "dr.yaml"
+    # The control: both sites in the stack's allowed countries load.
+    ok = load_config(_with_countries(conf, ["KZ", "KZ"], ["KZ"], tmp_path / "ok.yaml"))
+    assert [s.country for s in ok.sites] == ["KZ", "KZ"] and ok.allowed_countries == ["KZ"]
+    bad = _with_countries(conf, ["KZ", "DE"], ["KZ"], tmp_path / "bad.yaml")
+    p = dr("--config", str(bad), "sync")
+    assert p.returncode == 2 and f"error: invalid DR config {bad}:\n" in p.stderr, p.stderr
+    assert "\n  sites[1].country: 'DE' is outside the allowed countries ['KZ']" in p.stderr
+    assert "sites[0].country" not in p.stderr and "Traceback" not in p.stderr
+    # The allowed countries are the stack's data, not the code's: the same site passes where the stack allows it.
+    assert load_config(_with_countries(conf, ["KZ", "DE"], ["KZ", "DE"], tmp_path / "eu.yaml")).sites[1].country == "DE"

@@ -22,6 +22,18 @@ def test_example_stacks_are_valid(stack):
 def test_production_example_has_three_tier3_sites():
     prod = cfg.parse(yaml.safe_load((STACKS[0].parent / "production.yaml").read_text()))
     assert len(prod.sites) >= 3 and all(s.tier == "III" for s in prod.sites)
+    assert cfg.parse({**yaml.safe_load((STACKS[0].parent / "production.yaml").read_text()), "min_sites": 3})
+
+
+def test_describe_keeps_a_rule_breaking_stack_but_refuses_a_malformed_one():
+    data = lab_data()
+    data["gateway"]["tls_min_version"] = "1.0"
+    assert cfg.describe(data).gateway.tls_min_version == "1.0"  # parse refuses it: test_rules.py
+    data["clusters"][0]["site"] = "dc-nowhere"
+    with pytest.raises(cfg.ConfigError) as exc:
+        cfg.describe(data)
+    assert dict(exc.value.problems) == {"clusters[0].site": "unknown site 'dc-nowhere'; one of ['dc-astana', "
+                                                            "'dc-almaty']"}
 
 
 def problems(data) -> dict[str, str]:
@@ -52,7 +64,30 @@ def test_control_plane_in_one_rack_is_refused():
     data = lab_data()
     for node in data["sites"][1]["nodes"][:3]:
         node["rack"] = "r2"
-    assert "all control-plane nodes" in problems(data)["clusters[1]"]
+    assert "3 of 3 control-plane members are in rack 'r2'" in problems(data)["clusters[1]"]
+
+
+@pytest.mark.parametrize(("racks", "refused"), [(["r1", "r2", "r3"], False), (["r1", "r1", "r2"], True),
+                                                (["r1", "r2", "r3", "r4", "r5"], False),
+                                                (["r1", "r1", "r2", "r2", "r3"], False),
+                                                (["r1", "r1", "r1", "r2", "r3"], True)])
+def test_losing_any_rack_keeps_etcd_quorum(racks, refused):
+    data = lab_data()
+    site = data["sites"][0]
+    site["racks"] = sorted(set(racks) | {"r1", "r2", "r3"})
+    cps = [{"name": f"astana-cp{i + 1}", "role": "control-plane", "rack": r} for i, r in enumerate(racks)]
+    site["nodes"] = cps + [n for n in site["nodes"] if n["role"] != "control-plane"]
+    if refused:
+        assert "losing it loses etcd quorum" in problems(data)["clusters[0]"]
+    else:
+        assert cfg.parse(data).clusters
+
+
+def test_an_even_etcd_membership_is_refused():
+    data = lab_data()
+    data["sites"][0]["racks"].append("r4")
+    data["sites"][0]["nodes"].append({"name": "astana-cp4", "role": "control-plane", "rack": "r4"})
+    assert "even membership" in problems(data)["clusters[0]"]
 
 
 def test_site_outside_the_country_list():
@@ -88,10 +123,10 @@ def test_published_service_outside_government_domain():
 def test_gateway_addresses_are_a_gateways_and_each_one_nodes():
     data = lab_data()
     data["sites"][0]["nodes"][5].pop("public_address")
+    assert "Internet-facing address" in problems(data)["sites[0].nodes[5].public_address"]
+    data = lab_data()
     data["sites"][1]["nodes"][0]["transport_address"] = "10.210.254.12"
-    found = problems(data)
-    assert "Internet-facing address" in found["sites[0].nodes[5].public_address"]
-    assert "only gateway nodes" in found["sites[1].nodes[0].transport_address"]
+    assert "only gateway nodes" in problems(data)["sites[1].nodes[0].transport_address"]
     data = lab_data()
     data["sites"][1]["nodes"][5]["transport_address"] = "10.210.254.10"  # astana-gw's
     assert "already sites[0].nodes[5].transport_address" in problems(data)["sites[1].nodes[5].transport_address"]
@@ -121,11 +156,11 @@ def test_all_problems_are_reported_at_once():
 
 @st.composite
 def valid_clouds(draw):
-    n_sites = draw(st.integers(1, 5))
+    n_sites = draw(st.integers(2, 5))  # min_sites (SC-AVL-03) is 2 by default
     sites, clusters = [], []
     for i in range(n_sites):
         racks = [f"r{j}" for j in range(draw(st.integers(3, 5)))]
-        n_cp = draw(st.integers(3, 5))
+        n_cp = draw(st.sampled_from([3, 5]))  # an odd etcd membership (SC-K8S-06)
         nodes = [{"name": f"s{i}-cp{j}", "role": "control-plane", "rack": racks[j % len(racks)]}
                  for j in range(n_cp)]
         nodes += [{"name": f"s{i}-w{j}", "role": "worker", "rack": draw(st.sampled_from(racks))}

@@ -40,7 +40,13 @@ def test_control_plane_needs_three_racks():
     def two_racks(d):
         d["sites"][1]["nodes"][2]["rack"] = "r1"
     msg = _bad(two_racks)
-    assert "sites[1].nodes: need >=3 role: control-plane" in msg and "SC-AVL-02" in msg and "dc-almaty" in msg
+    assert "sites[1].nodes: site dc-almaty: 2 of 3 control-plane members are in rack 'r1'" in msg
+    assert "(SC-AVL-02)" in msg
+
+
+def test_control_plane_needs_three_members():
+    msg = _bad(lambda d: d["sites"][0]["nodes"].pop(2))
+    assert "sites[0].nodes: site dc-astana: 2 control-plane member(s)" in msg and "(SC-AVL-02)" in msg
 
 
 def test_site_needs_one_gateway():

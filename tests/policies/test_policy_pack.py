@@ -9,10 +9,13 @@ import pytest
 import yaml
 from pulumi import automation as auto
 
-from infra import kube
+from infra import components, kube
+from infra import config as cfg
+from infra.program import build
 from policies.pack import rules
 from tests.conftest import require_tool
-from toolchain import REPO
+from tests.infra.conftest import lab_data
+from toolchain import REPO, pins
 
 COMPONENT = "sovcloud:index:{}"
 SERVICE = "kubernetes:core/v1:Service"
@@ -28,9 +31,24 @@ def deployment(limits):
             "spec": {"template": {"spec": {"containers": [{"name": "app", "resources": {"limits": limits}}]}}}}
 
 
+def stack(*resources):
+    """A stack policy's arguments: every resource of the stack."""
+    return SimpleNamespace(resources=list(resources))
+
+
+def site(name="dc-a", city="Astana", tier="III", min_sites=2, store=True):
+    return args(COMPONENT.format("Site"), {"tier": tier, "city": city, "min_sites": min_sites, "backup_store": store},
+                name=name)
+
+
+def cluster(site_name):
+    return args(COMPONENT.format("KubernetesCluster"), {"site": site_name}, name=site_name)
+
+
 CASES = {
-    "data-residency": (args(COMPONENT.format("Site"), {"country": "KZ"}),
-                       args(COMPONENT.format("Site"), {"country": "DE"})),
+    # The allowed countries are the stack's, carried by the Site: the same country passes or fails with them.
+    "data-residency": (args(COMPONENT.format("Site"), {"country": "UZ", "allowed_countries": ["KZ", "UZ"]}),
+                       args(COMPONENT.format("Site"), {"country": "UZ", "allowed_countries": ["KZ"]})),
     "gateway-only-exposure": (
         args(SERVICE, {"metadata": {"name": "s"}, "spec": {"type": "ClusterIP"}}),
         args(SERVICE, {"metadata": {"name": "s"}, "spec": {"type": "LoadBalancer"}}),
@@ -49,6 +67,31 @@ CASES = {
     ),
     "pod-resource-limits": (args(DEPLOYMENT, deployment({"cpu": "1", "memory": "1Gi"})),
                             args(DEPLOYMENT, deployment({"cpu": "1"}))),
+    "tier3-sites": (stack(site("dc-a", "Astana"), site("dc-b", "Almaty", tier="IV")),
+                    stack(site("dc-a", "Astana"), site("dc-b", "Astana"))),
+    "egress-named-hosts": (args(COMPONENT.format("InternetAccessGateway"), {"allowed_egress": ["pki.gov.kz"]}),
+                           args(COMPONENT.format("InternetAccessGateway"), {"allowed_egress": ["*.kz"]})),
+    "gateway-only-edge": (
+        args(COMPONENT.format("Site"), {"nodes": [{"name": "gw", "role": "gateway", "public_address": "203.0.113.1"}]}),
+        args(COMPONENT.format("Site"), {"nodes": [{"name": "w", "role": "worker", "public_address": "203.0.113.1"}]}),
+    ),
+    "transport-joins-all-sites": (
+        args(COMPONENT.format("TransportNetwork"), {"sites": ["x", "y"], "links": [{"a": "x", "b": "y"}]}),
+        args(COMPONENT.format("TransportNetwork"), {"sites": ["x", "y", "z"], "links": [{"a": "x", "b": "y"}]}),
+    ),
+    "secret-data-unpublished": (
+        args(COMPONENT.format("Tenant"), {"data_classification": "secret", "routes": []}),
+        args(COMPONENT.format("Tenant"), {"data_classification": "secret", "routes": [{"host": "a.gov.kz"}]}),
+    ),
+    "backups-on-another-site": (stack(site("dc-a"), site("dc-b", "Almaty"), cluster("dc-a")),
+                                stack(site("dc-a"), site("dc-b", "Almaty", store=False), site("dc-c", "Shymkent"),
+                                      cluster("dc-b"))),
+    "kubernetes-supported": (args(COMPONENT.format("KubernetesCluster"), {"kubernetes_version": pins.KUBERNETES}),
+                             args(COMPONENT.format("KubernetesCluster"), {"kubernetes_version": "1.29.0"})),
+    "etcd-odd-members": (args(COMPONENT.format("KubernetesCluster"), {"control_plane_racks": list("abc")}),
+                         args(COMPONENT.format("KubernetesCluster"), {"control_plane_racks": list("abcd")})),
+    "certificate-rotation": (args(COMPONENT.format("Pki"), {"cert_rotate_before_days": 30, "cert_validity_days": 365}),
+                             args(COMPONENT.format("Pki"), {"cert_rotate_before_days": 30, "cert_validity_days": 30})),
 }
 
 
@@ -142,4 +185,41 @@ def test_engine_blocks_a_public_service_at_preview_and_passes_a_cluster_internal
     with pytest.raises(auto.errors.CommandError) as exc:
         _preview(tmp_path, _declare(how, "LoadBalancer", tmp_path))
     assert "gateway-only-exposure" in str(exc.value) and "mandatory" in str(exc.value)
-    assert "Service portal is of type LoadBalancer" in str(exc.value)
+    assert "Service portal: a Service of type LoadBalancer bypasses the gateway" in str(exc.value)
+
+
+def _sites(allowed_countries: list[str]):
+    """A program declaring the lab stack's sites, moved to Uzbekistan, with the stack's allowed countries."""
+    def program():
+        for data in lab_data()["sites"]:
+            components.Site(cfg.Site.model_validate({**data, "country": "UZ"}), allowed_countries=allowed_countries,
+                            min_sites=2)
+    return program
+
+
+@pytest.mark.tools
+@pytest.mark.control("SC-DATA-01")
+def test_engine_checks_residency_against_the_stacks_allowed_countries(tmp_path):
+    """The pack holds no country of its own: the sites' allowed countries (the stack's) decide, in a real preview."""
+    require_tool("pulumi")
+    _preview(tmp_path, _sites(["KZ", "UZ"]))
+    with pytest.raises(auto.errors.CommandError) as exc:
+        _preview(tmp_path, _sites(["KZ"]))
+    assert "data-residency" in str(exc.value) and "mandatory" in str(exc.value)
+    assert "site dc-astana: 'UZ' is outside the allowed countries ['KZ']" in str(exc.value)
+
+
+def _lab_program():
+    """The lab stack's own program, as `pulumi preview --stack lab` declares it without hosts."""
+    def program():
+        build(cfg.parse(lab_data()))
+    return program
+
+
+@pytest.mark.tools
+def test_engine_passes_the_lab_stacks_program(tmp_path):
+    """Every mandatory policy, stack policies included, over what the real program declares for the lab stack: the
+    positive control of the rules walk (tests/policies/test_rules.py) in the real engine."""
+    require_tool("pulumi")
+    require_tool("helm")
+    _preview(tmp_path, _lab_program())
