@@ -10,10 +10,9 @@ import tempfile
 from dataclasses import asdict
 from pathlib import Path
 
-import yaml
-
+from common.config import read_yaml_mapping
 from dr import backup, crypto, drill, failover, hooks, jobs, layout, restore, retention, s3io, schedule, sources
-from dr.config import ConfigError, load_config
+from dr.config import ConfigError, DrConfig, load_config
 
 ERRORS = (
     ConfigError,
@@ -138,7 +137,7 @@ def _keygen(a, p) -> int:
 
 
 def _plan(a, p) -> int:
-    state = yaml.safe_load(a.state.read_text())
+    state = read_yaml_mapping(a.state, "site state")
     plan = (
         failover.failover(state, a.src, a.dst, a.rpo_seconds, a.force)
         if a.cmd == "failover"
@@ -271,12 +270,50 @@ WITH_CONFIG = {"init-buckets": _init_buckets, "backup": _backup, "sync": _sync, 
                "drill": _drill}
 
 
+ARGUMENTS = "python -m dr arguments"
+
+
+def argument_problems(a, cfg: DrConfig | None) -> list[tuple[str, str]]:
+    """What is wrong with the command line, each at its option; the sites only with a valid config."""
+    problems: list[tuple[str, str]] = []
+    if (ts := getattr(a, "timestamp", None)) is not None and layout.parse_stamp(ts) is None:
+        problems.append(("--timestamp", f"{ts!r} is not a backup stamp YYYYmmddTHHMMSSZ (e.g. 20260102T030405Z, "
+                         "as `verify` prints it); leave it out for the newest backup"))
+    site = getattr(a, "site", None)
+    if cfg is not None and site is not None:
+        names = [s.name for s in cfg.sites]
+        for name in [site] if isinstance(site, str) else site:
+            if name not in names:
+                problems.append(("--site", f"{name!r} is not a site of the DR config: use one of {names}"))
+    if a.cmd == "backup" and a.kind == "dir" and not a.source.is_dir():
+        problems.append(("--source", f"{a.source} is not a directory; point it at the directory to back up"))
+    if a.cmd == "restore":
+        if a.etcd_data_dir is not None and a.etcd_data_dir.exists():
+            problems.append(("--etcd-data-dir", f"{a.etcd_data_dir} exists: restore only into a fresh etcd data "
+                             "dir; name one that does not exist yet"))
+        if a.target is not None and a.target.exists() and (not a.target.is_dir() or any(a.target.iterdir())):
+            problems.append(("--target", f"{a.target} is not empty: name a fresh directory"))
+    return problems
+
+
 def _dispatch(a, p) -> int:
     if a.cmd in WITHOUT_CONFIG:
         return WITHOUT_CONFIG[a.cmd](a, p)
     if a.config is None:
         p.error(f"{a.cmd} needs --config DR.yaml")
-    return WITH_CONFIG[a.cmd](a, p, load_config(a.config))
+    # The config and the command line are checked before anything reads or writes a bucket; every problem of
+    # both is reported at once.
+    try:
+        cfg, config_error = load_config(a.config), None
+    except ConfigError as err:
+        cfg, config_error = None, err
+    if problems := argument_problems(a, cfg):
+        if config_error is not None:
+            print(f"error: {config_error}", file=sys.stderr)
+        raise ConfigError(problems, ARGUMENTS)
+    if config_error is not None:
+        raise config_error
+    return WITH_CONFIG[a.cmd](a, p, cfg)
 
 
 if __name__ == "__main__":

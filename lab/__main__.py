@@ -144,6 +144,11 @@ def main(argv: list[str] | None = None) -> int:
         elif a.cmd == "down":
             print(json.dumps(api.down(cfg, standalone=a.standalone)))
         else:
+            nodes = [n.name for s in cfg.sites for n in s.nodes]
+            if a.node not in nodes:
+                # The command line's mistake, not the config's: named before anything connects.
+                raise ConfigError([("NODE", f"no node named {a.node!r} in the lab; use one of {nodes}")],
+                                  "python -m lab ssh arguments")
             site, node = cfg.find_node(a.node)
             args = ssh_args(site.ip(node))
             return subprocess.run([*args, *a.command]).returncode

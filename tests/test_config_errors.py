@@ -35,6 +35,9 @@ def _stack(data: dict, tmp_path: Path) -> object:
 
 
 def _dr(data: dict, tmp_path: Path) -> object:
+    # The files _dr_good names: the DR config refuses keys it cannot read.
+    (tmp_path / "w.json").write_text('{"access_key": "a", "secret_key": "s"}')
+    (tmp_path / "verify.pem").write_text("a public key\n")
     (tmp_path / "dr.yaml").write_text(yaml.safe_dump(data))
     return dr_config.load_config(tmp_path / "dr.yaml")
 

@@ -3,7 +3,8 @@
 A stack's signer is issued by its Pulumi PKI (`Pki.evidence_signer`, stack output `evidence_signer`; the
 lab deployment writes it with the stack root as CA to <lab state>/evidence-pki, used with --pki-dir).
 Without one, `ensure_pki` creates a self-signed CA and a signer certificate issued by it in
-~/.cache/sovcloud/pki/ (paths are parameters everywhere).
+~/.cache/sovcloud/pki/ (paths are parameters everywhere). A signer is used only within its validity window:
+at signing (`input_problems`, before anything is written) and at verification (`verify_chain`).
 """
 
 from __future__ import annotations
@@ -66,10 +67,16 @@ def _write_key(path: Path, key: ec.EllipticCurvePrivateKey) -> None:
 
 
 def ensure_pki(pki_dir: Path = DEFAULT_PKI_DIR) -> PkiPaths:
-    """Create the CA and the evidence signer in `pki_dir` unless they are already there."""
+    """Create the CA and the evidence signer in `pki_dir` unless they are already there; a directory with only
+    some of them is refused rather than overwritten (its key may be the one a verifier trusts)."""
     paths = PkiPaths.in_dir(pki_dir)
-    if paths.key.exists() and paths.cert.exists() and paths.ca_cert.exists():
+    files = (paths.key, paths.cert, paths.ca_cert)
+    if all(f.exists() for f in files):
         return paths
+    if any(f.exists() for f in files):
+        missing = ", ".join(f.name for f in files if not f.exists())
+        raise SignatureError(f"{pki_dir} holds part of an evidence PKI ({missing} missing): restore the missing "
+                             "files, or move the directory away to create a new bootstrap PKI")
     pki_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     now = datetime.now(UTC) - timedelta(minutes=5)
     ca_key = ec.generate_private_key(ec.SECP256R1())
@@ -136,6 +143,45 @@ def load_cert(path: Path, flag: str) -> x509.Certificate:
         raise SignatureError(f"{flag} {path}: not a PEM certificate ({err})") from None
 
 
+def validity_problem(cert: x509.Certificate, at: datetime | None = None) -> str | None:
+    """Why `cert` cannot be used at `at` (default now), with the fix, or None inside its validity window."""
+    at = at or datetime.now(UTC)
+    window = f"valid {cert.not_valid_before_utc:%Y-%m-%dT%H:%M:%SZ} .. {cert.not_valid_after_utc:%Y-%m-%dT%H:%M:%SZ}"
+    if at > cert.not_valid_after_utc:
+        return (f"expired on {cert.not_valid_after_utc:%Y-%m-%d} ({window}, checked at {at:%Y-%m-%dT%H:%M:%SZ}): "
+                "issue a new evidence signer (`pulumi up` renews the stack's)")
+    if at < cert.not_valid_before_utc:
+        return (f"not valid yet ({window}, checked at {at:%Y-%m-%dT%H:%M:%SZ}): check this machine's clock, or "
+                "use the signer only from its start")
+    return None
+
+
+def key_problem(path: Path) -> str | None:
+    """Why `path` is no evidence signing key (unreadable, not PEM, not ECDSA P-256), or None."""
+    try:
+        key = serialization.load_pem_private_key(path.read_bytes(), password=None)
+    except OSError as err:
+        return f"{path} cannot be read ({err.strerror})"
+    except (ValueError, TypeError) as err:
+        return f"{path}: not an unencrypted PEM private key ({err})"
+    if not isinstance(key, ec.EllipticCurvePrivateKey) or key.curve.name != "secp256r1":
+        return f"{path}: must be an ECDSA P-256 key"
+    return None
+
+
+def cert_problem(path: Path, signer: bool, at: datetime | None = None) -> str | None:
+    """Why `path` is no usable certificate (unreadable, not PEM, a signer outside its validity), or None."""
+    try:
+        cert = x509.load_pem_x509_certificate(path.read_bytes())
+    except OSError as err:
+        return f"{path} cannot be read ({err.strerror})"
+    except ValueError as err:
+        return f"{path}: not a PEM certificate ({err})"
+    if signer and (why := validity_problem(cert, at)):
+        return f"{path}: the signer certificate {why}"
+    return None
+
+
 def verify_chain(cert: x509.Certificate, ca: x509.Certificate, at: datetime | None = None) -> None:
     at = at or datetime.now(UTC)
     if cert.issuer != ca.subject:
@@ -149,11 +195,8 @@ def verify_chain(cert: x509.Certificate, ca: x509.Certificate, at: datetime | No
         raise SignatureError(
             f"signer certificate was not issued by the CA: {err or 'bad signature'}"
         ) from None
-    if not (cert.not_valid_before_utc <= at <= cert.not_valid_after_utc):
-        raise SignatureError(
-            f"signer certificate not valid at {at:%Y-%m-%dT%H:%M:%SZ} "
-            f"(valid {cert.not_valid_before_utc:%Y-%m-%d} .. {cert.not_valid_after_utc:%Y-%m-%d})"
-        )
+    if why := validity_problem(cert, at):
+        raise SignatureError(f"signer certificate {why}")
 
 
 def verify(data: bytes, signature_b64: bytes, cert: x509.Certificate) -> None:

@@ -14,6 +14,7 @@ from dr.config import ConfigError, Retention, load_config
 def write(tmp_path, site: dict | None = None, **top):
     creds = tmp_path / "writer.json"
     creds.write_text(json.dumps({"access_key": "w", "secret_key": "ws"}))
+    (tmp_path / "verify.pem").write_text("a public key\n")
     data = {
         "sites": [
             {"name": "dc-a", "endpoint": "http://127.0.0.1:1", "credentials_file": "writer.json", **(site or {})}

@@ -3,19 +3,26 @@
 from __future__ import annotations
 
 import copy
+import hashlib
 import json
 import re
+import shutil
 import subprocess
+import sys
+import tempfile
 from pathlib import Path
 from xml.sax.saxutils import quoteattr
 
 import pytest
 import yaml
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from policies.catalogue import CATALOGUE_PATH, load_catalogue
 from policies.evidence import bundle, signing
 from policies.evidence.__main__ import main
 from policies.evidence.results import ResultsError, parse_junit, read_results
+from policies.oscal import documents
 from tests.conftest import require_tool
 
 
@@ -147,7 +154,7 @@ def _verify(out: Path, pki: signing.PkiPaths) -> int:
 def test_build_then_verify_passes(tmp_path, catalogue_file, pki, capsys):
     out = _build(tmp_path, catalogue_file, pki)
     ev = json.loads((out / "evidence.json").read_text())
-    assert ev["summary"] == {"pass": 27, "fail": 0, "waived": 0, "not-run": 0}
+    assert ev["summary"] == {"pass": len(ev["controls"]), "fail": 0, "waived": 0, "not-run": 0}
     assert {i["adapter"] for i in ev["inputs"]} == {"junit", "pytest-json", "drill", "native"}
     hst = next(c for c in ev["controls"] if c["id"] == "SC-HST-01")
     assert hst["where"] == ["site-a-node1"] and hst["when"].startswith("2025-01-02T03:04:05")
@@ -479,3 +486,193 @@ def test_event_log_without_policy_summaries_is_refused(tmp_path):
     (tmp_path / "preview.events.jsonl").write_text('{"sequence":0,"timestamp":1,"preludeEvent":{}}\n')
     with pytest.raises(ResultsError, match="no policy summary events: run `pulumi preview --policy-pack"):
         read_results(tmp_path, tmp_path)
+
+
+# --- bad input of the evidence CLI: refused before anything is written (exit 2, one line per problem) ----------
+
+def _issue_signer(pki_dir: Path, out: Path, not_before, not_after) -> signing.PkiPaths:
+    """A signer key and certificate in `out`, issued by the bootstrap CA of `pki_dir` for [not_before, not_after]."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    ca_key = serialization.load_pem_private_key((pki_dir / "evidence-ca.key").read_bytes(), password=None)
+    ca = x509.load_pem_x509_certificate((pki_dir / "evidence-ca.pem").read_bytes())
+    key = ec.generate_private_key(ec.SECP256R1())
+    cert = (x509.CertificateBuilder().subject_name(signing._name("sovcloud evidence signer")).issuer_name(ca.subject)
+            .public_key(key.public_key()).serial_number(x509.random_serial_number())
+            .not_valid_before(not_before).not_valid_after(not_after).sign(ca_key, hashes.SHA256()))
+    out.mkdir(parents=True, exist_ok=True)
+    signing._write_key(out / "evidence-signer.key", key)
+    (out / "evidence-signer.pem").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    return signing.PkiPaths(out / "evidence-signer.key", out / "evidence-signer.pem", pki_dir / "evidence-ca.pem")
+
+
+def _window(days_from_now: int, length: int):
+    from datetime import UTC, datetime, timedelta
+
+    start = datetime.now(UTC) + timedelta(days=days_from_now)
+    return start, start + timedelta(days=length)
+
+
+@pytest.fixture(scope="module")
+def signers(pki, tmp_path_factory) -> dict[str, signing.PkiPaths]:
+    """Signers of the test CA: expired yesterday, valid only from tomorrow."""
+    pki_dir = pki.ca_cert.parent
+    d = tmp_path_factory.mktemp("signers")
+    return {"expired": _issue_signer(pki_dir, d / "expired", *_window(-30, 29)),
+            "future": _issue_signer(pki_dir, d / "future", *_window(1, 30))}
+
+
+@pytest.fixture(scope="module")
+def good_bundle(pki, catalogue_file, tmp_path_factory) -> Path:
+    return _build(tmp_path_factory.mktemp("good-bundle"), catalogue_file, pki)
+
+
+def _build_argv(results: Path, out: Path, *signer: str) -> list[str]:
+    return ["build", "--stack", "lab", "--results", str(results), "--out", str(out), *signer]
+
+
+# Each mistake returns the build or verify arguments with one bad input, and the field the error must name.
+def _mistake(kind: str, d: Path, pki: signing.PkiPaths, signers: dict, bundle_dir: Path, results: Path):
+    out = d / "out"
+    keycert = ["--key", str(pki.key), "--cert", str(pki.cert)]
+    if kind == "pki-dir-missing":
+        return _build_argv(results, out, "--pki-dir", str(d / "no-pki")), "--pki-dir"
+    if kind == "pki-dir-missing-verify":
+        return ["verify", str(bundle_dir), "--pki-dir", str(d / "no-pki")], "--pki-dir"
+    if kind == "pki-dir-without-signer":
+        (d / "empty-pki").mkdir()
+        return _build_argv(results, out, "--pki-dir", str(d / "empty-pki")), "--pki-dir"
+    if kind == "key-missing":
+        return _build_argv(results, out, "--key", str(d / "no.key"), "--cert", str(pki.cert)), "--key"
+    if kind == "key-not-pem":
+        (d / "bad.key").write_text("not a key")
+        return _build_argv(results, out, "--key", str(d / "bad.key"), "--cert", str(pki.cert)), "--key"
+    if kind == "cert-missing":
+        return _build_argv(results, out, "--key", str(pki.key), "--cert", str(d / "no.pem")), "--cert"
+    if kind in ("signer-expired", "signer-not-yet-valid"):
+        s = signers["expired" if kind == "signer-expired" else "future"]
+        return _build_argv(results, out, "--key", str(s.key), "--cert", str(s.cert)), "--cert"
+    if kind == "results-missing":
+        return _build_argv(d / "no-results", out, *keycert), "--results"
+    if kind == "ca-missing":
+        return ["verify", str(bundle_dir), "--ca-cert", str(d / "no-ca.pem")], "--ca-cert"
+    copy = d / "bundle"
+    import shutil
+
+    shutil.copytree(bundle_dir, copy)
+    if kind == "bundle-signature-missing":
+        (copy / bundle.SIGNATURE).unlink()
+        return ["verify", str(copy), "--ca-cert", str(pki.ca_cert)], str(copy / bundle.SIGNATURE)
+    if kind == "bundle-signer-missing":
+        (copy / bundle.SIGNER).unlink()
+        return ["verify", str(copy), "--ca-cert", str(pki.ca_cert)], str(copy / bundle.SIGNER)
+    assert kind == "bundle-signer-expired"
+    (copy / bundle.SIGNER).write_bytes(signers["expired"].cert.read_bytes())
+    return ["verify", str(copy), "--ca-cert", str(pki.ca_cert)], str(copy / bundle.SIGNER)
+
+
+EVIDENCE_MISTAKES = ["pki-dir-missing", "pki-dir-missing-verify", "pki-dir-without-signer", "key-missing",
+                     "key-not-pem", "cert-missing", "signer-expired", "signer-not-yet-valid", "results-missing",
+                     "ca-missing", "bundle-signature-missing", "bundle-signer-missing", "bundle-signer-expired"]
+
+
+def test_good_inputs_build_and_verify(good_bundle, pki, capsys):
+    # The control of the mistakes below: the same inputs, unchanged, verify.
+    assert _verify(good_bundle, pki) == 0
+    assert main(["verify", str(good_bundle), "--pki-dir", str(pki.ca_cert.parent)]) == 0
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(mistake=st.sampled_from(EVIDENCE_MISTAKES))
+def test_one_bad_input_is_named_and_nothing_is_written(mistake, pki, signers, good_bundle, catalogue_file, capsys):
+    with tempfile.TemporaryDirectory() as tmp:
+        d = Path(tmp)
+        results = _write_results(d / "results", catalogue_file)
+        argv, field = _mistake(mistake, d, pki, signers, good_bundle, results)
+        before = sorted(p.relative_to(d) for p in d.rglob("*"))
+        capsys.readouterr()
+        assert main([*argv, "--catalogue", str(catalogue_file)] if argv[0] == "build" else argv) == 2
+        err = capsys.readouterr().err.splitlines()
+        assert err[0] == "error: invalid python -m policies.evidence arguments:", err
+        assert all(line.startswith("  ") and ": " in line for line in err[1:]), err
+        assert any(line.startswith(f"  {field}: ") for line in err[1:]), (field, err)
+        assert sorted(p.relative_to(d) for p in d.rglob("*")) == before  # no CA, no signer, no bundle
+        assert not (d / "no-pki").exists()
+
+
+def test_a_pki_dir_that_does_not_exist_is_refused_not_created(tmp_path, catalogue_file):
+    results = _write_results(tmp_path / "results", catalogue_file)
+    nowhere = tmp_path / "typo" / "evidence-pki"
+    for argv in (_build_argv(results, tmp_path / "out", "--pki-dir", str(nowhere)),
+                 ["verify", str(tmp_path), "--pki-dir", str(nowhere)]):
+        p = subprocess.run([sys.executable, "-m", "policies.evidence", *argv], capture_output=True, text=True,
+                           timeout=120)
+        assert p.returncode == 2 and "Traceback" not in p.stderr, p.stderr
+        assert f"  --pki-dir: {nowhere} does not exist: point it at the directory of the stack's evidence signer" in (
+            p.stderr)
+        assert not nowhere.exists() and not (tmp_path / "typo").exists() and not (tmp_path / "out").exists()
+
+
+def test_an_expired_signer_is_refused_at_signing_and_at_verification(signers, pki, good_bundle, tmp_path,
+                                                                     catalogue_file, capsys):
+    results = _write_results(tmp_path / "results", catalogue_file)
+    s = signers["expired"]
+    assert main(_build_argv(results, tmp_path / "b", "--key", str(s.key), "--cert", str(s.cert),
+                            "--catalogue", str(catalogue_file))) == 2
+    (line,) = capsys.readouterr().err.splitlines()[1:]
+    assert line.startswith(f"  --cert: {s.cert}: the signer certificate expired on ")
+    assert "issue a new evidence signer" in line and not (tmp_path / "b").exists()
+    # At verification, in the library too: the chain check names the expiry.
+    cert = signing.load_cert(s.cert, "--cert")
+    with pytest.raises(signing.SignatureError, match=r"^signer certificate expired on \d{4}-\d\d-\d\d "):
+        signing.verify_chain(cert, signing.load_cert(pki.ca_cert, "--ca-cert"))
+    signing.verify_chain(signing.load_cert(pki.cert, "--cert"), signing.load_cert(pki.ca_cert, "--ca-cert"))
+
+
+def test_a_partial_pki_dir_is_never_overwritten(tmp_path, pki):
+    (tmp_path / "evidence-signer.key").write_bytes(pki.key.read_bytes())
+    with pytest.raises(signing.SignatureError, match="evidence-signer.pem, evidence-ca.pem missing"):
+        signing.ensure_pki(tmp_path)
+    assert (tmp_path / "evidence-signer.key").read_bytes() == pki.key.read_bytes()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["evidence-signer.key"]
+
+
+def test_bundle_carries_the_runs_oscal_documents_under_its_signature(tmp_path, catalogue_file, pki):
+    failing = "restore-drill"
+    out = _build(tmp_path, catalogue_file, pki, fail={failing})
+    ev = json.loads((out / "evidence.json").read_text())
+    assert sorted(ev["oscal"]) == sorted(f"oscal/{name}" for name in documents.MODELS)
+    for name, digest in ev["oscal"].items():
+        assert hashlib.sha256((out / name).read_bytes()).hexdigest() == digest
+    docs = documents.validate(out / "oscal")  # compliance-trestle's models and validators
+    # The assessment results say what evidence.json says: satisfied exactly where a control passed.
+    (result,) = docs["assessment-results.json"].results
+    state = {f.target.target_id.removesuffix("_smt").upper(): f.target.status.state.value for f in result.findings}
+    assert state == {c["id"]: "satisfied" if c["status"] == "pass" else "not-satisfied" for c in ev["controls"]}
+    assert {c["id"] for c in ev["controls"] if c["status"] == "fail"} and "satisfied" in state.values()
+    html = (out / "report.html").read_text(encoding="utf-8")
+    assert all(f"<code>{name}</code> {digest}" in html for name, digest in ev["oscal"].items())
+    assert _verify(out, pki) == 0
+
+
+def test_changed_missing_or_unsigned_oscal_document_fails_verification(tmp_path, catalogue_file, pki, capsys):
+    out = _build(tmp_path, catalogue_file, pki, fail={"restore-drill"})
+    name = "oscal/assessment-results.json"
+    text = (out / name).read_text(encoding="utf-8")
+    assert '"not-satisfied"' in text
+    for case, change, message in (
+        ("changed", lambda b: (b / name).write_text(text.replace('"not-satisfied"', '"satisfied"', 1)),
+         f"{name}: does not match the signed evidence.json"),
+        ("missing", lambda b: (b / name).unlink(), f"{name}: listed in the signed evidence.json but unreadable"),
+        ("unsigned", lambda b: (b / "oscal" / "poam.json").write_text("{}"),
+         "oscal/poam.json not in the signed evidence.json"),
+    ):
+        bad = tmp_path / case
+        shutil.copytree(out, bad)
+        assert _verify(bad, pki) == 0, case  # the copy verifies until it is changed
+        capsys.readouterr()
+        change(bad)
+        assert _verify(bad, pki) == 1, case
+        assert message in capsys.readouterr().err, case

@@ -21,22 +21,26 @@ sovcloud.kz/agency: {{ .Values.agency }}
 {{- if .Values.metrics.port }}{{ .Values.metrics.port }}{{ else }}{{ .Values.containerPort }}{{ end -}}
 {{- end }}
 
-{{/* Cross-field checks JSON Schema cannot express; each failure names the value and the fix. */}}
+{{/* Cross-field checks JSON Schema cannot express; each problem names the value and the fix, all at once. */}}
 {{- define "workload.validate" -}}
 {{- $v := .Values -}}
+{{- $errs := list -}}
 {{- if $v.route.enabled }}
 {{- $d := $v.gateway.domain }}
 {{- if not (or (eq $v.route.host $d) (hasSuffix (printf ".%s" $d) $v.route.host)) }}
-{{- fail (printf "route.host: %q is outside the government domain %q; use a name ending in .%s" $v.route.host $d $d) }}
+{{- $errs = append $errs (printf "route.host: %q is outside the government domain %q; use a name ending in .%s" $v.route.host $d $d) }}
 {{- end }}
 {{- end }}
 {{- if and $v.persistence.enabled (ne $v.kind "StatefulSet") }}
-{{- fail "persistence.enabled: needs kind: StatefulSet (a Deployment's replicas would share one volume)" }}
+{{- $errs = append $errs "persistence.enabled: needs kind: StatefulSet (a Deployment's replicas would share one volume)" }}
 {{- end }}
 {{- if and $v.hpa.enabled (gt (int $v.hpa.minReplicas) (int $v.hpa.maxReplicas)) }}
-{{- fail "hpa.minReplicas: must not exceed hpa.maxReplicas" }}
+{{- $errs = append $errs "hpa.minReplicas: must not exceed hpa.maxReplicas" }}
 {{- end }}
 {{- if and $v.pdb.enabled (not $v.hpa.enabled) (ge (int $v.pdb.maxUnavailable) (int $v.replicas)) }}
-{{- fail "pdb.maxUnavailable: must be below replicas, or the budget allows taking every pod down" }}
+{{- $errs = append $errs "pdb.maxUnavailable: must be below replicas, or the budget allows taking every pod down" }}
+{{- end }}
+{{- if $errs }}
+{{- fail (printf "invalid workload values:\n%s" (join "\n" $errs)) }}
 {{- end }}
 {{- end }}
