@@ -223,11 +223,100 @@ def exporter_rules() -> dict:
     ]}]}
 
 
+def coverage_rules() -> dict:
+    # The watch itself must not go blind in silence: a node whose exporter is not scraped, a certificate source
+    # or endpoint the certs exporter cannot read and a rule group that fails to evaluate are each unmonitored.
+    return {"groups": [{"name": "sovcloud-coverage", "rules": [
+        alert("NodeNotMonitored",
+              'up{job="node"} == 0',
+              "warning", ["SC-MON-02"],
+              "Node {{ $labels.node }} of {{ $labels.site }} is not monitored",
+              "Prometheus of {{ $labels.site }} cannot scrape the node exporter at {{ $labels.instance }}: "
+              "nothing on that node is watched. Check prometheus-node-exporter and the host firewall.",
+              for_="5m"),
+        alert("CertificateSourceUnreadable",
+              "sovcloud_cert_source_ok == 0",
+              "warning", ["SC-MON-02"],
+              "The certificate watch cannot read {{ $labels.source }}",
+              "The certs exporter at {{ $labels.instance }} cannot read {{ $labels.source }} (a PEM path or a "
+              "TLS endpoint: the API or a published service behind the gateway), so its certificate and TLS "
+              "version go unwatched. Check that the endpoint answers TLS or the file exists.",
+              for_="15m"),
+        alert("PrometheusRuleEvaluationFailing",
+              "sum by (site, rule_group) (increase(prometheus_rule_evaluation_failures_total[10m])) > 0",
+              "warning", ["SC-MON-02"],
+              "Rules of {{ $labels.rule_group }} fail to evaluate at {{ $labels.site }}",
+              "Evaluations of {{ $labels.rule_group }} keep failing: its alerts cannot fire. Read the "
+              "Prometheus log of {{ $labels.site }} for the failing expression.",
+              for_="10m"),
+    ]}]}
+
+
+def alerting_rules() -> dict:
+    # Each site's Prometheus sends to the Alertmanagers of every site, which gossip as one cluster
+    # (infra/site_monitoring.py): an alert is delivered while any one site's Alertmanager is up. These rules
+    # watch that standby: a cluster with fewer members than Alertmanagers configured, a delivery path that
+    # fails, and a Prometheus with a single Alertmanager (no second site to take over).
+    prom, am = '{job="prometheus"}', '{job="alertmanager"}'
+    return {"groups": [{"name": "sovcloud-alerting", "rules": [
+        alert("AlertmanagerClusterDegraded",
+              f"max by (site) (alertmanager_cluster_members{am})\n"
+              f"< on (site)\nmax by (site) (prometheus_notifications_alertmanagers_discovered{prom})",
+              "critical", ["SC-MON-03"],
+              "Alertmanager of {{ $labels.site }} sees {{ $value }} cluster member(s), fewer than configured",
+              "Its cluster has fewer members than the Alertmanagers the Prometheus of {{ $labels.site }} sends "
+              "to: a site's Alertmanager is down or cut off from the gossip, and alerts now depend on fewer "
+              "sites. Check the Alertmanager of every site and the cluster port between the stations.",
+              for_="10m"),
+        alert("AlertDeliveryFailing",
+              f"sum by (site, alertmanager) (rate(prometheus_notifications_errors_total{prom}[5m])) > 0",
+              "warning", ["SC-MON-03"],
+              "Prometheus of {{ $labels.site }} fails to deliver alerts to {{ $labels.alertmanager }}",
+              "Sending alerts from {{ $labels.site }} to {{ $labels.alertmanager }} fails; the other "
+              "Alertmanagers still receive them. Check that Alertmanager, its TLS identity and the path to it.",
+              for_="15m"),
+        alert("AlertingWithoutStandby",
+              f"max by (site) (prometheus_notifications_alertmanagers_discovered{prom}) < 2",
+              "critical", ["SC-MON-03"],
+              "Prometheus of {{ $labels.site }} sends alerts to {{ $value }} Alertmanager(s)",
+              "With fewer than two Alertmanagers the loss of one site silences every alert of "
+              "{{ $labels.site }}. Give the stack a monitoring station at a second site.",
+              for_="10m"),
+    ]}]}
+
+
+def link_rules(p95_seconds: float = 1.0) -> dict:
+    # A probe crosses the transport network to another site's API, gateway or S3: its 95th percentile over
+    # 15 minutes is the latency that site's users of those services see from here.
+    p95 = ("histogram_quantile(0.95,\n  sum by (source_site, target_site, service, le) "
+           "(rate(sovcloud_probe_duration_seconds_bucket[15m]))\n)")
+    return {"groups": [{"name": "sovcloud-links", "rules": [
+        alert("InterSiteLatencyHigh",
+              f"{p95} > {p95_seconds:g}",
+              "warning", ["SC-AVL-04"],
+              "{{ $labels.service }} of {{ $labels.target_site }} answers {{ $labels.source_site }} slowly",
+              f"95% of the probes over 15m took up to {{{{ $value | humanizeDuration }}}} (threshold "
+              f"{p95_seconds:g}s). Slow links make services fail before they go down: check the tunnel "
+              "between the sites (sovcloud_transport_*) and the target's load.",
+              for_="15m"),
+        # Raised by the cut-off site's own Prometheus to its own Alertmanager: the other sites see SiteDown.
+        alert("LocalGatewayUnhealthy",
+              "sovcloud_prober_local_up == 0",
+              "critical", ["SC-AVL-05"],
+              "The gateway of {{ $labels.source_site }} fails its health check from inside the site",
+              "The monitoring station of {{ $labels.source_site }} cannot get the health page of its own "
+              "gateway, the site's only path to the Internet and the other sites; its prober skips every round "
+              "meanwhile. Check the gateway node, nginx and the health port.",
+              for_="5m"),
+    ]}]}
+
+
 def rule_files(scale: float = 1.0) -> dict[str, dict]:
     return {
         "slo.yml": slo_rules(scale), "backup.yml": backup_rules(), "drills.yml": drill_rules(),
         "certs.yml": cert_rules(), "transport.yml": transport_rules(scale), "etcd.yml": etcd_rules(),
-        "exporters.yml": exporter_rules(),
+        "exporters.yml": exporter_rules(), "coverage.yml": coverage_rules(), "alerting.yml": alerting_rules(),
+        "links.yml": link_rules(),
     }
 
 

@@ -1,8 +1,9 @@
 """The control catalogue (policies/controls.yaml) as validated data, and discovery of the checks that
 prove each control in the repo (Prometheus alerts, audit/chart tests, policy-pack policies, DR drills).
 
-`python -m policies.catalogue [--repo DIR]` prints coverage and every mismatch between the catalogue and
-the repo; it exits non-zero when the catalogue names a check that does not exist.
+`python -m policies.catalogue [--repo DIR]` prints the control x layer matrix, coverage and every mismatch
+between the catalogue and the repo; it exits 1 on a mismatch (a named check that does not exist, a check that
+tags an unknown id or is not listed) and 2 on an invalid catalogue.
 """
 
 from __future__ import annotations
@@ -14,18 +15,19 @@ import re
 import sys
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
+from enum import StrEnum
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError, model_validator
 
-from common.config import ConfigError, problems_of, read_yaml_mapping
+from common.config import TOP, ConfigError, FieldError, problems_of, read_yaml_mapping
+from common.config import path as field_path
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 CATALOGUE_PATH = Path(__file__).resolve().parent / "controls.yaml"
 
-LAYERS = ("pulumi_policy", "chart", "audit", "alert", "drill")
 LANGS = ("kk", "ru", "en")
 ID_PATTERN = r"^SC-(NET|DATA|AVL|BCK|CRY|LOG|HST|K8S|MON)-\d{2}$"
 # Control ids as they appear inside free text (policy descriptions, label values).
@@ -54,21 +56,61 @@ class Localized(_Strict):
         return getattr(self, lang)
 
 
-class SeedRef(_Strict):
+class SeedQuote(_Strict):
+    """A line of a seed document (`<doc>_*.txt` in ../shared/seeds from the repo root) and Kazakh words on it."""
+
     doc: Annotated[str, StringConstraints(pattern=r"^\d{3}$")]
     line: Annotated[int, Field(gt=0)]
+    # Verbatim Kazakh wording that stands on exactly this line (tests/policies checks it against the seeds).
     term: NonEmpty
 
 
-class SourceRef(_Strict):
-    ref: NonEmpty
-    note: str | None = None
-    seed: SeedRef | None = None
+class SourceKind(StrEnum):
+    ACT = "act"  # a Kazakh act the seed documents name (where: `named`)
+    DOCUMENT = "document"  # a seed document itself, quoted for what its author writes
+    EXTERNAL = "external"  # a standard or an act outside the seed documents, cited by section
 
 
 class Source(_Strict):
     title: NonEmpty
     kk: NonEmpty
+    kind: SourceKind
+    # The seed document whose text this source is (Resolution 269 is 004, the 2024 master's project 001): every
+    # quote of it comes from that document. An act without one is only restated by others (832 in 001).
+    doc: Annotated[str, StringConstraints(pattern=r"^\d{3}$")] | None = None
+    # For an act: the seed line that names it (its title in a list of normative references).
+    named: SeedQuote | None = None
+
+    @model_validator(mode="after")
+    def _fields_of_kind(self) -> Source:
+        if self.kind is SourceKind.ACT and self.named is None:
+            raise FieldError("named", "an act needs `named: {doc, line, term}`: the seed line that names it")
+        if self.kind is not SourceKind.ACT and self.named is not None:
+            raise FieldError("named", f"only an act is `named` by the seeds; remove it from this {self.kind} source")
+        if self.kind is SourceKind.DOCUMENT and self.doc is None:
+            raise FieldError("doc", 'a document source needs `doc`: the number of its seed file (e.g. "001")')
+        if self.kind is SourceKind.EXTERNAL and self.doc is not None:
+            raise FieldError("doc", "an external source is no seed document; remove `doc`")
+        return self
+
+
+class SourceRef(_Strict):
+    """One reason for a control: a quoted seed line, an act the seeds only name, or a section of an external source.
+
+    `note` says what the cited line or section itself says, and no more; an act cited without a quote says so with
+    `quoted: false` (and its note names the topic on which no provision is quoted).
+    """
+
+    ref: NonEmpty
+    note: NonEmpty
+    seed: SeedQuote | None = None
+    quoted: Literal[False] | None = None
+
+    @model_validator(mode="after")
+    def _quote_or_not(self) -> SourceRef:
+        if self.seed is not None and self.quoted is not None:
+            raise FieldError("quoted", "a reference with `seed` is a quote: remove `quoted: false`")
+        return self
 
 
 class Checks(_Strict):
@@ -83,8 +125,12 @@ class Checks(_Strict):
             for name in getattr(self, layer):
                 yield layer, name
 
-    def count(self) -> int:
-        return sum(1 for _ in self.items())
+    def count(self, layer: str | None = None) -> int:
+        return sum(1 for got, _ in self.items() if layer in (None, got))
+
+
+# The check layers, in the order the catalogue, the matrix and the evidence list them: Checks' fields.
+LAYERS: tuple[str, ...] = tuple(Checks.model_fields)
 
 
 class Control(_Strict):
@@ -115,13 +161,32 @@ class Catalogue(_Strict):
             if c.id in seen:
                 raise ValueError(f"duplicate control id {c.id}: every id appears once")
             seen.add(c.id)
-            for s in c.sources:
-                if s.ref not in self.sources:
-                    raise ValueError(
-                        f"{c.id}: source ref {s.ref!r} is not defined under `sources` "
-                        f"(known: {', '.join(sorted(self.sources))})"
-                    )
+        problems = [
+            (f"controls[{i}].sources[{j}]", problem)
+            for i, c in enumerate(self.controls)
+            for j, s in enumerate(c.sources)
+            if (problem := self._ref_problem(c.id, s))
+        ]
+        if problems:
+            raise ConfigError(problems)
         return self
+
+    def _ref_problem(self, cid: str, s: SourceRef) -> str | None:
+        """What is wrong with how `s` cites its source, and the fix; None when nothing is."""
+        src = self.sources.get(s.ref)
+        if src is None:
+            known = ", ".join(sorted(self.sources))
+            return f"{cid}: source ref {s.ref!r} is not defined under `sources` (known: {known})"
+        if src.kind is SourceKind.EXTERNAL and (s.seed or s.quoted is not None):
+            return f"{cid}: {s.ref} is external to the seeds: cite its section in `note`, without `seed` or `quoted`"
+        if src.kind is SourceKind.DOCUMENT and s.seed is None:
+            return f"{cid}: {s.ref} is a seed document: quote its line with `seed: {{doc, line, term}}`"
+        if src.kind is SourceKind.ACT and s.seed is None and s.quoted is None:
+            return (f"{cid}: {s.ref} is cited without a quote: add `seed: {{doc, line, term}}`, or `quoted: false` "
+                    "with a note saying that no provision on the topic is quoted")
+        if s.seed and src.doc and s.seed.doc != src.doc:
+            return f"{cid}: {s.ref} is seed document {src.doc}; a quote of it cannot come from document {s.seed.doc}"
+        return None
 
     def by_id(self) -> dict[str, Control]:
         return {c.id: c for c in self.controls}
@@ -144,7 +209,8 @@ def _with_hint(error: dict, message: str) -> str:
         return f"{message} (ids look like SC-NET-01)"
     if error["type"] == "extra_forbidden":
         layers = "checks" in loc or "planned" in loc
-        return message + (f" (unknown key; allowed layers: {', '.join(LAYERS)})" if layers else " (unknown key: remove it)")
+        hint = f" (unknown key; allowed layers: {', '.join(LAYERS)})" if layers else " (unknown key: remove it)"
+        return message + hint
     return message
 
 
@@ -152,7 +218,9 @@ def parse_catalogue(data: object, origin: str = "<data>") -> Catalogue:
     try:
         return Catalogue.model_validate(data)
     except ValidationError as err:
-        problems = [(field, _with_hint(e, message)) for e, (field, message) in zip(err.errors(), problems_of(err))]
+        # A validator's own ConfigError may carry several problems: hints go to pydantic's built-in errors only.
+        builtin = {field_path(e["loc"]) or TOP: e for e in err.errors() if e["type"] != "value_error"}
+        problems = [(f, _with_hint(builtin[f], m) if f in builtin else m) for f, m in problems_of(err)]
         raise CatalogueError(problems, f"control catalogue {origin}") from None
 
 
@@ -441,7 +509,8 @@ def sync_catalogue(path: Path, found: Discovered) -> str:
         }
         head, sep, _ = block.partition("\n    checks:")
         if not sep:
-            raise CatalogueError([(f"controls[{cid}]", "has no `checks:` key to sync: add `checks: {}`")], f"control catalogue {path}")
+            raise CatalogueError([(f"controls[{cid}]", "has no `checks:` key to sync: add `checks: {}`")],
+                                 f"control catalogue {path}")
         trailer = "\n\n" if block.endswith("\n\n") else "\n"
         out.append(
             head
@@ -450,6 +519,42 @@ def sync_catalogue(path: Path, found: Discovered) -> str:
             + trailer
         )
     return "".join(out)
+
+
+TITLE_WIDTH = 44
+
+
+def _cell(built: int, planned: int) -> str:
+    return (str(built) if built else "-") + (f" +{planned}p" if planned else "")
+
+
+def matrix_rows(cat: Catalogue) -> list[list[str]]:
+    """The control x layer matrix: a header, one row per control (id, English title, a cell per layer, total) and
+    a total row. A cell counts the checks `checks` names; `+Np` adds N planned ones, never counted."""
+    header = ["control", "title", *LAYERS, "total"]
+    rows = [header]
+    for c in cat.controls:
+        title = c.title.en if len(c.title.en) <= TITLE_WIDTH else c.title.en[: TITLE_WIDTH - 1] + "…"
+        cells = [_cell(c.checks.count(layer), c.planned.count(layer)) for layer in LAYERS]
+        rows.append([c.id, title, *cells, _cell(c.checks.count(), c.planned.count())])
+    sums = [_cell(sum(c.checks.count(layer) for c in cat.controls), sum(c.planned.count(layer) for c in cat.controls))
+            for layer in LAYERS]
+    total = _cell(sum(c.checks.count() for c in cat.controls), sum(c.planned.count() for c in cat.controls))
+    rows.append(["total", f"{len(cat.controls)} controls", *sums, total])
+    return rows
+
+
+def format_matrix(rows: list[list[str]]) -> str:
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    lines = [
+        "  ".join(cell.ljust(w) if i < 2 else cell.rjust(w) for i, (cell, w) in enumerate(zip(r, widths, strict=True)))
+        .rstrip()
+        for r in rows
+    ]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    lines.insert(-1, lines[1])
+    lines.append("cells: checks the catalogue names per layer ('-': none); +Np: N planned, not counted")
+    return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -472,6 +577,7 @@ def main(argv: list[str] | None = None) -> int:
     except CatalogueError as err:
         print(err, file=sys.stderr)
         return 2
+    print(format_matrix(matrix_rows(cat)))
     print(res.summary())
     for title, items in (("missing", res.missing), ("unknown", res.unknown_ids), ("unlisted", res.unlisted)):
         for item in items:

@@ -71,6 +71,28 @@ def load_waivers(path: Path) -> list[Waiver]:
     return out
 
 
+def _matching(waivers: list[Waiver], controls: list[str], node: str) -> list[Waiver]:
+    return [w for w in waivers for c in controls if w.matches(c, node)]
+
+
+def cover(waivers: list[Waiver], controls: list[str], node: str,
+          today: dt.date) -> tuple[list[Waiver], list[str]]:
+    """(valid waivers covering `controls` on `node`, the controls no valid waiver covers).
+
+    A failing check fails every control it is marked with, so it is waived only when each one of them has an
+    unexpired waiver for the node: a waiver of SC-LOG-01 does not accept a failure of SC-K8S-04 that the same
+    check proves. (Waivers stay per control and node, not per check: a control's owner accepts its failures.)
+    """
+    covering, uncovered = [], []
+    for control in controls:
+        valid = [w for w in waivers if w.matches(control, node) and not w.expired(today)]
+        if valid:
+            covering.append(valid[0])
+        else:
+            uncovered.append(control)
+    return covering, uncovered
+
+
 def pytest_addoption(parser):
     g = parser.getgroup("audit", "sovcloud compliance audit")
     g.addoption("--audit-report", metavar="DIR", help="write audit-junit.xml, audit.json, audit.html here")
@@ -115,6 +137,23 @@ def pytest_configure(config):
             raise pytest.UsageError(f"--audit-roles {part!r}: role must be one of {GROUP_ROLES}")
         roles.append((glob, role))
     config.stash[AUDIT] = AuditState(today_d, waivers, roles, Path(report) if report else None)
+    if config.pluginmanager.hasplugin("xdist") and not _is_worker(config):
+        config.pluginmanager.register(XdistResults(config.stash[AUDIT]), "sovcloud-audit-xdist")
+
+
+def _is_worker(config) -> bool:
+    return hasattr(config, "workerinput")  # pytest-xdist's worker process
+
+
+class XdistResults:
+    """With pytest-xdist (`-n N`) the checks run in worker processes: each hands its results back when it
+    finishes, and the controller writes the one report (a worker writes none)."""
+
+    def __init__(self, state: AuditState):
+        self.state = state
+
+    def pytest_testnodedown(self, node, error):
+        self.state.results.extend(getattr(node, "workeroutput", {}).get(WORKER_RESULTS, []))
 
 
 @dataclass
@@ -129,6 +168,7 @@ class AuditState:
 
 
 AUDIT = pytest.StashKey[AuditState]()
+WORKER_RESULTS = "sovcloud_audit_results"
 
 
 def pytest_ignore_collect(collection_path, config):
@@ -147,6 +187,12 @@ def node_name(host) -> str:
 @pytest.fixture
 def node(host) -> str:
     return node_name(host)
+
+
+@pytest.fixture
+def audit_today(request) -> dt.date:
+    """The date the run judges by (--audit-today, else today UTC): waivers' expiry and releases' end of life."""
+    return request.config.stash[AUDIT].today
 
 
 @pytest.fixture
@@ -194,18 +240,23 @@ def pytest_runtest_makereport(item, call):
         message = str(crash.message if crash is not None else rep.longrepr)
     elif rep.skipped and isinstance(rep.longrepr, tuple):
         message = rep.longrepr[2]
-    waiver = None
+    waiver, covering = None, []
     if rep.failed and rep.when == "call":
-        for w in state.waivers:
-            if any(w.matches(c, node) for c in controls):
-                waiver = w
-                break
-        if waiver is not None and not waiver.expired(state.today):
+        covering, uncovered = cover(state.waivers, controls, node, state.today)
+        if covering and not uncovered:
             # Reported as xfail: visible as waived in JUnit and the console, never as a pass.
+            waiver = min(covering, key=lambda w: w.expires)  # the one that runs out first bounds the acceptance
             rep.outcome = "skipped"
-            rep.wasxfail = (f"WAIVED {waiver.control} ({waiver.owner}, until {waiver.expires}): "
-                            f"{waiver.reason}")
+            rep.wasxfail = "; ".join(f"WAIVED {w.control} ({w.owner}, until {w.expires}): {w.reason}"
+                                     for w in covering)
             result = "waived"
+        else:
+            expired = [w for w in _matching(state.waivers, controls, node) if w.expired(state.today)]
+            waiver = expired[0] if expired else None  # shown as EXPIRED next to the failure
+            if covering:
+                # Failing, and saying why: a waiver of one control the check proves does not accept the others.
+                message = (f"not waived: no valid waiver of {', '.join(uncovered)} on {node} (waived only: "
+                           f"{', '.join(w.control for w in covering)})\n{message}")
     state.results.append({
         "test": item.originalname if hasattr(item, "originalname") else item.name,
         "nodeid": item.nodeid, "control": controls[0] if controls else None, "controls": controls,
@@ -214,6 +265,9 @@ def pytest_runtest_makereport(item, call):
         "waiver": None if waiver is None else {"owner": waiver.owner, "reason": waiver.reason,
                                                "expires": waiver.expires.isoformat(),
                                                "expired": waiver.expired(state.today)},
+        # Every control's waiver when the check is waived (one per control it proves).
+        "waivers": [{"control": w.control, "owner": w.owner, "expires": w.expires.isoformat()}
+                    for w in covering] if result == "waived" else [],
     })
 
 
@@ -228,6 +282,9 @@ def pytest_collection_modifyitems(config, items):
 def pytest_sessionfinish(session, exitstatus):
     state = session.config.stash.get(AUDIT, None)
     if state is None:
+        return
+    if _is_worker(session.config):
+        session.config.workeroutput[WORKER_RESULTS] = state.results
         return
     expired = [w for w in state.waivers if w.expired(state.today)]
     if expired and session.exitstatus == 0:
@@ -245,7 +302,7 @@ def pytest_sessionfinish(session, exitstatus):
         "expired_waivers": [{"control": w.control, "node": w.node, "owner": w.owner, "reason": w.reason,
                              "expires": w.expires.isoformat()} for w in expired],
         "ok": session.exitstatus == 0,
-        "results": state.results,
+        "results": sorted(state.results, key=lambda r: (r["nodeid"], r["node"])),  # the same with or without -n
     }
     (state.report / "audit.json").write_text(json.dumps(doc, indent=2))
     (state.report / "audit.html").write_text(render_html(doc))

@@ -6,6 +6,7 @@ control the playbook could only write to disk (e.g. sysctls in a container) fail
 
 from __future__ import annotations
 
+import datetime as dt
 import re
 
 import pytest
@@ -358,3 +359,98 @@ def test_SC_LOG_02_forwarding_hook_consistent(host, evidence):
         assert host.service("systemd-journal-upload").is_running
     journald = host.run("systemd-analyze cat-config systemd/journald.conf").stdout
     assert "sovcloud" in journald, "journald drop-in (SC-LOG-02 hook) missing"
+
+
+# --- SC-HST-10 supported release --------------------------------------------------------------------------
+
+# Debian's end of long-term support per release (wiki.debian.org/LTS): security fixes stop after it.
+DEBIAN_SUPPORT_ENDS = {"11": dt.date(2026, 8, 31), "12": dt.date(2028, 6, 30), "13": dt.date(2030, 6, 30)}
+
+
+@pytest.mark.control("SC-HST-10")
+def test_SC_HST_10_os_release_supported(host, audit_today, evidence):
+    release = dict(ln.split("=", 1) for ln in host.file("/etc/os-release").content_string.splitlines() if "=" in ln)
+    distro, version = release.get("ID", "").strip('"'), release.get("VERSION_ID", "").strip('"')
+    ends = DEBIAN_SUPPORT_ENDS.get(version) if distro == "debian" else None
+    evidence.append(f"/etc/os-release: {release.get('PRETTY_NAME', '?')}; security support ends {ends or 'unknown'}")
+    assert ends is not None, f"{distro} {version}: not a release with known security support {DEBIAN_SUPPORT_ENDS}"
+    assert audit_today <= ends, f"debian {version} is end of life since {ends}"
+
+
+# --- SC-HST-11 file ownership and world-writable files ------------------------------------------------------
+
+SYSTEM_PATHS = "/etc /usr /boot /opt"
+
+
+@pytest.mark.control("SC-HST-11")
+def test_SC_HST_11_no_world_writable_or_unowned_system_files(host, evidence):
+    found = {
+        "world-writable files": f"find {SYSTEM_PATHS} -xdev -type f -perm -0002",
+        "world-writable directories without the sticky bit": f"find {SYSTEM_PATHS} -xdev -type d -perm -0002 "
+                                                            "! -perm -1000",
+        "files of no user or group": f"find {SYSTEM_PATHS} -xdev \\( -nouser -o -nogroup \\)",
+    }
+    bad = {}
+    for what, cmd in found.items():
+        r = host.run(f"{cmd} 2>/dev/null")
+        evidence.append(f"$ {cmd}\n{r.stdout.strip()[:600] or '(none)'}")
+        if r.stdout.strip():
+            bad[what] = r.stdout.split()[:20]
+    assert not bad, f"in {SYSTEM_PATHS}: {bad}"
+
+
+# --- SC-HST-12 core dumps -------------------------------------------------------------------------------------
+
+@pytest.mark.control("SC-HST-12")
+def test_SC_HST_12_core_dumps_disabled(host, evidence):
+    limits = run(host, "grep -rhE '^[[:space:]]*\\*[[:space:]]+hard[[:space:]]+core[[:space:]]+0\\b' "
+                       "/etc/security/limits.conf /etc/security/limits.d", evidence)
+    assert limits.rc == 0, "no `* hard core 0` limit: processes may write core dumps"
+    coredump = run(host, "systemd-analyze cat-config systemd/coredump.conf | grep -E '^(Storage|ProcessSizeMax)='",
+                   evidence).stdout
+    last = dict(ln.split("=", 1) for ln in coredump.split())
+    assert last.get("Storage") == "none" and last.get("ProcessSizeMax") == "0", f"systemd-coredump keeps dumps: {last}"
+    persisted = run(host, "grep -rhE '^[[:space:]]*fs.suid_dumpable[[:space:]]*=' /etc/sysctl.d", evidence).stdout
+    assert persisted.split("=")[-1].strip() == "0", "fs.suid_dumpable=0 not persisted: setuid programs may dump"
+
+
+# --- SC-HST-13 SSH sessions -------------------------------------------------------------------------------
+
+@pytest.mark.control("SC-HST-13")
+def test_SC_HST_13_ssh_sessions_bounded_and_limited_to_a_group(host, evidence):
+    cfg = sshd_config(host)
+    keys = ("logingracetime", "clientaliveinterval", "clientalivecountmax", "maxstartups", "allowgroups",
+            "allowusers", "hostbasedauthentication", "ignorerhosts", "permituserenvironment")
+    got = {k: cfg.get(k) for k in keys}
+    evidence.append(f"sshd -T: {got}")
+    assert 0 < int(got["logingracetime"] or 0) <= 60, f"LoginGraceTime {got['logingracetime']}"
+    assert 0 < int(got["clientaliveinterval"] or 0) <= 300 and 0 < int(got["clientalivecountmax"] or 0) <= 3, got
+    start, rate, full = (int(x) for x in (got["maxstartups"] or "0:0:0").split(":"))
+    assert 0 < start <= 10 and full <= 60, f"MaxStartups {got['maxstartups']}"
+    assert got["allowgroups"] or got["allowusers"], "every local account may log in over SSH"
+    assert (got["hostbasedauthentication"], got["ignorerhosts"], got["permituserenvironment"]) == ("no", "yes", "no")
+
+
+# --- SC-LOG-04 identification and authentication recorded ---------------------------------------------------
+
+# What the audit rules must watch (CIS Debian 4.1.3): who may identify as whom, logins and lockouts, privilege
+# and the authentication stack. Each path: the keys it may carry.
+AUTH_WATCHES = {
+    "/etc/passwd": "identity", "/etc/group": "identity", "/etc/shadow": "identity", "/etc/gshadow": "identity",
+    "/etc/security/opasswd": "identity", "/var/log/lastlog": "logins", "/var/log/faillog": "logins",
+    "/var/run/faillock": "logins", "/etc/sudoers": "privilege", "/etc/sudoers.d": "privilege",
+    "/etc/pam.d": "pam", "/etc/ssh/sshd_config": "sshd",
+}
+
+
+@pytest.mark.control("SC-LOG-04")
+def test_SC_LOG_04_identification_and_authentication_audited(host, evidence):
+    rules = run(host, "cat /etc/audit/rules.d/*.rules 2>/dev/null", evidence).stdout
+    watched = {m.group(1): (m.group(2), m.group(3))
+               for m in re.finditer(r"^-w\s+(\S+)\s+-p\s+(\S+)\s+-k\s+(\S+)", rules, re.M)}
+    missing = {p: k for p, k in AUTH_WATCHES.items() if p not in watched or "w" not in watched[p][0]
+               or watched[p][1] != k}
+    assert not missing, f"not audited for writes under its key (path: key): {missing}"
+    sudo_log = run(host, "grep -rhoE '^Defaults[[:space:]]+logfile=\\S+' /etc/sudoers /etc/sudoers.d", evidence)
+    log_path = sudo_log.stdout.strip().split("=")[-1].strip('"')
+    assert log_path and watched.get(log_path, ("", ""))[1] == "privilege", f"the sudo log {log_path!r} is not watched"

@@ -61,3 +61,35 @@ def test_SC_NET_02_transport_carries_only_the_tunnels(host, node_role, evidence)
         sas = host.run("swanctl --list-sas --raw")
         evidence.append(f"$ swanctl --list-sas\n{sas.stdout.strip()[:600]}")
         assert sas.rc == 0 and "ESTABLISHED" in sas.stdout, "no WireGuard peer and no established IPsec SA"
+
+
+def _interface_of(host, address: str, evidence: list[str]) -> str:
+    r = host.run("ip -o -4 addr show")
+    name = next((ln.split()[1] for ln in r.stdout.splitlines() if f" {address}/" in ln), None)
+    evidence.append(f"{address} is on {name}")
+    assert name, f"no interface holds {address}:\n{r.stdout}"
+    return name
+
+
+@pytest.mark.control("SC-NET-08")
+def test_SC_NET_08_internet_never_forwarded_to_the_transport_network(host, node_role, evidence):
+    if node_role != "gateway":
+        pytest.skip(f"not applicable to role {node_role}")
+    public, transport = inventory_var(host, "public_address"), inventory_var(host, "transport_address")
+    if public is None or transport is None:
+        pytest.skip("not applicable: this gateway joins the Internet and the transport network not both")
+    public_if, transport_if = _interface_of(host, public, evidence), _interface_of(host, transport, evidence)
+    tunnels = host.run("wg show interfaces").stdout.split()
+    forward = nft_chain(host, "sovcloud_gateway", "forward", evidence)
+    assert re.search(r"hook forward priority filter - 1; policy drop;", forward), "forwarding is not default-deny"
+    accepts = [ln.strip() for ln in forward.splitlines() if re.search(r"\baccept\b", ln)]
+    # Every packet forwarded enters or leaves by the site's own interface: nothing crosses between the Internet and
+    # the transport network (or its tunnels), in either direction.
+    sides = [set(re.findall(r'[io]ifname "([^"]+)"', ln)) for ln in accepts]
+    site_ifs = set.intersection(*sides) if sides else set()
+    evidence.append(f"Internet {public_if}, transport {transport_if}, tunnels {tunnels}, forwarded only through "
+                    f"{sorted(site_ifs) or 'nothing'}")
+    assert all(sides) and site_ifs, f"a forward rule accepts without naming the site's interface: {accepts}"
+    outside = {public_if, transport_if, *tunnels}
+    assert not site_ifs & outside, f"forwarding is anchored on an outside interface: {site_ifs & outside}"
+    assert not [ln for ln in accepts if public_if in re.findall(r'[io]ifname "([^"]+)"', ln)], accepts

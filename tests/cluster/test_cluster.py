@@ -11,10 +11,11 @@ import httpx
 import pytest
 
 from infra.automation import changed_resources
-from lab import cluster, inventory
+from lab import cluster, gateway, inventory
 from lab.deploy import lab_stack
 from lab.nodes import start_node, wait_booted, wait_ssh
 from lab.podman import podman
+from tests.cluster.tls_floor import ClientCert, assert_tls_floor
 from tests.conftest import require_tool
 
 pytestmark = pytest.mark.lab
@@ -82,18 +83,27 @@ def test_anonymous_requests_rejected(cfg, kubeconfigs):
             assert r.status_code == 401, (site.name, path, r.status_code)
 
 
-def test_tls_below_1_2_refused(cfg, kubeconfigs):
-    """SC-CRY-01: the apiserver (through the LB) and etcd refuse TLS 1.1; TLS 1.2 is accepted."""
-    openssl = require_tool("openssl")
-    site = cfg.primary
-    cp = cluster.control_plane(site)[0]
-    for target in (f"{site.ip(site.gateway)}:6443", f"{site.ip(cp)}:2379"):
-        old = subprocess.run([openssl, "s_client", "-connect", target, "-tls1_1"], input="",
-                             capture_output=True, text=True, timeout=15)
-        new = subprocess.run([openssl, "s_client", "-connect", target, "-tls1_2"], input="",
-                             capture_output=True, text=True, timeout=15)
-        assert "Protocol  : TLSv1.2" in new.stdout or "TLSv1.2" in new.stdout, (target, new.stdout[-500:])
-        assert "Cipher is (NONE)" in old.stdout or old.returncode != 0, (target, old.stdout[-500:])
+def test_tls_below_1_2_refused(cfg, kubeconfigs, lab_outputs):
+    """SC-CRY-01: every TLS endpoint of each site (the API through the LB, each apiserver, each etcd member with
+    the apiserver's client certificate, the gateway's published name) refuses TLS 1.1 from a probe first seen
+    speaking TLS 1.1 to a weak loopback server, and negotiates TLS 1.2 (tests/cluster/tls_floor.py)."""
+    seen = []
+    for site in cfg.sites:
+        pki = cluster.site_dir(site, inventory.state_dir(cfg)) / "pki"
+        etcd_client = ClientCert(pki / "apiserver-etcd-client.crt", pki / "apiserver-etcd-client.key")
+        seen.append(assert_tls_floor(site.ip(site.gateway), 6443))
+        for cp in cluster.control_plane(site):
+            seen.append(assert_tls_floor(site.ip(cp), 6443))
+            seen.append(assert_tls_floor(site.ip(cp), 2379, client_cert=etcd_client))
+        for name in lab_outputs["sites"][site.name].get("published", []):  # the stack's outputs: names published
+            ip = gateway.gateway_ips(cfg, site)["internet"]
+            try:
+                seen.append(assert_tls_floor(ip, 443, server_hostname=name))
+            except ConnectionRefusedError:
+                # The gateway serves a name on 443 once its route has a backend (tests/charts/test_pods.py);
+                # nginx's configured floor is the audit's (test_SC_CRY_01_gateway_proxy_hardened).
+                seen.append(f"{ip}:443 ({name}): not served yet (no backend published)")
+    print("\n".join(seen))
 
 
 def test_privileged_pod_rejected_by_pod_security(cfg, kubeconfigs):

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -65,14 +66,44 @@ def _run(cmd: list[str], timeout: float = 600, **kw) -> subprocess.CompletedProc
     return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=_env(), cwd=REPO, **kw)
 
 
-def audit(inv: Path, hosts: str, report: Path) -> Path:
-    """tests/audit/README.md's one command, as compliance teams run it."""
+def audit(inv: Path, hosts: str, report: Path, expect: int) -> Path:
+    """tests/audit/README.md's one command, as compliance teams run it; `expect` is its exit code: 0 when every
+    check passes or is waived, 1 when the audit has findings (anything else is a broken audit)."""
     r = _run([PY, "-m", "pytest", "tests/audit", "-o", "addopts=", "-p", "no:cacheprovider", "--sudo",
               f"--hosts={hosts}", f"--ansible-inventory={inv}", f"--audit-report={report}",
               f"--audit-waivers={WAIVERS}", "-q"])
-    # 0 = all passed or waived, 1 = findings; anything else (usage error, crash) is a broken audit.
-    assert r.returncode in (0, 1) and (report / "audit.json").exists(), r.stdout[-3000:] + r.stderr[-2000:]
+    assert r.returncode == expect and (report / "audit.json").exists(), (
+        f"audit of {hosts}: exit {r.returncode}, expected {expect}\n{r.stdout[-3000:]}{r.stderr[-2000:]}")
     return report
+
+
+@dataclass(frozen=True)
+class Step:
+    command: str
+    rc: int
+    output: str  # its stdout and stderr, and the file it writes with `> FILE`
+
+
+def run_block(block: str, work: Path) -> list[Step]:
+    """Each command of the block, in one shell (its exports carry on), each one's exit code and output kept apart:
+    every step runs even after one fails, so each is judged on its own."""
+    lines = [ln for ln in block.splitlines() if ln.strip() and not ln.lstrip().startswith("#")]
+    script = "".join(f"{{ {ln}\n}} > {work}/out{i} 2>&1; echo $? > {work}/rc{i}\n" for i, ln in enumerate(lines))
+    subprocess.run(["bash", "-o", "pipefail", "-c", script], cwd=REPO, timeout=1500)
+    steps = []
+    for i, ln in enumerate(lines):
+        rc = int((work / f"rc{i}").read_text())
+        out = (work / f"out{i}").read_text(errors="replace")
+        if (m := re.search(r"(?<![0-9&])>\s*(\S+)", ln.split(" #")[0])) and (REPO / m.group(1)).is_file():
+            out = f"--- {m.group(1)} ---\n" + (REPO / m.group(1)).read_text(errors="replace") + f"\n---\n{out}"
+        steps.append(Step(ln, rc, out))
+    return steps
+
+
+def step(steps: list[Step], *words: str) -> Step:
+    found = [s for s in steps if all(w in s.command for w in words)]
+    assert len(found) == 1, f"the README's compliance block has {len(found)} commands with {words}"
+    return found[0]
 
 
 OUTPUTS = ("reports", "evidence", "inventory.json")  # what the README's commands write in the checkout
@@ -88,15 +119,16 @@ def readme_run(tmp_path):
             shutil.move(REPO / name, aside / name)
     t = time.monotonic()
     block = verbatim_block(REPO / "README.md", "**Compliance teams**")
-    r = subprocess.run(["bash", "-e", "-o", "pipefail", "-c", block], cwd=REPO, capture_output=True,
-                       text=True, timeout=1500)
+    logs = tmp_path / "steps"
+    logs.mkdir()
+    steps = run_block(block, logs)
     took = time.monotonic() - t
     try:
         shutil.copytree(REPO / "reports", tmp_path / "reports") if (REPO / "reports").exists() else None
         shutil.copytree(REPO / "evidence", tmp_path / "evidence") if (REPO / "evidence").exists() else None
         if (REPO / "inventory.json").exists():
             shutil.copy(REPO / "inventory.json", tmp_path / "inventory.json")
-        yield r, tmp_path, took
+        yield steps, tmp_path, took
     finally:
         for name in OUTPUTS:
             target = REPO / name
@@ -130,8 +162,16 @@ def owners(ev: dict, check: str) -> set[str]:
 
 def test_readme_audit_and_evidence_pass_verbatim_and_one_broken_setting_turns_its_control_red(lab_deployment,
                                                                                                readme_run):
-    r, work, took = readme_run
-    assert r.returncode == 0, r.stdout[-4000:] + r.stderr[-3000:]
+    steps, work, took = readme_run
+    # Each of the compliance commands on its own: the deployed nodes pass the audit (only lab-waivers.yml's
+    # waivers), the chart tests, the alert rules' tests and the stations' drills pass, the bundle builds.
+    for words in (("tests/audit", "--audit-report"), ("--junitxml=reports/charts.xml",), ("promtool", "test rules"),
+                  ("python -m dr", "drill-results"), ("policies.evidence build",), ("policies.evidence verify",)):
+        s = step(steps, *words)
+        assert s.rc == 0, f"`{s.command}` exited {s.rc}:\n{s.output[-5000:]}"
+    failed = [s for s in steps if s.rc != 0]
+    assert not failed, "\n".join(f"`{s.command}` exited {s.rc}:\n{s.output[-2000:]}" for s in failed)
+    build = step(steps, "policies.evidence build")
     print(f"the README's compliance commands took {took:.0f} s")
     cfg = lab_deployment["config"]
     deployed = {n.name for s in cfg.sites for n in s.nodes}
@@ -145,7 +185,7 @@ def test_readme_audit_and_evidence_pass_verbatim_and_one_broken_setting_turns_it
     assert before["summary"]["pass"] >= 15, before["summary"]
     for c in before["controls"]:
         assert (c["status"] == "not-run") == bool(c["not_run_because"]), c["id"]
-        assert f"{c['id']} not run: " in r.stdout or c["status"] != "not-run"
+        assert f"{c['id']} not run: " in build.output or c["status"] != "not-run"
     assert {i["adapter"] for i in before["inputs"]} >= {"audit-json", "pulumi-events", "promtool", "junit", "drill"}
     # The alert rules' tests and the stations' scheduled restore drills (one result per site) ran: their
     # layers have results, every one passing.
@@ -186,7 +226,7 @@ def test_readme_audit_and_evidence_pass_verbatim_and_one_broken_setting_turns_it
         assert rb.returncode == 0, rb.stderr
         results_after = work / "results-after"
         shutil.copytree(work / "reports", results_after, ignore=shutil.ignore_patterns("audit*"))
-        audit(inv, f"ansible://{brk.node}", results_after / "audit")
+        audit(inv, f"ansible://{brk.node}", results_after / "audit", expect=1)
     finally:
         rb = nodes.ssh(ip, brk.restore)
         assert rb.returncode == 0, f"restoring {brk.what} on {brk.node} failed: {rb.stderr}"
@@ -198,7 +238,7 @@ def test_readme_audit_and_evidence_pass_verbatim_and_one_broken_setting_turns_it
     assert f'<tr id="{control}" class="status-fail">' in html
 
     # --- restored: the node's audit is back to the baseline -------------------------------------------
-    report = audit(inv, f"ansible://{brk.node}", work / "restored")
+    report = audit(inv, f"ansible://{brk.node}", work / "restored", expect=0)
     got, _ = read_results(report, REPO)
     restored = {x.check: x.status for x in got if x.where == brk.node}
     assert restored == node_checks(before, brk.node)
