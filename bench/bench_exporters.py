@@ -36,6 +36,7 @@ from urllib.parse import quote
 
 from prometheus_client import generate_latest
 
+from common import process
 from monitoring.exporters import config
 from monitoring.exporters.prober import Prober, read_response
 from toolchain import pins
@@ -189,12 +190,7 @@ class Blackbox:
         return failed
 
     def stop(self) -> None:
-        self.proc.terminate()
-        try:
-            self.proc.wait(10)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
+        process.stop(self.proc)
         self.log.close()
 
 

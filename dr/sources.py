@@ -13,6 +13,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import BinaryIO
 
+from common import process
 from common.wait import until
 
 SENTINEL_KEY = "/sovcloud/dr/sentinel"
@@ -153,13 +154,7 @@ class EtcdProcess:
         return etcd
 
     def stop(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        process.stop(self.proc)
 
 
 # --- directories (tenant volume data) -------------------------------------------------------------------

@@ -18,6 +18,7 @@ import urllib.request
 from collections import Counter
 from pathlib import Path
 
+from common import process
 from common.wait import until
 from dr.restore import free_port
 from dr.sources import EtcdProcess
@@ -121,13 +122,7 @@ class LoopbackApiserver:
         return out
 
     def stop(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        process.stop(self.proc, grace_s=15)
         self.etcd.stop()
 
     def __enter__(self) -> LoopbackApiserver:
