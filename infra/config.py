@@ -286,8 +286,14 @@ def rule_findings(cloud: Cloud) -> list[tuple[str, str, str]]:
         routes = (tenant.chart_values.get("gateway") or {}).get("routes") or []
         add(f"tenants[{i}].chart_values.gateway.routes", rules.classified_publishing, tenant.data_classification,
             routes)
-    add("sites[].s3_endpoint", rules.backup_stores, [s.name for s in cloud.sites if s.s3_endpoint],
-        [c.site for c in cloud.clusters])
+    # Named at the site that lacks its store; clusters of unknown sites are Cloud's structural problem.
+    stores = [s.name for s in cloud.sites if s.s3_endpoint]
+    cluster_sites = {c.site for c in cloud.clusters}
+    for i, site in enumerate(cloud.sites):
+        if site.name in cluster_sites and not site.s3_endpoint:
+            add(f"sites[{i}].s3_endpoint", rules.backup_stores, stores, [site.name])
+    if stores and len(set(stores)) < 2:
+        add("sites", rules.backup_stores, stores, [])
     add("cert_rotate_before_days", rules.certificate_rotation, cloud.cert_rotate_before_days,
         cloud.cert_validity_days)
     return found
