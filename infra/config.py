@@ -7,6 +7,7 @@ Everything is validated before any resource is touched; each error names the fie
 from __future__ import annotations
 
 import ipaddress
+import re
 from collections import Counter
 from enum import StrEnum
 from pathlib import Path
@@ -21,6 +22,19 @@ from toolchain import pins
 
 DNS_LABEL = r"^[a-z]([-a-z0-9]*[a-z0-9])?$"
 Name = Annotated[str, Field(pattern=DNS_LABEL, max_length=40)]
+# What other tools parse later (nginx server_name, certificates, the charts' resource quotas), checked here.
+_HOSTNAME = re.compile(r"^(?=.{1,253}$)([a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?\.)+[a-z]([-a-z0-9]{0,61}[a-z0-9])?$")
+_CPU = re.compile(r"^([1-9]\d*(\.\d+)?|0\.\d*[1-9]\d*|[1-9]\d*m)$")
+_MEMORY = re.compile(r"^[1-9]\d*(Ki|Mi|Gi|Ti|Pi|k|M|G|T|P)?$")
+# Nodes are numbered from .10 of their site subnet (infra/components.py node_address).
+FIRST_NODE_OFFSET = 10
+
+
+def _hostname(value: str) -> str:
+    if not _HOSTNAME.match(value):
+        raise ValueError(f"{value!r} is not a host name: lower-case labels of letters, digits and '-' (at most 63 "
+                         "each, 253 in all) joined by dots, e.g. portal.example.gov.kz")
+    return value
 
 
 class _Strict(BaseModel):
@@ -76,6 +90,10 @@ class Site(_Strict):
         dupes = [n for n, c in Counter(n.name for n in self.nodes).items() if c > 1]
         if dupes:
             raise FieldError("nodes", f"duplicate node names {dupes}; node names must be unique")
+        room = int(self.subnet.broadcast_address) - int(self.subnet.network_address) - FIRST_NODE_OFFSET
+        if len(self.nodes) > room:
+            raise FieldError("subnet", f"{self.subnet} has room for {max(room, 0)} node addresses (from "
+                              f".{FIRST_NODE_OFFSET} up), the site has {len(self.nodes)} nodes: use a larger subnet")
         for i, node in enumerate(self.nodes):
             if node.role == Role.GATEWAY and node.public_address is None:
                 raise FieldError(f"nodes[{i}].public_address", f"gateway {node.name!r} needs its "
@@ -122,6 +140,22 @@ class PublishedService(_Strict):
     site: Name
     backend: str = Field(min_length=1, description="host:port inside the site")
 
+    _hostname_syntax = field_validator("hostname")(_hostname)
+
+    @field_validator("backend")
+    @classmethod
+    def _host_port(cls, value: str) -> str:
+        host, sep, port = value.rpartition(":")
+        fix = f"{value!r} is not host:port (e.g. 10.10.1.21:8080 or portal.svc.local:443)"
+        if not sep or not port.isdigit() or not 1 <= int(port) <= 65535:
+            raise ValueError(fix)
+        try:
+            ipaddress.IPv4Address(host)
+        except ValueError:
+            if not _HOSTNAME.match(host) and not re.match(DNS_LABEL, host):
+                raise ValueError(fix) from None
+        return value
+
 
 class Gateway(_Strict):
     """The single Internet access gateway (ЕШДИ / ИҚБШ): the only way in or out of a site."""
@@ -156,8 +190,23 @@ class Tenant(_Strict):
     name: Name
     sites: list[Name] = Field(min_length=1)
     data_classification: Literal["public", "internal", "confidential", "secret"] = "internal"
+    # Kubernetes quantities of the tenant's quota (charts/tenant): cpu in cores or millicores, memory in bytes.
     cpu: str = "4"
     memory: str = "8Gi"
+
+    @field_validator("cpu")
+    @classmethod
+    def _cpu_quantity(cls, value: str) -> str:
+        if not _CPU.match(value):
+            raise ValueError(f"{value!r} is not a CPU quantity above zero: cores (2, 0.5) or millicores (500m)")
+        return value
+
+    @field_validator("memory")
+    @classmethod
+    def _memory_quantity(cls, value: str) -> str:
+        if not _MEMORY.match(value):
+            raise ValueError(f"{value!r} is not a memory quantity above zero: bytes with a suffix (512Mi, 8Gi)")
+        return value
     # Further values of charts/tenant (see its README), e.g. namespaces, backup datasets, routes.
     chart_values: dict[str, Any] = Field(default_factory=dict)
 
@@ -220,6 +269,22 @@ class Cloud(_Strict):
             if address in seen:
                 problems.append((where, f"{address} is already {seen[address]}; every address is one node's"))
             seen.setdefault(address, where)
+
+        # Node names are the inventory's host names: one per cloud, not per site.
+        first: dict[str, str] = {}
+        for i, s in enumerate(self.sites):
+            for j, n in enumerate(s.nodes):
+                where = f"sites[{i}].nodes[{j}].name"
+                if n.name in first and not first[n.name].startswith(f"sites[{i}]."):
+                    problems.append((where, f"{n.name!r} is already {first[n.name]}: node names are host names, "
+                                     "unique across the cloud; rename one"))
+                first.setdefault(n.name, where)
+        # A site's clusters and published services reach the Internet and the other sites only through a gateway.
+        serving = {c.site for c in self.clusters} | {p.site for p in self.gateway.published_services}
+        for i, s in enumerate(self.sites):
+            if s.name in serving and s.gateway is None:
+                problems.append((f"sites[{i}].nodes", f"site {s.name!r} runs a cluster or publishes a service but "
+                                 "has no gateway node: add a node with role gateway"))
 
         for i, tenant in enumerate(self.tenants):
             for j, s in enumerate(tenant.sites):

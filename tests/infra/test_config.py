@@ -184,24 +184,70 @@ def test_random_valid_configs_parse(data):
     assert len(cloud.clusters) == len(cloud.sites)
 
 
+def _published(d, **service):
+    d.setdefault("gateway", {})["published_services"] = [
+        {"name": "portal", "hostname": "portal.gov.kz", "site": "dc-0", "backend": "10.0.0.30:8080", **service}]
+
+
+def _tenant(d, **tenant):
+    d["tenants"] = [{"name": "agency", "sites": ["dc-0"], **tenant}]
+
+
+def _drop_gateway(d):
+    d["sites"][0]["nodes"] = [n for n in d["sites"][0]["nodes"] if n["role"] != "gateway"]
+    d["transport"]["links"] = [link for link in d["transport"]["links"] if "dc-0" not in (link["a"], link["b"])]
+
+
+# One mistake of each class the stack validation refuses, and the field its error must name.
 MISTAKES = {
-    "country": lambda d: d["sites"][0].__setitem__("country", "CN"),
-    "plaintext": lambda d: d["transport"].__setitem__("links", [{"a": "dc-0", "b": "dc-0", "tunnel": "none"}]),
-    "overlap": lambda d: d["clusters"][0].__setitem__("pod_cidr", d["sites"][0]["subnet"]),
-    "two-cp": lambda d: d["sites"][0].__setitem__(
-        "nodes", [n for n in d["sites"][0]["nodes"] if n["role"] != "control-plane"][:1]
-        + [n for n in d["sites"][0]["nodes"] if n["role"] == "control-plane"][:2]),
-    "unknown-site": lambda d: d["clusters"][0].__setitem__("site", "dc-nowhere"),
+    "country": (lambda d: d["sites"][0].__setitem__("country", "CN"), "sites[0].country"),
+    "plaintext": (lambda d: d["transport"]["links"][0].__setitem__("tunnel", "none"), "transport.links[0].tunnel"),
+    "overlap": (lambda d: d["clusters"][0].__setitem__("pod_cidr", d["sites"][0]["subnet"]), "clusters[0].pod_cidr"),
+    "two-cp": (lambda d: d["sites"][0].__setitem__(
+        "nodes", [n for n in d["sites"][0]["nodes"] if n["role"] != "control-plane"]
+        + [n for n in d["sites"][0]["nodes"] if n["role"] == "control-plane"][:2]), "clusters[0]"),
+    "unknown-site": (lambda d: d["clusters"][0].__setitem__("site", "dc-nowhere"), "clusters[0].site"),
+    "name-across-sites": (lambda d: d["sites"][1]["nodes"][0].__setitem__("name", d["sites"][0]["nodes"][0]["name"]),
+                          "sites[1].nodes[0].name"),
+    "subnet-too-small": (lambda d: d["sites"][0].__setitem__("subnet", "10.0.0.0/29"), "sites[0].subnet"),
+    "no-gateway-node": (_drop_gateway, "sites[0].nodes"),
+    "hostname": (lambda d: _published(d, hostname="portal_1.gov.kz"), "gateway.published_services[0].hostname"),
+    "backend": (lambda d: _published(d, backend="10.0.0.30"), "gateway.published_services[0].backend"),
+    "cpu": (lambda d: _tenant(d, cpu="4 cores"), "tenants[0].cpu"),
+    "memory": (lambda d: _tenant(d, memory="8GB"), "tenants[0].memory"),
+    "egress-allow-all": (lambda d: d.setdefault("gateway", {}).__setitem__("allowed_egress", ["0.0.0.0/0"]),
+                         "gateway.allowed_egress[0]"),
+    "isolated-site": (lambda d: d["transport"].__setitem__(
+        "links", [link for link in d["transport"]["links"] if "dc-0" not in (link["a"], link["b"])]),
+        "transport.links"),
+    "even-etcd": (lambda d: d["sites"][0]["nodes"].append(
+        {"name": "s0-cp-extra", "role": "control-plane", "rack": d["sites"][0]["racks"][1]}), "clusters[0]"),
+    "cert-window": (lambda d: d.__setitem__("cert_rotate_before_days", 400), "cert_rotate_before_days"),
 }
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=80, deadline=None)
 @given(valid_clouds(), st.sampled_from(sorted(MISTAKES)))
-def test_random_single_mistake_is_caught(data, mistake):
-    MISTAKES[mistake](data)
+def test_random_single_mistake_is_named_by_its_field(data, mistake):
+    cfg.parse(data)  # positive control: the drawn stack itself is valid
+    mutate, field = MISTAKES[mistake]
+    mutate(data)
     with pytest.raises(cfg.ConfigError) as exc:
         cfg.parse(data)
-    assert exc.value.problems and all(field for field, _ in exc.value.problems)
+    assert field in {f for f, _ in exc.value.problems}, exc.value.problems
+
+
+@pytest.mark.parametrize(("value", "ok"), [("portal.gov.kz", True), ("a-b.c1.gov.kz", True), ("Portal.gov.kz", False),
+                                           ("portal..gov.kz", False), ("-x.gov.kz", False), ("x" * 64 + ".kz", False)])
+def test_published_hostname_syntax(value, ok):
+    data = lab_data()
+    _published_on = {"name": "portal", "hostname": value, "site": data["sites"][0]["name"], "backend": "10.0.0.30:80"}
+    data.setdefault("gateway", {})["published_services"] = [_published_on]
+    if ok:
+        cfg.parse(data)
+    else:
+        with pytest.raises(cfg.ConfigError, match="published_services.0..hostname"):
+            cfg.parse(data)
 
 
 def test_hosts_config_names_the_field_and_the_fix(tmp_path):
