@@ -197,6 +197,26 @@ def raw(path: str | Path | None = None) -> dict:
     return data
 
 
+def _stack_networks(p: Path) -> list[tuple[str, ipaddress.IPv4Network]]:
+    """The stack's own ranges the lab's wires must stay clear of: pod and service CIDRs, the tunnel plan."""
+    spec = read_yaml_mapping(p, WHAT).get("sites_from")
+    if not isinstance(spec, dict) or "stack" not in spec:
+        return []
+    stack = (p.parent / str(spec["stack"])).resolve()
+    cloud = yaml.safe_load(stack.read_text()) or {}
+    nets = [(f"{stack.name}: clusters[{i}].{key}", ipaddress.ip_network(c[key]))
+            for i, c in enumerate(cloud.get("clusters") or []) for key in ("pod_cidr", "service_cidr") if c.get(key)]
+    if plan := (cloud.get("transport") or {}).get("address_plan"):
+        nets.append((f"{stack.name}: transport.address_plan", ipaddress.ip_network(plan)))
+    return nets
+
+
 def load(path: str | Path | None = None) -> LabConfig:
     p = Path(path) if path else DEFAULT_PATH
-    return parse(raw(p), str(p))
+    cfg = parse(raw(p), str(p))
+    problems = [(field, f"{net} overlaps the stack's {where} {other}: give the lab network its own range")
+                for field, net in (("internet.subnet", cfg.internet.subnet), ("transport.subnet", cfg.transport.subnet))
+                for where, other in _stack_networks(p) if net.overlaps(other)]
+    if problems:
+        raise ConfigError(problems, f"{WHAT} {p}")
+    return cfg

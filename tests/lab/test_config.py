@@ -134,3 +134,17 @@ def test_a_bad_sites_from_is_named(tmp_path, change, named):
     (tmp_path / "lab.yaml").write_text(yaml.safe_dump(lab))
     with pytest.raises(ConfigError, match=named):
         load(tmp_path / "lab.yaml")
+
+
+def test_a_lab_wire_overlapping_the_stacks_ranges_is_refused(tmp_path):
+    stack = yaml.safe_load(STACK.read_text())
+    (tmp_path / "stack.yaml").write_text(yaml.safe_dump(stack))
+    lab = yaml.safe_load(DEFAULT_PATH.read_text())
+    lab["sites_from"]["stack"] = "stack.yaml"
+    (tmp_path / "lab.yaml").write_text(yaml.safe_dump(lab))
+    load(tmp_path / "lab.yaml")  # positive control: the shipped ranges are clear of each other
+    lab["transport"]["subnet"] = stack["clusters"][0]["pod_cidr"]
+    (tmp_path / "lab.yaml").write_text(yaml.safe_dump(lab))
+    with pytest.raises(ConfigError) as e:
+        load(tmp_path / "lab.yaml")
+    assert "transport.subnet: " in str(e.value) and "clusters[0].pod_cidr" in str(e.value)
