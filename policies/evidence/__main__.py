@@ -62,6 +62,8 @@ def _paths(args: argparse.Namespace) -> signing.PkiPaths:
         # A file under a --pki-dir that does not exist is that directory's problem, already named.
         if why and (given or args.pki_dir is None or pki_dir.is_dir()):
             problems.append((field, why if given else f"{why}; {_WITHOUT}"))
+    if args.cmd == "build" and not problems and (why := signing.pair_problem(paths.key, paths.cert)):
+        problems.append(("--key" if args.key else from_dir, why))
     if problems:
         raise ConfigError(problems, ARGUMENTS)
     return paths

@@ -169,6 +169,16 @@ def key_problem(path: Path) -> str | None:
     return None
 
 
+def pair_problem(key: Path, cert: Path) -> str | None:
+    """Why the key at `key` cannot sign for the certificate at `cert` (both already readable), or None."""
+    private = serialization.load_pem_private_key(key.read_bytes(), password=None)
+    public = x509.load_pem_x509_certificate(cert.read_bytes()).public_key()
+    raw = serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    if private.public_key().public_bytes(*raw) != public.public_bytes(*raw):
+        return f"{key} does not belong to the certificate {cert}: give the signer's own key and certificate"
+    return None
+
+
 def cert_problem(path: Path, signer: bool, at: datetime | None = None) -> str | None:
     """Why `path` is no usable certificate (unreadable, not PEM, a signer outside its validity), or None."""
     try:

@@ -213,8 +213,8 @@ def test_key_not_matching_cert_fails_before_writing(tmp_path, catalogue_file, pk
         "--catalogue",
         str(catalogue_file),
     ]
-    assert main(argv) == 1
-    assert "does not belong to --cert" in capsys.readouterr().err
+    assert main(argv) == 2
+    assert "--key: " in (err := capsys.readouterr().err) and "does not belong to the certificate" in err
     assert not (tmp_path / "b").exists()
 
 
