@@ -109,7 +109,8 @@ def _bad_retention(v: dict, draw) -> str:
 
 def _bad_schedule(v: dict, draw) -> str:
     v["backup"]["schedule"] = draw(st.sampled_from(["61 1 * * *", "0 24 * * *", "0 1 32 * *", "0 1 * 13 *",
-                                                    "0 1 * * 8", "a b c d e", "daily", "0 1 * *"]))
+                                                    "0 1 * * 8", "a b c d e", "daily", "0 1 * *", "0 1 31 2 *",
+                                                    "0 1 31 4 *"]))
     return "backup.schedule"
 
 
@@ -175,3 +176,13 @@ def test_a_tls_version_written_as_a_number_is_the_same_version(helm, version):
         out = helm.run("template", "t", str(TENANT), "--values", f.name).stdout
     routes = next(d for d in yaml.safe_load_all(out) if d and d["metadata"]["name"] == "gateway-routes")
     assert json.loads(routes["data"]["routes.json"])[0]["tls"] == {"minVersion": str(version)}
+
+
+@pytest.mark.parametrize(("schedule", "never_due"), [("0 1 30 2 *", True), ("0 1 31 11 *", True),
+                                                     ("0 1 29 2 *", False), ("0 1 31 5 *", False)])
+def test_a_schedule_on_a_day_the_month_never_has_is_refused(helm, schedule, never_due):
+    values = [TENANT / "ci" / "minimal-values.yaml"]
+    if never_due:
+        assert "the schedule is never due" in helm.template_error(TENANT, values, {"backup.schedule": schedule})
+    else:
+        helm.template(TENANT, values, {"backup.schedule": schedule})  # a day the month has: due

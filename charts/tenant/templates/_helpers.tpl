@@ -76,6 +76,14 @@ from bad input.
 {{- $errs = append $errs (printf "backup.schedule: %s %q: use *, N or N-M within %s, lists of them and /STEP (cron, UTC)" (index $spec 0) $f (index $spec 2)) }}
 {{- end }}
 {{- end }}
+{{- /* A day the month never has (31 April, 30 February) is never due: the station would find no backup time. */}}
+{{- $dom := index $fields 2 }}{{- $month := index $fields 3 }}
+{{- if and (regexMatch "^[0-9]+$" $dom) (regexMatch "^[0-9]+$" $month) (eq (index $fields 4) "*") }}
+{{- $days := index (list 31 29 31 30 31 30 31 31 30 31 30 31) (sub (atoi $month | int) 1 | int) }}
+{{- if gt (atoi $dom | int) $days }}
+{{- $errs = append $errs (printf "backup.schedule: day of month %s never comes in month %s (at most %d days): the schedule is never due; pick a day that month has" $dom $month $days) }}
+{{- end }}
+{{- end }}
 {{- end }}
 {{- if and (eq $v.dataClassification "secret") $v.network.internetEgress }}
 {{- $errs = append $errs "network.internetEgress: must be false when dataClassification is \"secret\" (secret data never reaches the Internet)" }}
