@@ -7,6 +7,7 @@ Everything is validated before any resource is touched; each error names the fie
 from __future__ import annotations
 
 import ipaddress
+import json
 import re
 from collections import Counter
 from enum import StrEnum
@@ -18,14 +19,15 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationIn
 # ConfigError is common.config's, the one error every config module raises (infra.config.ConfigError still names it).
 from common.config import ConfigError, FieldError, problems_of, validate
 from policies import rules
-from toolchain import pins
+from toolchain import REPO, pins
 
 DNS_LABEL = r"^[a-z]([-a-z0-9]*[a-z0-9])?$"
 Name = Annotated[str, Field(pattern=DNS_LABEL, max_length=40)]
 # What other tools parse later (nginx server_name, certificates, the charts' resource quotas), checked here.
 _HOSTNAME = re.compile(r"^(?=.{1,253}$)([a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?\.)+[a-z]([-a-z0-9]{0,61}[a-z0-9])?$")
-_CPU = re.compile(r"^([1-9]\d*(\.\d+)?|0\.\d*[1-9]\d*|[1-9]\d*m)$")
-_MEMORY = re.compile(r"^[1-9]\d*(Ki|Mi|Gi|Ti|Pi|k|M|G|T|P)?$")
+# A tenant's cpu and memory become its chart's quota: the chart's own quantity rule (its values schema) decides.
+_QUANTITY = re.compile(json.loads((REPO / "charts" / "tenant" / "values.schema.json").read_text())
+                       ["$defs"]["quantity"]["pattern"])
 # Nodes are numbered from .10 of their site subnet (infra/components.py node_address).
 FIRST_NODE_OFFSET = 10
 
@@ -193,22 +195,17 @@ class Tenant(_Strict):
     # Kubernetes quantities of the tenant's quota (charts/tenant): cpu in cores or millicores, memory in bytes.
     cpu: str = "4"
     memory: str = "8Gi"
-
-    @field_validator("cpu")
-    @classmethod
-    def _cpu_quantity(cls, value: str) -> str:
-        if not _CPU.match(value):
-            raise ValueError(f"{value!r} is not a CPU quantity above zero: cores (2, 0.5) or millicores (500m)")
-        return value
-
-    @field_validator("memory")
-    @classmethod
-    def _memory_quantity(cls, value: str) -> str:
-        if not _MEMORY.match(value):
-            raise ValueError(f"{value!r} is not a memory quantity above zero: bytes with a suffix (512Mi, 8Gi)")
-        return value
     # Further values of charts/tenant (see its README), e.g. namespaces, backup datasets, routes.
     chart_values: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("cpu", "memory")
+    @classmethod
+    def _quantity(cls, value: str, info: ValidationInfo) -> str:
+        number = re.match(r"[0-9.]*", value)[0]
+        if not _QUANTITY.match(value) or not float(number or 0):
+            example = "cores (2, 0.5) or millicores (500m)" if info.field_name == "cpu" else "bytes (512Mi, 8Gi)"
+            raise ValueError(f"{value!r} is not a Kubernetes quantity above zero: {example}")
+        return value
 
 
 class Cloud(_Strict):

@@ -241,8 +241,8 @@ def test_random_single_mistake_is_named_by_its_field(data, mistake):
                                            ("portal..gov.kz", False), ("-x.gov.kz", False), ("x" * 64 + ".kz", False)])
 def test_published_hostname_syntax(value, ok):
     data = lab_data()
-    _published_on = {"name": "portal", "hostname": value, "site": data["sites"][0]["name"], "backend": "10.0.0.30:80"}
-    data.setdefault("gateway", {})["published_services"] = [_published_on]
+    service = {"name": "portal", "hostname": value, "site": data["sites"][0]["name"], "backend": "10.0.0.30:80"}
+    data.setdefault("gateway", {})["published_services"] = [service]
     if ok:
         cfg.parse(data)
     else:
