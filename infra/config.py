@@ -308,7 +308,7 @@ class Cloud(_Strict):
 STACK_RULES = (rules.residency, rules.site_tier, rules.site_count, rules.node_exposure, rules.rack_spread,
                rules.etcd_odd_members, rules.kubernetes_supported, rules.tls_floor, rules.egress_allow_list,
                rules.transport_encrypted, rules.transport_joins_all, rules.classified_publishing, rules.backup_stores,
-               rules.certificate_rotation)
+               rules.backup_replica, rules.certificate_rotation)
 STACK_CONTROLS = frozenset(rules.RULES[r.__name__].control for r in STACK_RULES)
 
 
@@ -352,10 +352,8 @@ def rule_findings(cloud: Cloud) -> list[tuple[str, str, str]]:
     stores = [s.name for s in cloud.sites if s.s3_endpoint]
     cluster_sites = {c.site for c in cloud.clusters}
     for i, site in enumerate(cloud.sites):
-        if site.name in cluster_sites and not site.s3_endpoint:
-            add(f"sites[{i}].s3_endpoint", rules.backup_stores, stores, [site.name])
-    if stores and len(set(stores)) < 2:
-        add("sites", rules.backup_stores, stores, [])
+        add(f"sites[{i}].s3_endpoint", rules.backup_stores, stores, [site.name] if site.name in cluster_sites else [])
+    add("sites", rules.backup_replica, stores)
     add("cert_rotate_before_days", rules.certificate_rotation, cloud.cert_rotate_before_days,
         cloud.cert_validity_days)
     return found

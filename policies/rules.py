@@ -180,16 +180,19 @@ def classified_publishing(classification: str, routes: Sequence[Any]) -> list[st
 
 
 def backup_stores(stores: Sequence[str], cluster_sites: Sequence[str]) -> list[str]:
-    """SC-BCK-03: backups land on another site's storage: once a stack keeps backups, every site with a cluster
-    has a store and there is another site's store to replicate to."""
+    """SC-BCK-03: once a stack keeps backups, every site with a cluster has its own store."""
     if not stores:
         return []
-    problems = [f"site {s!r} runs a cluster but has no backup store; give it an s3_endpoint (SC-BCK-03)"
-                for s in cluster_sites if s not in stores]
-    if len(set(stores)) < 2:
-        problems.append(f"only {sorted(set(stores))} keeps backups: a copy must land on another site's storage; "
-                        "give a second site an s3_endpoint (SC-BCK-03)")
-    return problems
+    return [f"site {s!r} runs a cluster but has no backup store; give it an s3_endpoint (SC-BCK-03)"
+            for s in cluster_sites if s not in stores]
+
+
+def backup_replica(stores: Sequence[str]) -> list[str]:
+    """SC-BCK-03: backups land on another site's storage: a stack that keeps backups keeps them at two sites."""
+    if stores and len(set(stores)) < 2:
+        return [f"only {sorted(set(stores))} keeps backups: a copy must land on another site's storage; "
+                "give a second site an s3_endpoint (SC-BCK-03)"]
+    return []
 
 
 def _minor(version: str) -> tuple[int, int] | None:
@@ -232,6 +235,7 @@ class Rule:
 
 
 TIER3_SITES = "Every site is Tier III or higher; at least min_sites of them, in distinct cities."
+BACKUPS_ON_ANOTHER_SITE = "Every cluster's site has a backup store, and a copy lands on another site's."
 RULES: dict[str, Rule] = {r.name: r for r in (
     Rule("SC-DATA-01", residency, "data-residency", "Every site is in an allowed country."),
     Rule("SC-NET-01", service_exposure, "gateway-only-exposure",
@@ -252,8 +256,8 @@ RULES: dict[str, Rule] = {r.name: r for r in (
          "The transport network's links connect every site."),
     Rule("SC-DATA-03", classified_publishing, "secret-data-unpublished",
          "A tenant classified secret publishes no gateway route."),
-    Rule("SC-BCK-03", backup_stores, "backups-on-another-site",
-         "Every cluster's site has a backup store, and a copy lands on another site's."),
+    Rule("SC-BCK-03", backup_stores, "backups-on-another-site", BACKUPS_ON_ANOTHER_SITE),
+    Rule("SC-BCK-03", backup_replica, "backups-on-another-site", BACKUPS_ON_ANOTHER_SITE),
     Rule("SC-K8S-05", kubernetes_supported, "kubernetes-supported",
          "Every cluster runs one of the three newest Kubernetes minors the project builds."),
     Rule("SC-K8S-06", etcd_odd_members, "etcd-odd-members", "Every cluster's etcd has an odd membership."),

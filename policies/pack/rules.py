@@ -171,7 +171,8 @@ def tier3_sites(args: StackValidationArgs, report) -> None:
 
 def backups_on_another_site(args: StackValidationArgs, report) -> None:
     stores = [s.name for s in _of(args, "Site") if s.props.get("backup_store")]
-    _report(report, "stack", rules.backup_stores(stores, [c.props.get("site") for c in _of(args, "KubernetesCluster")]))
+    cluster_sites = [c.props.get("site") for c in _of(args, "KubernetesCluster")]
+    _report(report, "stack", rules.backup_stores(stores, cluster_sites) + rules.backup_replica(stores))
 
 
 VALIDATORS: dict[str, Callable[..., None]] = {f.__name__.replace("_", "-"): f for f in (

@@ -88,6 +88,7 @@ CASES = {
     "transport_joins_all": Case(_set("transport.links", []), "transport.links"),
     "classified_publishing": Case(_secret_with_route, "tenants[0].chart_values.gateway.routes"),
     "backup_stores": Case(lambda d: d["sites"][1].pop("s3_endpoint"), "sites[1].s3_endpoint"),
+    "backup_replica": Case(lambda d: d["sites"][1].pop("s3_endpoint"), "sites"),
     "kubernetes_supported": Case(_set("clusters[0].kubernetes_version", "1.30.4"),
                                  "clusters[0].kubernetes_version"),
     "certificate_rotation": Case(_set("cert_rotate_before_days", 365), "cert_rotate_before_days"),
