@@ -39,6 +39,11 @@ class ConfigError(ValueError):
         return type(self), (self.problems, self.what)
 
 
+class CrossFieldError(ConfigError):
+    """Raised by a check across fields in a field validator of the top-level model: its fields are paths from
+    the top of the config (the check names fields beside the one it validates), not below the validated field."""
+
+
 class FieldError(ValueError):
     """Raised inside a model's validator to report `message` at `field`, a path relative to that model (raise
     ConfigError with several (field, message) pairs to report more than one problem)."""
@@ -70,7 +75,9 @@ def problems_of(exc: ValidationError, prefix: str = "") -> list[tuple[str, str]]
     for err in exc.errors():
         where = path(err["loc"])
         ctx_err = (err.get("ctx") or {}).get("error")
-        if isinstance(ctx_err, ConfigError):
+        if isinstance(ctx_err, CrossFieldError):
+            out += ctx_err.problems
+        elif isinstance(ctx_err, ConfigError):
             out += [(join(where, f) or TOP, m) for f, m in ctx_err.problems]
         elif isinstance(ctx_err, FieldError):
             out.append((join(where, ctx_err.field) or TOP, ctx_err.message))

@@ -17,7 +17,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 # ConfigError is common.config's, the one error every config module raises (infra.config.ConfigError still names it).
-from common.config import ConfigError, FieldError, problems_of, validate
+from common.config import ConfigError, CrossFieldError, problems_of, validate
 from policies import rules
 from toolchain import REPO, pins
 
@@ -84,30 +84,33 @@ class Site(_Strict):
     s3_endpoint: Annotated[str, Field(pattern=r"^https?://[^/\s]+$")] | None = None
 
     @model_validator(mode="after")
-    def _nodes_in_known_racks(self) -> Site:
+    def _nodes_fit_the_site(self) -> Site:
+        problems: list[tuple[str, str]] = []
         for i, node in enumerate(self.nodes):
             if node.rack not in self.racks:
-                raise FieldError(f"nodes[{i}].rack", f"rack {node.rack!r} is not one of the site's racks "
-                                  f"{self.racks}; add it to `racks` or move the node")
+                problems.append((f"nodes[{i}].rack", f"rack {node.rack!r} is not one of the site's racks "
+                                 f"{self.racks}; add it to `racks` or move the node"))
         dupes = [n for n, c in Counter(n.name for n in self.nodes).items() if c > 1]
         if dupes:
-            raise FieldError("nodes", f"duplicate node names {dupes}; node names must be unique")
+            problems.append(("nodes", f"duplicate node names {dupes}; node names must be unique"))
         room = int(self.subnet.broadcast_address) - int(self.subnet.network_address) - FIRST_NODE_OFFSET
         if len(self.nodes) > room:
-            raise FieldError("subnet", f"{self.subnet} has room for {max(room, 0)} node addresses (from "
-                              f".{FIRST_NODE_OFFSET} up), the site has {len(self.nodes)} nodes: use a larger subnet")
+            problems.append(("subnet", f"{self.subnet} has room for {max(room, 0)} node addresses (from "
+                             f".{FIRST_NODE_OFFSET} up), the site has {len(self.nodes)} nodes: use a larger subnet"))
         for i, node in enumerate(self.nodes):
             if node.role == Role.GATEWAY and node.public_address is None:
-                raise FieldError(f"nodes[{i}].public_address", f"gateway {node.name!r} needs its "
-                                  "Internet-facing address (the access gateway's address, SC-NET-01)")
+                problems.append((f"nodes[{i}].public_address", f"gateway {node.name!r} needs its "
+                                 "Internet-facing address (the access gateway's address, SC-NET-01)"))
         if self.monitoring_node is not None:
             node = next((n for n in self.nodes if n.name == self.monitoring_node), None)
             if node is None:
-                raise FieldError("monitoring_node", f"{self.monitoring_node!r} is not a node of the site; name one "
-                                  f"of {[n.name for n in self.nodes if n.role != Role.GATEWAY]}")
-            if node.role == Role.GATEWAY:
-                raise FieldError("monitoring_node", f"{node.name!r} is the site's gateway, its Internet edge: "
-                                  "name a worker or control-plane node")
+                problems.append(("monitoring_node", f"{self.monitoring_node!r} is not a node of the site; name one "
+                                 f"of {[n.name for n in self.nodes if n.role != Role.GATEWAY]}"))
+            elif node.role == Role.GATEWAY:
+                problems.append(("monitoring_node", f"{node.name!r} is the site's gateway, its Internet edge: "
+                                 "name a worker or control-plane node"))
+        if problems:
+            raise ConfigError(problems)
         return self
 
     @property
@@ -214,10 +217,11 @@ class Cloud(_Strict):
     allowed_countries: list[str] = Field(default_factory=lambda: ["KZ"], min_length=1)
     domain: str = "gov.kz"
     sites: list[Site] = Field(min_length=1)
-    clusters: list[Cluster] = Field(default_factory=list)
-    gateway: Gateway = Field(default_factory=Gateway)
+    clusters: list[Cluster] = Field(default_factory=list, validate_default=True)
+    # validate_default: the checks across fields in their validators run for an omitted field too.
+    gateway: Gateway = Field(default_factory=Gateway, validate_default=True)
     transport: Transport
-    tenants: list[Tenant] = Field(default_factory=list)
+    tenants: list[Tenant] = Field(default_factory=list, validate_default=True)
     # SC-AVL-03: the fewest Tier III+ sites, in distinct cities, the stack may have: 2 by default (another site
     # to fail over and back up to); the 2023-2029 concept's three data centres are production's.
     min_sites: int = Field(default=2, ge=1)
@@ -228,80 +232,147 @@ class Cloud(_Strict):
     def site(self, name: str) -> Site:
         return next(s for s in self.sites if s.name == name)
 
-    @model_validator(mode="after")
-    def _cross_checks(self, info: ValidationInfo) -> Cloud:
+    # The checks across fields run in the validator of the last field they read, as soon as the fields they read
+    # parse (pydantic hands a field validator the fields before it that parsed, info.data), and collect their
+    # problems in the validation context (_collect): a typo in a tenant and a site defined twice are reported
+    # together, and the control rules join them once every field parses. Fields are paths from the top.
+    @field_validator("sites")
+    @classmethod
+    def _sites_across(cls, sites: list[Site], info: ValidationInfo) -> list[Site]:
         problems: list[tuple[str, str]] = []
-        site_names = [s.name for s in self.sites]
-        for name, count in Counter(site_names).items():
+        for name, count in Counter(s.name for s in sites).items():
             if count > 1:
                 problems.append(("sites", f"site {name!r} is defined {count} times"))
-
-        for i, cluster in enumerate(self.clusters):
-            if cluster.site not in site_names:
-                problems.append((f"clusters[{i}].site", f"unknown site {cluster.site!r}; one of {site_names}"))
-                continue
-            site = self.site(cluster.site)
-            workers = len(site.nodes_with(Role.WORKER))
-            if cluster.pod_cidr.prefixlen > 24 or 2 ** (24 - cluster.pod_cidr.prefixlen) < workers:
-                problems.append((f"clusters[{i}].pod_cidr", f"{cluster.pod_cidr} has no /24 for each of the "
-                                 f"{workers} workers of {site.name!r}; use a larger range (e.g. a /16)"))
-
-        for i, link in enumerate(self.transport.links):
-            for end in ("a", "b"):
-                if getattr(link, end) not in site_names:
-                    problems.append((f"transport.links[{i}].{end}",
-                                     f"unknown site {getattr(link, end)!r}; one of {site_names}"))
-            if link.a == link.b:
-                problems.append((f"transport.links[{i}]", "a link must join two different sites"))
-            for end in ("a", "b"):
-                site = next((s for s in self.sites if s.name == getattr(link, end)), None)
-                if site is not None and (site.gateway is None or site.gateway.transport_address is None):
-                    problems.append((f"transport.links[{i}].{end}", f"site {site.name!r} has no gateway with a "
-                                     "transport_address to end the tunnel on; give its first gateway node one"))
-        gateways = [(f"sites[{i}].nodes[{j}].{key}", getattr(n, key)) for i, s in enumerate(self.sites)
-                    for j, n in enumerate(s.nodes) for key in ("transport_address", "public_address")
-                    if getattr(n, key) is not None]
         seen: dict[ipaddress.IPv4Address, str] = {}
-        for where, address in gateways:
-            if address in seen:
-                problems.append((where, f"{address} is already {seen[address]}; every address is one node's"))
-            seen.setdefault(address, where)
-
+        for i, s in enumerate(sites):
+            for j, n in enumerate(s.nodes):
+                for key in ("transport_address", "public_address"):
+                    address, where = getattr(n, key), f"sites[{i}].nodes[{j}].{key}"
+                    if address in seen:
+                        problems.append((where, f"{address} is already {seen[address]}; every address is one node's"))
+                    elif address is not None:
+                        seen[address] = where
         # Node names are the inventory's host names: one per cloud, not per site.
         first: dict[str, str] = {}
-        for i, s in enumerate(self.sites):
+        for i, s in enumerate(sites):
             for j, n in enumerate(s.nodes):
                 where = f"sites[{i}].nodes[{j}].name"
                 if n.name in first and not first[n.name].startswith(f"sites[{i}]."):
                     problems.append((where, f"{n.name!r} is already {first[n.name]}: node names are host names, "
                                      "unique across the cloud; rename one"))
                 first.setdefault(n.name, where)
-        # A site's clusters and published services reach the Internet and the other sites only through a gateway.
-        serving = {c.site for c in self.clusters} | {p.site for p in self.gateway.published_services}
-        for i, s in enumerate(self.sites):
-            if s.name in serving and s.gateway is None:
-                problems.append((f"sites[{i}].nodes", f"site {s.name!r} runs a cluster or publishes a service but "
-                                 "has no gateway node: add a node with role gateway"))
+        _collect(info, problems)
+        return sites
 
-        for i, tenant in enumerate(self.tenants):
-            for j, s in enumerate(tenant.sites):
-                if s not in site_names:
-                    problems.append((f"tenants[{i}].sites[{j}]", f"unknown site {s!r}; one of {site_names}"))
+    @field_validator("clusters")
+    @classmethod
+    def _clusters_across(cls, clusters: list[Cluster], info: ValidationInfo) -> list[Cluster]:
+        if "sites" not in info.data:
+            return clusters
+        sites = {s.name: s for s in info.data["sites"]}
+        problems: list[tuple[str, str]] = []
+        for i, cluster in enumerate(clusters):
+            if cluster.site not in sites:
+                problems.append((f"clusters[{i}].site", f"unknown site {cluster.site!r}; one of {list(sites)}"))
+                continue
+            workers = len(sites[cluster.site].nodes_with(Role.WORKER))
+            if cluster.pod_cidr.prefixlen > 24 or 2 ** (24 - cluster.pod_cidr.prefixlen) < workers:
+                problems.append((f"clusters[{i}].pod_cidr", f"{cluster.pod_cidr} has no /24 for each of the "
+                                 f"{workers} workers of {cluster.site!r}; use a larger range (e.g. a /16)"))
+        _collect(info, problems)
+        return clusters
 
-        suffix = "." + self.domain
-        for i, svc in enumerate(self.gateway.published_services):
-            if not svc.hostname.endswith(suffix):
-                problems.append((f"gateway.published_services[{i}].hostname",
-                                 f"{svc.hostname!r} is outside the government domain; use a name ending in {suffix}"))
-            if svc.site not in site_names:
-                problems.append((f"gateway.published_services[{i}].site", f"unknown site {svc.site!r}"))
+    @field_validator("gateway")
+    @classmethod
+    def _gateway_across(cls, gateway: Gateway, info: ValidationInfo) -> Gateway:
+        problems: list[tuple[str, str]] = []
+        if "domain" in info.data:
+            suffix = "." + info.data["domain"]
+            for i, svc in enumerate(gateway.published_services):
+                if not svc.hostname.endswith(suffix):
+                    problems.append((f"gateway.published_services[{i}].hostname", f"{svc.hostname!r} is outside "
+                                     f"the government domain; use a name ending in {suffix}"))
+        if "sites" in info.data:
+            sites = info.data["sites"]
+            names = [s.name for s in sites]
+            for i, svc in enumerate(gateway.published_services):
+                if svc.site not in names:
+                    problems.append((f"gateway.published_services[{i}].site", f"unknown site {svc.site!r}"))
+            # A site's clusters and published services reach the Internet and the other sites only through a
+            # gateway.
+            serving = {c.site for c in info.data.get("clusters", [])} | {p.site for p in gateway.published_services}
+            for i, s in enumerate(sites):
+                if s.name in serving and s.gateway is None:
+                    problems.append((f"sites[{i}].nodes", f"site {s.name!r} runs a cluster or publishes a service "
+                                     "but has no gateway node: add a node with role gateway"))
+        _collect(info, problems)
+        return gateway
 
-        problems += _overlapping_networks(self)
-        if (info.context or {}).get("enforce_rules", True):
+    @field_validator("transport")
+    @classmethod
+    def _transport_across(cls, transport: Transport, info: ValidationInfo) -> Transport:
+        if "sites" not in info.data:
+            return transport
+        sites = {s.name: s for s in info.data["sites"]}
+        problems: list[tuple[str, str]] = []
+        for i, link in enumerate(transport.links):
+            for end in ("a", "b"):
+                site = sites.get(getattr(link, end))
+                if site is None:
+                    problems.append((f"transport.links[{i}].{end}",
+                                     f"unknown site {getattr(link, end)!r}; one of {list(sites)}"))
+                elif site.gateway is None or site.gateway.transport_address is None:
+                    problems.append((f"transport.links[{i}].{end}", f"site {site.name!r} has no gateway with a "
+                                     "transport_address to end the tunnel on; give its first gateway node one"))
+            if link.a == link.b:
+                problems.append((f"transport.links[{i}]", "a link must join two different sites"))
+        problems += _overlapping_networks(info.data["sites"], info.data.get("clusters", []), transport)
+        _collect(info, problems)
+        return transport
+
+    @field_validator("tenants")
+    @classmethod
+    def _tenants_across(cls, tenants: list[Tenant], info: ValidationInfo) -> list[Tenant]:
+        if "sites" not in info.data:
+            return tenants
+        names = [s.name for s in info.data["sites"]]
+        _collect(info, [(f"tenants[{i}].sites[{j}]", f"unknown site {s!r}; one of {names}")
+                for i, tenant in enumerate(tenants) for j, s in enumerate(tenant.sites) if s not in names])
+        return tenants
+
+    @model_validator(mode="after")
+    def _control_rules(self, info: ValidationInfo) -> Cloud:
+        context = info.context or {}
+        problems = list(context.get(_ACROSS, []))
+        if context.get("enforce_rules", True):
             problems += [(field, message) for field, _, message in rule_findings(self)]
         if problems:
-            raise ConfigError(problems)
+            raise CrossFieldError(problems)
         return self
+
+
+_ACROSS = "problems across fields"
+
+
+def _collect(info: ValidationInfo, problems: list[tuple[str, str]]) -> None:
+    """Keep the problems of a check across fields for Cloud's last word (_validate_cloud gives the context its
+    list); without that list they are raised at once."""
+    sink = (info.context or {}).get(_ACROSS)
+    if sink is not None:
+        sink.extend(problems)
+    elif problems:
+        raise CrossFieldError(problems)
+
+
+def _validate_cloud(data: Any, enforce_rules: bool) -> Cloud:
+    """Cloud from `data`, or ConfigError with every problem: the fields' own, then those across the fields that
+    parsed (reported by Cloud's model validator when every field parses, added here when one did not)."""
+    across: list[tuple[str, str]] = []
+    try:
+        return Cloud.model_validate(data, context={_ACROSS: across, "enforce_rules": enforce_rules})
+    except ValidationError as exc:
+        problems = problems_of(exc)
+        raise ConfigError(problems + [p for p in across if p not in problems]) from None
 
 
 # The rules a stack file's settings decide; the other rules check what the program declares (the pack's).
@@ -359,12 +430,11 @@ def rule_findings(cloud: Cloud) -> list[tuple[str, str, str]]:
     return found
 
 
-def _overlapping_networks(cloud: Cloud) -> list[tuple[str, str]]:
-    nets: list[tuple[str, ipaddress.IPv4Network]] = [(f"sites[{i}].subnet", s.subnet)
-                                                     for i, s in enumerate(cloud.sites)]
-    for i, c in enumerate(cloud.clusters):
+def _overlapping_networks(sites: list[Site], clusters: list[Cluster], transport: Transport) -> list[tuple[str, str]]:
+    nets: list[tuple[str, ipaddress.IPv4Network]] = [(f"sites[{i}].subnet", s.subnet) for i, s in enumerate(sites)]
+    for i, c in enumerate(clusters):
         nets += [(f"clusters[{i}].pod_cidr", c.pod_cidr), (f"clusters[{i}].service_cidr", c.service_cidr)]
-    nets.append(("transport.address_plan", cloud.transport.address_plan))
+    nets.append(("transport.address_plan", transport.address_plan))
     problems = []
     for i, (field_a, a) in enumerate(nets):
         for field_b, b in nets[i + 1:]:
@@ -418,16 +488,13 @@ class Hosts(_Strict):
 
 def parse(data: Any) -> Cloud:
     """Validate `data` (the `sovcloud:cloud` stack config value) or raise ConfigError."""
-    return validate(Cloud, data)
+    return _validate_cloud(data, enforce_rules=True)
 
 
 def describe(data: Any) -> Cloud:
     """The stack's model even where it breaks a control rule (only structural problems raise ConfigError): what a
     compliance report of a candidate stack reads (rule_findings names what it breaks)."""
-    try:
-        return Cloud.model_validate(data, context={"enforce_rules": False})
-    except ValidationError as exc:
-        raise ConfigError(problems_of(exc)) from None
+    return _validate_cloud(data, enforce_rules=False)
 
 
 def parse_hosts(data: Any) -> Hosts:

@@ -69,25 +69,30 @@ def test_each_station_backs_up_etcd_and_the_tenants_on_schedule_to_both_sites_an
             "query": f'sovcloud_restore_drill_rpo_seconds{{site="{site}"}}'}).json()["data"]["result"]
         print(f"\n{site}: drill RTO {float(rto[0]['value'][1]):.1f}s RPO {float(rpo[0]['value'][1]):.1f}s")
         assert 0 < float(rto[0]["value"][1]) < 3600 and 0 < float(rpo[0]["value"][1]) < 86400
-        # The backup exporter reads the station's etcd snapshot as fresh at both stores. A store that did not
-        # answer one refresh reports no age for that minute (never a false one): wait for a refresh in which both
-        # answered, and name the store that did not otherwise.
+        # The backup exporter reads the station's etcd snapshot as fresh (younger than its RPO target) at both
+        # stores. The exporter refreshes once a minute, so its last refresh may predate the copy that `dr verify`
+        # just saw at the second store (it then reports that store's age since epoch 0, no good backup); a store
+        # that did not answer a refresh reports no age. Wait for a refresh that saw the copy at both; name the
+        # store that never did.
         def ages(site=site, prom=prom):
-            found = {r["metric"]["store_site"]: float(r["value"][1]) for r in client.get(
-                f"{prom}/api/v1/query", params={"query": f'sovcloud_backup_age_seconds{{site="{site}",'
-                                                          f'dataset="etcd-{clusters[site]}"}}'}).json()["data"]["result"]}
-            if set(found) == set(sites):
+            def query(q):
+                return client.get(f"{prom}/api/v1/query", params={"query": q}).json()["data"]["result"]
+
+            selector = f'{{site="{site}",dataset="etcd-{clusters[site]}"}}'
+            found = {r["metric"]["store_site"]: float(r["value"][1])
+                     for r in query(f"sovcloud_backup_age_seconds{selector}")}
+            (target,) = query(f"sovcloud_backup_rpo_seconds{selector}")
+            if set(found) == set(sites) and all(0 < age < float(target["value"][1]) for age in found.values()):
                 return found
-            up = client.get(f"{prom}/api/v1/query", params={"query": "sovcloud_backup_store_up"}).json()
-            print(f"{site}: ages at {sorted(found)}; store_up "
-                  f"{[(r['metric']['store_site'], r['value'][1]) for r in up['data']['result']]}")
+            def by_store(q):
+                return [(r["metric"]["store_site"], r["value"][1]) for r in query(q)]
+
+            print(f"{site}: ages {found} (target {target['value'][1]} s); store_up "
+                  f"{by_store('sovcloud_backup_store_up')}; bad manifests "
+                  f"{by_store(f'sovcloud_backup_bad_manifests{selector}')}")
             return None
 
-        fresh = wait_until(ages, 300, f"{site}'s exporter reading its etcd snapshot at every store", every_s=15)
-        (target,) = client.get(f"{prom}/api/v1/query", params={"query": f'sovcloud_backup_rpo_seconds{{site="{site}",'
-                                                               f'dataset="etcd-{clusters[site]}"}}'}).json()["data"]["result"]
-        assert all(0 < age < float(target["value"][1]) for age in fresh.values()), (fresh, target)
-
+        wait_until(ages, 300, f"{site}'s exporter reading its etcd snapshot as fresh at every store", every_s=15)
 
 @pytest.mark.control("SC-BCK-01")
 @pytest.mark.timeout(600)

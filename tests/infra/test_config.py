@@ -152,6 +152,30 @@ def test_all_problems_are_reported_at_once():
     assert {"sites[1].country", "transport.links[0].tunnel"} <= set(problems(data))
 
 
+def test_a_fields_own_mistake_and_the_checks_across_the_fields_that_parse_come_in_one_report():
+    # A tenant's quantity fails to parse, so the control rules (which read the whole stack) wait for the next run;
+    # the checks across the fields that did parse report now: the user fixes all of these in one go.
+    data = lab_data()
+    data["tenants"] = [{"name": "egov", "sites": ["dc-astana", "dc-nowhere"], "cpu": "lots"}]
+    data["clusters"][1]["site"] = "dc-elsewhere"
+    data["sites"][1]["nodes"][0]["name"] = data["sites"][0]["nodes"][0]["name"]
+    found = problems(data)
+    assert set(found) == {"tenants[0].cpu", "clusters[1].site", "sites[1].nodes[0].name"}, found
+    # Positive control: with the tenant's quantity fixed, the same stack is read in full and the rules join in.
+    data["tenants"][0]["cpu"] = "2"
+    data["sites"][1]["country"] = "DE"
+    assert {"clusters[1].site", "sites[1].nodes[0].name", "tenants[0].sites[1]", "sites[1].country"} <= set(
+        problems(data))
+
+
+def test_a_site_reports_every_problem_of_its_nodes_at_once():
+    data = lab_data()
+    data["sites"][1]["racks"] = ["r1"]
+    data["sites"][1]["monitoring_node"] = "almaty-gw"
+    assert set(problems(data)) == {"sites[1].nodes[1].rack", "sites[1].nodes[2].rack", "sites[1].nodes[4].rack",
+                                   "sites[1].nodes[5].rack", "sites[1].monitoring_node"}
+
+
 # --- property tests: random valid configs parse; a random single mistake is always caught -----------
 
 @st.composite
