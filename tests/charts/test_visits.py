@@ -70,9 +70,11 @@ def test_the_app_records_visits_in_its_database_by_service_name_and_they_outlive
     # The database's pod goes; its successor mounts the same volume and has every visit.
     kubectl(kubeconfig, "-n", NS, "delete", "pod", "visits-db-0", "--wait=true", timeout=120)
     kubectl(kubeconfig, "-n", NS, "wait", "--for=condition=Ready", "pod/visits-db-0", "--timeout=120s", timeout=150)
-    # Ready is the kubelet's word; kube-proxy programs the Service's new endpoint a moment later (a visit that
-    # cannot connect records nothing, so retrying it is safe).
+    # Ready is the kubelet's word; each node's kube-proxy programs the Service's new endpoint a moment later (a
+    # visit that cannot connect records nothing, so retrying it is safe). Both web pods (spread over the workers)
+    # go on counting.
     assert eventually(lambda: visit(kubeconfig, f"pod/{pods[0]}"), "4", seconds=30) == "4"
+    assert eventually(lambda: visit(kubeconfig, f"pod/{pods[1]}"), "5", seconds=30) == "5"
 
 
 @pytest.mark.control("SC-BCK-01", "SC-BCK-02")
