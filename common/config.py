@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import yaml
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, ValidationError, ValidationInfo
 
 TOP = "(top level)"
 M = TypeVar("M", bound=BaseModel)
@@ -83,17 +83,49 @@ def problems_of(exc: ValidationError, prefix: str = "") -> list[tuple[str, str]]
             out.append((join(where, ctx_err.field) or TOP, ctx_err.message))
         else:
             out.append((where or TOP, re.sub(r"^Value error, ", "", err["msg"])))
-    if prefix:
-        out = [(prefix if f == TOP else join(prefix, f), m) for f, m in out]
-    return out
+    return _prefixed(out, prefix)
 
 
-def validate(model: type[M], data: Any, what: str = "stack config", prefix: str = "") -> M:
-    """`model` from `data`, or ConfigError naming every problem (fields as paths, after `prefix`)."""
+# A model's checks across fields run in the field validator of the last field they read, as soon as the fields
+# they read parse (pydantic hands a field validator the fields before it that parsed, `info.data`), and keep their
+# problems in the validation context (`collect`); the model's after-validator raises them (`raise_collected`) when
+# every field parses, and `validate` adds them to the fields' own problems when one did not. So a field's own
+# mistake and a check across the fields that parsed come in one report.
+_ACROSS = "problems across fields"
+
+
+def collect(info: ValidationInfo, problems: Iterable[tuple[str, str]]) -> None:
+    """Keep the problems (fields as paths from the top) of a check across fields for the one report; without
+    `validate`'s context (a bare model_validate) they are raised at once."""
+    problems = list(problems)
+    sink = (info.context or {}).get(_ACROSS)
+    if sink is not None:
+        sink.extend(problems)
+    elif problems:
+        raise CrossFieldError(problems)
+
+
+def raise_collected(info: ValidationInfo, more: Iterable[tuple[str, str]] = ()) -> None:
+    """In a model's after-validator: raise what `collect` kept, and `more`, if anything."""
+    problems = list((info.context or {}).get(_ACROSS, [])) + list(more)
+    if problems:
+        raise CrossFieldError(problems)
+
+
+def validate(model: type[M], data: Any, what: str = "stack config", prefix: str = "",
+             context: dict[str, Any] | None = None) -> M:
+    """`model` from `data`, or ConfigError naming every problem (fields as paths, after `prefix`): the fields'
+    own, then those of the checks across the fields that parsed (`collect`). `context` goes to the validators."""
+    across: list[tuple[str, str]] = []
     try:
-        return model.model_validate(data)
+        return model.model_validate(data, context={**(context or {}), _ACROSS: across})
     except ValidationError as exc:
-        raise ConfigError(problems_of(exc, prefix), what) from None
+        problems = problems_of(exc, prefix)
+        raise ConfigError(problems + [p for p in _prefixed(across, prefix) if p not in problems], what) from None
+
+
+def _prefixed(problems: list[tuple[str, str]], prefix: str) -> list[tuple[str, str]]:
+    return [(prefix if f == TOP else join(prefix, f), m) for f, m in problems] if prefix else problems
 
 
 def read_yaml_mapping(file: str | Path, what: str) -> dict[str, Any]:

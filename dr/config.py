@@ -5,10 +5,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
 # The one error every config module raises (common/config.py); dr.config.ConfigError still names it.
-from common.config import ConfigError, FieldError, load_yaml_file
+from common.config import ConfigError, FieldError, collect, load_yaml_file, raise_collected
 from dr import layout
 from policies import rules
 
@@ -124,12 +124,12 @@ class DrConfig(BaseModel):
     verify_key_file: Path
     staging_dir: Path
     part_size_mib: int = 8
-    retention: Retention = Retention()
+    retention: Retention = Field(default_factory=Retention, validate_default=True)
     rpo_seconds: int = Field(default=86400, gt=0)
     rto_seconds: int = Field(default=3600, gt=0)
     # The stack's allowed countries (infra/site_backups.py writes them with each site's country): with either
     # given, every site's country must be one of them (SC-DATA-01, the stack's rule: policies/rules.py).
-    allowed_countries: list[str] | None = None
+    allowed_countries: list[str] | None = Field(default=None, validate_default=True)
 
     @field_validator("part_size_mib")
     @classmethod
@@ -140,12 +140,15 @@ class DrConfig(BaseModel):
                              "last), and a bigger part only needs more memory; set it to 8, the default")
         return v
 
-    @model_validator(mode="after")
-    def _check(self) -> DrConfig:
+    # Checks across fields run as soon as the fields they read parse (common.config.collect), so they come in
+    # one report with the fields' own problems.
+    @field_validator("sites")
+    @classmethod
+    def _distinct_sites(cls, sites: list[SiteS3], info: ValidationInfo) -> list[SiteS3]:
         problems: list[tuple[str, str]] = []
-        names = [s.name for s in self.sites]
+        names = [s.name for s in sites]
         stores: dict[tuple[str, str], int] = {}
-        for i, s in enumerate(self.sites):
+        for i, s in enumerate(sites):
             if (first := names.index(s.name)) < i:
                 problems.append((f"sites[{i}].name", f"{s.name!r} is also sites[{first}].name: give each site "
                                  "its own name"))
@@ -155,28 +158,47 @@ class DrConfig(BaseModel):
                 problems.append((f"sites[{i}].endpoint", f"{s.endpoint} bucket {s.bucket} is also "
                                  f"sites[{stores[store]}]'s: each site's backups go to that site's own S3"))
             stores.setdefault(store, i)
-        if self.allowed_countries is not None or any(s.country for s in self.sites):
-            problems += [(f"sites[{i}].country", f"{p} (set it, and allowed_countries, as the stack writes them)")
-                         for i, s in enumerate(self.sites)
-                         for p in rules.residency(s.country, self.allowed_countries)]
-        if self.primary not in names:
-            problems.append(("primary", f"{self.primary!r} is not one of sites[].name {names}; name the site "
-                             "whose backups are made first"))
+        collect(info, problems)
+        return sites
+
+    @field_validator("primary")
+    @classmethod
+    def _primary_is_a_site(cls, primary: str, info: ValidationInfo) -> str:
+        if "sites" in info.data and primary not in (names := [s.name for s in info.data["sites"]]):
+            collect(info, [("primary", f"{primary!r} is not one of sites[].name {names}; name the site whose "
+                            "backups are made first")])
+        return primary
+
+    @field_validator("retention")
+    @classmethod
+    def _locked_while_kept(cls, retention: Retention, info: ValidationInfo) -> Retention:
         # Backups are locked for at least as long as the policy may keep them: prune can only remove a
         # version once its lock ends, and a backup the policy keeps must not be deletable before that.
-        need, tier = self.retention.horizon()
-        for i, s in enumerate(self.sites):
+        need, tier = retention.horizon()
+        for i, s in enumerate(info.data.get("sites", [])):
             if s.object_lock_retain_days is None:
-                s.object_lock_retain_days = self.retention.horizon_days()
+                s.object_lock_retain_days = retention.horizon_days()
             elif s.object_lock_retain_days < need:
-                problems.append((
+                collect(info, [(
                     f"sites[{i}].object_lock_retain_days",
                     f"{s.object_lock_retain_days} days is shorter than "
                     f"the retention policy keeps a backup ({tier}: up to {need} days); set it to at least {need}, "
                     "or leave it out to derive it from retention",
-                ))
-        if problems:
-            raise ConfigError(problems, WHAT)
+                )])
+        return retention
+
+    @field_validator("allowed_countries")
+    @classmethod
+    def _resident(cls, allowed: list[str] | None, info: ValidationInfo) -> list[str] | None:
+        sites = info.data.get("sites", [])
+        if allowed is not None or any(s.country for s in sites):
+            collect(info, [(f"sites[{i}].country", f"{p} (set it, and allowed_countries, as the stack writes them)")
+                           for i, s in enumerate(sites) for p in rules.residency(s.country, allowed)])
+        return allowed
+
+    @model_validator(mode="after")
+    def _report(self, info: ValidationInfo) -> DrConfig:
+        raise_collected(info)
         return self
 
     def site(self, name: str) -> SiteS3:

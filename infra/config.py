@@ -14,10 +14,10 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
 # ConfigError is common.config's, the one error every config module raises (infra.config.ConfigError still names it).
-from common.config import ConfigError, CrossFieldError, problems_of, validate
+from common.config import ConfigError, collect, raise_collected, validate
 from policies import rules
 from toolchain import REPO, pins
 
@@ -232,10 +232,8 @@ class Cloud(_Strict):
     def site(self, name: str) -> Site:
         return next(s for s in self.sites if s.name == name)
 
-    # The checks across fields run in the validator of the last field they read, as soon as the fields they read
-    # parse (pydantic hands a field validator the fields before it that parsed, info.data), and collect their
-    # problems in the validation context (_collect): a typo in a tenant and a site defined twice are reported
-    # together, and the control rules join them once every field parses. Fields are paths from the top.
+    # The checks across fields run as soon as the fields they read parse (common.config.collect): a typo in a
+    # tenant and a site defined twice are reported together; the control rules join them once every field parses.
     @field_validator("sites")
     @classmethod
     def _sites_across(cls, sites: list[Site], info: ValidationInfo) -> list[Site]:
@@ -261,7 +259,7 @@ class Cloud(_Strict):
                     problems.append((where, f"{n.name!r} is already {first[n.name]}: node names are host names, "
                                      "unique across the cloud; rename one"))
                 first.setdefault(n.name, where)
-        _collect(info, problems)
+        collect(info, problems)
         return sites
 
     @field_validator("clusters")
@@ -279,7 +277,7 @@ class Cloud(_Strict):
             if cluster.pod_cidr.prefixlen > 24 or 2 ** (24 - cluster.pod_cidr.prefixlen) < workers:
                 problems.append((f"clusters[{i}].pod_cidr", f"{cluster.pod_cidr} has no /24 for each of the "
                                  f"{workers} workers of {cluster.site!r}; use a larger range (e.g. a /16)"))
-        _collect(info, problems)
+        collect(info, problems)
         return clusters
 
     @field_validator("gateway")
@@ -305,7 +303,7 @@ class Cloud(_Strict):
                 if s.name in serving and s.gateway is None:
                     problems.append((f"sites[{i}].nodes", f"site {s.name!r} runs a cluster or publishes a service "
                                      "but has no gateway node: add a node with role gateway"))
-        _collect(info, problems)
+        collect(info, problems)
         return gateway
 
     @field_validator("transport")
@@ -327,7 +325,7 @@ class Cloud(_Strict):
             if link.a == link.b:
                 problems.append((f"transport.links[{i}]", "a link must join two different sites"))
         problems += _overlapping_networks(info.data["sites"], info.data.get("clusters", []), transport)
-        _collect(info, problems)
+        collect(info, problems)
         return transport
 
     @field_validator("tenants")
@@ -336,43 +334,15 @@ class Cloud(_Strict):
         if "sites" not in info.data:
             return tenants
         names = [s.name for s in info.data["sites"]]
-        _collect(info, [(f"tenants[{i}].sites[{j}]", f"unknown site {s!r}; one of {names}")
+        collect(info, [(f"tenants[{i}].sites[{j}]", f"unknown site {s!r}; one of {names}")
                 for i, tenant in enumerate(tenants) for j, s in enumerate(tenant.sites) if s not in names])
         return tenants
 
     @model_validator(mode="after")
     def _control_rules(self, info: ValidationInfo) -> Cloud:
-        context = info.context or {}
-        problems = list(context.get(_ACROSS, []))
-        if context.get("enforce_rules", True):
-            problems += [(field, message) for field, _, message in rule_findings(self)]
-        if problems:
-            raise CrossFieldError(problems)
+        enforce = (info.context or {}).get("enforce_rules", True)
+        raise_collected(info, [(field, message) for field, _, message in rule_findings(self)] if enforce else [])
         return self
-
-
-_ACROSS = "problems across fields"
-
-
-def _collect(info: ValidationInfo, problems: list[tuple[str, str]]) -> None:
-    """Keep the problems of a check across fields for Cloud's last word (_validate_cloud gives the context its
-    list); without that list they are raised at once."""
-    sink = (info.context or {}).get(_ACROSS)
-    if sink is not None:
-        sink.extend(problems)
-    elif problems:
-        raise CrossFieldError(problems)
-
-
-def _validate_cloud(data: Any, enforce_rules: bool) -> Cloud:
-    """Cloud from `data`, or ConfigError with every problem: the fields' own, then those across the fields that
-    parsed (reported by Cloud's model validator when every field parses, added here when one did not)."""
-    across: list[tuple[str, str]] = []
-    try:
-        return Cloud.model_validate(data, context={_ACROSS: across, "enforce_rules": enforce_rules})
-    except ValidationError as exc:
-        problems = problems_of(exc)
-        raise ConfigError(problems + [p for p in across if p not in problems]) from None
 
 
 # The rules a stack file's settings decide; the other rules check what the program declares (the pack's).
@@ -488,13 +458,13 @@ class Hosts(_Strict):
 
 def parse(data: Any) -> Cloud:
     """Validate `data` (the `sovcloud:cloud` stack config value) or raise ConfigError."""
-    return _validate_cloud(data, enforce_rules=True)
+    return validate(Cloud, data)
 
 
 def describe(data: Any) -> Cloud:
     """The stack's model even where it breaks a control rule (only structural problems raise ConfigError): what a
     compliance report of a candidate stack reads (rule_findings names what it breaks)."""
-    return _validate_cloud(data, enforce_rules=False)
+    return validate(Cloud, data, context={"enforce_rules": False})
 
 
 def parse_hosts(data: Any) -> Hosts:

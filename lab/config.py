@@ -13,10 +13,10 @@ from pathlib import Path
 from typing import Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
 # The one error every config module raises (common/config.py); lab.config.ConfigError names it.
-from common.config import ConfigError, read_yaml_mapping, validate
+from common.config import ConfigError, collect, raise_collected, read_yaml_mapping, validate
 from policies import rules
 
 DEFAULT_PATH = Path(__file__).resolve().parent / "lab.yaml"
@@ -96,34 +96,41 @@ class LabConfig(_Strict):
     transport: Transport
     sites: list[Site] = Field(min_length=1)
 
-    @model_validator(mode="after")
-    def _lab(self) -> LabConfig:
+    # The checks read the sites and whichever fields before them parsed (common.config.collect), so a bad
+    # memory limit or Internet range and a site problem come in one report.
+    @field_validator("sites")
+    @classmethod
+    def _lab(cls, sites: list[Site], info: ValidationInfo) -> list[Site]:
         problems: list[tuple[str, str]] = []
-        names = [n.name for s in self.sites for n in s.nodes]
+        names = [n.name for s in sites for n in s.nodes]
         dup = sorted({n for n in names if names.count(n) > 1})
         if dup:
             problems.append(("sites[].nodes[].name", f"must be unique across the lab; duplicated: {dup}"))
-        if [s.role for s in self.sites].count("primary") != 1:
+        if [s.role for s in sites].count("primary") != 1:
             problems.append(("sites[].role", "exactly one site must be role: primary"))
-        nets = [(f"sites[{i}].subnet", s.subnet) for i, s in enumerate(self.sites)] + [
-            ("internet.subnet", self.internet.subnet), ("transport.subnet", self.transport.subnet)]
+        nets = [(f"sites[{i}].subnet", s.subnet) for i, s in enumerate(sites)] + [
+            (f"{wire}.subnet", info.data[wire].subnet) for wire in ("internet", "transport") if wire in info.data]
         for i, (fa, a) in enumerate(nets):
             for fb, b in nets[i + 1:]:
                 if a.overlaps(b):
                     problems.append((fa, f"{a} overlaps {fb} {b}: give each network its own range"))
-        missing = ({n.role for s in self.sites for n in s.nodes} | {"s3"}) - set(self.memory_mib)
-        if missing:
-            problems.append(("memory_mib", f"lacks an entry for {sorted(missing)}"))
-        elif (total := self.total_memory_mib()) >= MEMORY_BUDGET_MIB:
-            problems.append(("memory_mib", f"the lab would use {total} MiB, over the {MEMORY_BUDGET_MIB} MiB "
-                             "budget: lower the per-role limits or the node count"))
-        if problems:
-            raise ConfigError(problems, WHAT)
+        if (memory := info.data.get("memory_mib")) is not None:  # else its own problem is reported
+            missing = ({n.role for s in sites for n in s.nodes} | {"s3"}) - set(memory)
+            if missing:
+                problems.append(("memory_mib", f"lacks an entry for {sorted(missing)}"))
+            elif (total := _total_memory_mib(sites, memory)) >= MEMORY_BUDGET_MIB:
+                problems.append(("memory_mib", f"the lab would use {total} MiB, over the {MEMORY_BUDGET_MIB} MiB "
+                                 "budget: lower the per-role limits or the node count"))
+        collect(info, problems)
+        return sites
+
+    @model_validator(mode="after")
+    def _report(self, info: ValidationInfo) -> LabConfig:
+        raise_collected(info)
         return self
 
     def total_memory_mib(self) -> int:
-        per_site = [sum(self.node_memory_mib(n) for n in s.nodes) + self.memory_mib["s3"] for s in self.sites]
-        return sum(per_site) + 2 * 64  # + the two Internet test servers
+        return _total_memory_mib(self.sites, self.memory_mib)
 
     @property
     def primary(self) -> Site:
@@ -144,7 +151,16 @@ class LabConfig(_Strict):
         raise ConfigError([("sites[].nodes[].name", f"no node named {name!r}; nodes: {known}")], WHAT)
 
     def node_memory_mib(self, node: Node) -> int:
-        return node.memory_mib or self.memory_mib[node.role]
+        return _node_memory_mib(node, self.memory_mib)
+
+
+def _node_memory_mib(node: Node, memory_mib: dict[str, int]) -> int:
+    return node.memory_mib or memory_mib[node.role]
+
+
+def _total_memory_mib(sites: list[Site], memory_mib: dict[str, int]) -> int:
+    per_site = [sum(_node_memory_mib(n, memory_mib) for n in s.nodes) + memory_mib["s3"] for s in sites]
+    return sum(per_site) + 2 * 64  # + the two Internet test servers
 
     def container(self, name: str) -> str:
         return f"{self.name}-{name}"

@@ -148,6 +148,29 @@ def test_validator_problems_are_named_by_their_field(name, tmp_path):
     assert {field for field, _ in exc.value.problems} == expected, exc.value.problems
 
 
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_a_fields_own_mistake_and_a_check_across_other_fields_come_in_one_report(name, tmp_path):
+    """A check across fields runs as soon as the fields it reads parse (common.config.collect), so it does not
+    wait for an unrelated field's own mistake to be fixed."""
+    _, good, load, _, _, _ = CASES[name]
+    data = good()
+    expected = {
+        "infra": lambda: (data.__setitem__("tenants", [{"name": "egov", "sites": ["dc-astana"], "cpu": "lots"}]),
+                          data["clusters"][0].__setitem__("site", "dc-nowhere"),
+                          {"tenants[0].cpu", "clusters[0].site"}),
+        "dr": lambda: (data.__setitem__("part_size_mib", 2), data.__setitem__("primary", "x"),
+                       {"part_size_mib", "primary"}),
+        "monitoring": lambda: (data.__setitem__("concurrency", 0), data["targets"][0].__setitem__("site", "dc-astana"),
+                               {"concurrency", "targets[0].site"}),
+        "lab": lambda: (data.__setitem__("name", "Not A Name"),
+                        data["sites"][0].__setitem__("subnet", data["sites"][1]["subnet"]),
+                        {"name", "sites[0].subnet"}),
+    }[name]()[-1]
+    with pytest.raises(ConfigError) as exc:
+        load(data, tmp_path)
+    assert {field for field, _ in exc.value.problems} == expected, exc.value.problems
+
+
 FILE_LOADERS = {
     "dr": (dr_config.load_config, "DR config"),
     "monitoring": (lambda p: exporter_config.load("prober", p), "prober exporter config"),

@@ -6,10 +6,10 @@ import os
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, HttpUrl, model_validator
+from pydantic import BaseModel, ConfigDict, Field, HttpUrl, ValidationInfo, field_validator, model_validator
 
 # The one error every config module raises (common/config.py); config.ConfigError still names it.
-from common.config import ConfigError, load_yaml_file, validate
+from common.config import ConfigError, collect, load_yaml_file, raise_collected, validate
 from dr import layout
 
 NAME = r"^[a-z][a-z0-9-]*$"
@@ -20,24 +20,42 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-def _timing(cfg) -> list[tuple[str, str]]:
+class _Config(_Strict):
+    """An exporter's config: checks across its fields run as soon as the fields they read parse and report with
+    the fields' own problems (common.config.collect); this raises them when every field parses."""
+
+    @model_validator(mode="after")
+    def _report(self, info: ValidationInfo) -> _Config:
+        raise_collected(info)
+        return self
+
+
+def _timing(timeout: float, info: ValidationInfo) -> float:
     """A round must end before the next starts: rounds that overlap pile up requests behind a dead endpoint."""
-    if cfg.timeout_seconds >= cfg.interval_seconds:
-        return [("timeout_seconds", f"{cfg.timeout_seconds:g} s must be below interval_seconds "
-                 f"({cfg.interval_seconds:g} s) so rounds never overlap; lower it or raise interval_seconds")]
-    return []
+    interval = info.data.get("interval_seconds")
+    if interval is not None and timeout >= interval:
+        collect(info, [("timeout_seconds", f"{timeout:g} s must be below interval_seconds ({interval:g} s) so "
+                        "rounds never overlap; lower it or raise interval_seconds")])
+    return timeout
 
 
-def _repeated(items, key, field: str) -> list[tuple[str, str]]:
-    """`field` (a format of the index) of every item whose `key` an earlier item has, naming that one."""
-    first: dict = {}
-    problems = []
-    for i, item in enumerate(items):
-        k = key(item)
-        if k in first:
-            problems.append((field.format(i), f"{k!r} is also {field.format(first[k])}: list each once"))
-        first.setdefault(k, i)
-    return problems
+def _once(key=str, field: str = "[{}]"):
+    """A field validator of a list: every item whose `key` an earlier item has is a problem at `field` (a format
+    of the index, after the list's name), naming that earlier one."""
+
+    def check(items: list, info: ValidationInfo) -> list:
+        first: dict = {}
+        problems = []
+        for i, item in enumerate(items):
+            k = key(item)
+            where = info.field_name + field.format(i)
+            if k in first:
+                problems.append((where, f"{k!r} is also {info.field_name}{field.format(first[k])}: list each once"))
+            first.setdefault(k, i)
+        collect(info, problems)
+        return items
+
+    return check
 
 
 class ProbeTarget(_Strict):
@@ -60,10 +78,10 @@ class ProbeTarget(_Strict):
         return self
 
 
-class ProberConfig(_Strict):
+class ProberConfig(_Config):
     source_site: str = Field(pattern=NAME)
     interval_seconds: float = Field(default=15, gt=0, le=3600)
-    timeout_seconds: float = Field(default=5, gt=0, le=60)
+    timeout_seconds: float = Field(default=5, gt=0, le=60, validate_default=True)
     # Above ~50 in-flight requests one Python event loop only queues them (measured in bench_exporters).
     concurrency: int = Field(default=50, ge=1, le=5000)
     ca_file: Path | None = None
@@ -73,28 +91,30 @@ class ProberConfig(_Strict):
     local_check_url: HttpUrl | None = None
     targets: list[ProbeTarget] = Field(min_length=1)
 
-    @model_validator(mode="after")
-    def _check(self) -> ProberConfig:
+    _timing = field_validator("timeout_seconds")(_timing)
+
+    @field_validator("targets")
+    @classmethod
+    def _targets(cls, targets: list[ProbeTarget], info: ValidationInfo) -> list[ProbeTarget]:
         problems: list[tuple[str, str]] = []
         seen: dict[tuple[str, str, str], int] = {}
-        for i, t in enumerate(self.targets):
-            if t.site == self.source_site:
+        source, interval = info.data.get("source_site"), info.data.get("interval_seconds")
+        for i, t in enumerate(targets):
+            if t.site == source:
                 problems.append((f"targets[{i}].site", f"site {t.site!r} is the source_site; probe the OTHER sites"))
             key = (t.site, t.service, str(t.url))
             if key in seen:
                 problems.append((f"targets[{i}]", f"duplicate target {t.site}/{t.service} {t.url}: it is also "
                                  f"targets[{seen[key]}]; list each once"))
             seen.setdefault(key, i)
-            if t.timeout_seconds is not None and t.timeout_seconds >= self.interval_seconds:
+            if t.timeout_seconds is not None and interval is not None and t.timeout_seconds >= interval:
                 problems.append((f"targets[{i}].timeout_seconds", f"{t.timeout_seconds:g} s must be below "
-                                 f"interval_seconds ({self.interval_seconds:g} s) so rounds never overlap"))
-        problems += _timing(self)
-        if not self.verify_tls and any(t.client_cert_file for t in self.targets):
+                                 f"interval_seconds ({interval:g} s) so rounds never overlap"))
+        if info.data.get("verify_tls") is False and any(t.client_cert_file for t in targets):
             problems.append(("verify_tls", "false would present client certificates to unverified servers; "
                              "set verify_tls: true and give ca_file"))
-        if problems:
-            raise ConfigError(problems, "prober exporter config")
-        return self
+        collect(info, problems)
+        return targets
 
 
 class S3Store(_Strict):
@@ -116,9 +136,9 @@ class ExpectedBackup(_Strict):
     rpo_seconds: float = Field(default=86400, gt=0)
 
 
-class BackupConfig(_Strict):
+class BackupConfig(_Config):
     interval_seconds: float = Field(default=60, gt=0)
-    timeout_seconds: float = Field(default=20, gt=0, le=300)
+    timeout_seconds: float = Field(default=20, gt=0, le=300, validate_default=True)
     stores: list[S3Store] = Field(min_length=1)
     # Datasets that must exist: one never backed up shows age since the epoch, so BackupTooOld fires.
     expected: list[ExpectedBackup] = Field(default_factory=list)
@@ -127,31 +147,23 @@ class BackupConfig(_Strict):
     # Manifests checked per (store, site, dataset), newest first, before giving up on finding a good one.
     max_candidates: int = Field(default=5, ge=1, le=100)
 
-    @model_validator(mode="after")
-    def _check(self) -> BackupConfig:
-        problems = _timing(self) + _repeated(self.stores, lambda s: s.site, "stores[{}].site")
-        problems += _repeated(self.expected, lambda e: f"{e.site}/{e.dataset}", "expected[{}]")
-        if problems:
-            raise ConfigError(problems, "backup exporter config")
-        return self
+    _timing = field_validator("timeout_seconds")(_timing)
+    _one_store_per_site = field_validator("stores")(_once(lambda s: s.site, "[{}].site"))
+    _each_dataset_once = field_validator("expected")(_once(lambda e: f"{e.site}/{e.dataset}"))
 
 
-class DrillConfig(_Strict):
+class DrillConfig(_Config):
     interval_seconds: float = Field(default=60, gt=0)
-    timeout_seconds: float = Field(default=20, gt=0, le=300)
+    timeout_seconds: float = Field(default=20, gt=0, le=300, validate_default=True)
     stores: list[S3Store] = Field(min_length=1)
     sites: list[str] = Field(min_length=1)
     max_age_seconds: float = Field(default=7 * 86400, gt=0)
     rto_target_seconds: float = Field(default=4 * 3600, gt=0)
     rpo_target_seconds: float = Field(default=86400, gt=0)
 
-    @model_validator(mode="after")
-    def _check(self) -> DrillConfig:
-        problems = _timing(self) + _repeated(self.stores, lambda s: s.site, "stores[{}].site")
-        problems += _repeated(self.sites, str, "sites[{}]")
-        if problems:
-            raise ConfigError(problems, "drills exporter config")
-        return self
+    _timing = field_validator("timeout_seconds")(_timing)
+    _one_store_per_site = field_validator("stores")(_once(lambda s: s.site, "[{}].site"))
+    _each_site_once = field_validator("sites")(_once())
 
 
 class TlsEndpoint(_Strict):
@@ -160,21 +172,21 @@ class TlsEndpoint(_Strict):
     server_name: str | None = None
 
 
-class CertConfig(_Strict):
+class CertConfig(_Config):
     interval_seconds: float = Field(default=300, gt=0)
-    timeout_seconds: float = Field(default=5, gt=0, le=60)
+    timeout_seconds: float = Field(default=5, gt=0, le=60, validate_default=True)
     paths: list[Path] = Field(default_factory=list)
-    endpoints: list[TlsEndpoint] = Field(default_factory=list)
+    endpoints: list[TlsEndpoint] = Field(default_factory=list, validate_default=True)
 
-    @model_validator(mode="after")
-    def _check(self) -> CertConfig:
-        if not self.paths and not self.endpoints:
-            raise ValueError("paths/endpoints: give at least one PEM path or TLS endpoint to watch")
-        problems = _timing(self) + _repeated(self.paths, str, "paths[{}]")
-        problems += _repeated(self.endpoints, lambda e: f"{e.host}:{e.port}", "endpoints[{}]")
-        if problems:
-            raise ConfigError(problems, "certs exporter config")
-        return self
+    _timing = field_validator("timeout_seconds")(_timing)
+    _each_path_once = field_validator("paths")(_once())
+
+    @field_validator("endpoints")
+    @classmethod
+    def _endpoints(cls, endpoints: list[TlsEndpoint], info: ValidationInfo) -> list[TlsEndpoint]:
+        if not endpoints and info.data.get("paths") == []:
+            collect(info, [("paths/endpoints", "give at least one PEM path or TLS endpoint to watch")])
+        return _once(lambda e: f"{e.host}:{e.port}")(endpoints, info)
 
 
 class WgPeer(_Strict):
@@ -182,22 +194,19 @@ class WgPeer(_Strict):
     site: str = Field(pattern=NAME)
 
 
-class TransportConfig(_Strict):
+class TransportConfig(_Config):
     interval_seconds: float = Field(default=15, gt=0)
-    timeout_seconds: float = Field(default=5, gt=0, le=60)
+    timeout_seconds: float = Field(default=5, gt=0, le=60, validate_default=True)
     command: list[str] = Field(default=["wg", "show", "all", "dump"], min_length=1)
     # WireGuard re-handshakes every 2 minutes on an active tunnel; 180 s without one means it is dead.
     handshake_timeout_seconds: float = Field(default=180, gt=0)
     peers: list[WgPeer] = Field(default_factory=list)
 
-    @model_validator(mode="after")
-    def _check(self) -> TransportConfig:
-        if problems := _timing(self) + _repeated(self.peers, lambda p: p.public_key, "peers[{}].public_key"):
-            raise ConfigError(problems, "transport exporter config")
-        return self
+    _timing = field_validator("timeout_seconds")(_timing)
+    _each_key_once = field_validator("peers")(_once(lambda p: p.public_key, "[{}].public_key"))
 
 
-MODELS: dict[str, type[_Strict]] = {
+MODELS: dict[str, type[_Config]] = {
     "prober": ProberConfig, "backup": BackupConfig, "drills": DrillConfig, "certs": CertConfig,
     "transport": TransportConfig,
 }

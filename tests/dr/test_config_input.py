@@ -153,11 +153,16 @@ def test_every_problem_at_once(tmp_path):
             "primary": "dc-a", "verify_key_file": "verify.pem", "staging_dir": "staging", "part_size_mib": 4,
             "retention": {"daily": -1}}
     path = _write(tmp_path, data)
-    # Each field's own problems together; then the checks across fields (pydantic runs them on valid fields).
-    assert {f for f, _ in _problems(path)} == {"part_size_mib", "retention.daily"}
-    data.update(part_size_mib=8, retention={"daily": 1})
+    # Each field's own problems and the checks across the fields that parse (the two sites), in one report; the
+    # lock check, which reads the retention that did not parse, joins once it does.
+    assert {f for f, _ in _problems(path)} == {"part_size_mib", "retention.daily", "sites[1].name",
+                                               "sites[1].endpoint"}
+    data.update(part_size_mib=8, retention={"daily": 1}, sites=[{**s, "object_lock_retain_days": 1}
+                                                                for s in data["sites"]])
     path.write_text(yaml.safe_dump(data))
-    assert {f for f, _ in _problems(path)} == {"sites[1].name", "sites[1].endpoint"}
+    assert {f for f, _ in _problems(path)} == {"sites[1].name", "sites[1].endpoint", "sites[0].object_lock_retain_days",
+                                               "sites[1].object_lock_retain_days"}
+    data["sites"] = [{k: v for k, v in s.items() if k != "object_lock_retain_days"} for s in data["sites"]]
     (tmp_path / "b.json").unlink()
     (tmp_path / "verify.pem").unlink()
     data["sites"][1].update(name="dc-b", endpoint="http://127.0.0.1:2")

@@ -40,7 +40,7 @@ def test_bad_prober_config_names_field(data, field, hint):
 @pytest.mark.parametrize(("kind", "data", "field"), [
     ("backup", {"stores": [{"site": "dc-a", "endpoint_url": "http://127.0.0.1:1", "bucket": 3}]}, "stores[0].bucket"),
     ("drills", {"stores": [{"site": "dc-a", "endpoint_url": "http://127.0.0.1:1"}]}, "sites"),
-    ("certs", {}, "(top level)"),
+    ("certs", {}, "paths/endpoints"),
     ("transport", {"command": []}, "command"),
     ("transport", {"peers": [{"public_key": "k", "site": "Bad Site"}]}, "peers[0].site"),
 ])

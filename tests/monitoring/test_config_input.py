@@ -169,9 +169,9 @@ def test_the_cli_reports_the_command_line_and_the_config_at_once_and_binds_nothi
         f"  --listen: '127.0.0.1:{port}x' is not HOST:PORT with a port 0..65535; use e.g. 127.0.0.1:9470 "
         "([::1]:9470 for IPv6)",
         f"error: invalid prober exporter config {bad}:",
-        "  targets[1]: duplicate target dc-b/api https://b.gov.kz/: it is also targets[0]; list each once",
         "  timeout_seconds: 5 s must be below interval_seconds (5 s) so rounds never overlap; lower it or raise "
-        "interval_seconds"]
+        "interval_seconds",
+        "  targets[1]: duplicate target dc-b/api https://b.gov.kz/: it is also targets[0]; list each once"]
     # A good config with a bad --listen: still refused before anything is bound.
     bad.write_text(yaml.safe_dump({"source_site": "dc-a",
                                    "targets": [{"site": "dc-b", "service": "api", "url": "https://b.gov.kz/"}]}))
