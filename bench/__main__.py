@@ -2,7 +2,7 @@
 
 Without names: every bench_*.py here except those that start lab nodes, which are run by name:
 `python -m bench hardening` (up to 12 standalone nodes), `python -m bench lab` (two whole labs, one after
-the other: hardened and not).
+the other: hardened and not), `python -m bench control_plane` (faults on the running default lab).
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 
 HERE = Path(__file__).parent
-NEEDS_LAB = {"hardening", "lab"}
+NEEDS_LAB = {"hardening", "lab", "control_plane"}
 
 
 def main(names: list[str]) -> int:

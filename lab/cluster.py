@@ -10,6 +10,7 @@ instance's state dir (inventory.state_dir):
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import ssl
@@ -243,6 +244,40 @@ def wait_ready(site: Site, state_dir: Path | None = None, deadline_s: float = 18
           what=f"{site.name}: {api_endpoint(site)}/readyz ready (if not, look at `journalctl -u kube-apiserver` "
                "on the control-plane nodes)")
     return round(time.monotonic() - t0, 1)
+
+
+def etcdctl(site: Site, *args: str, members: list | None = None, state_dir: Path | None = None,
+            timeout: float = 30) -> subprocess.CompletedProcess[bytes]:
+    """etcdctl (v3 API) on the host against `members` (default: every control-plane node of the site),
+    authenticated as the apiserver's etcd client, the only client etcd trusts."""
+    p = site_dir(site, state_dir) / "pki"
+    eps = ",".join(f"https://{site.ip(n)}:2379" for n in members or control_plane(site))
+    return subprocess.run(["etcdctl", f"--endpoints={eps}", f"--cacert={p}/etcd-ca.crt",
+                           f"--cert={p}/apiserver-etcd-client.crt", f"--key={p}/apiserver-etcd-client.key",
+                           "--dial-timeout=3s", "--command-timeout=5s", *args],
+                          capture_output=True, timeout=timeout, env={"ETCDCTL_API": "3", "PATH": os.environ["PATH"]})
+
+
+class NoLeader(RuntimeError):
+    """The members asked do not (yet) agree on one leader among them."""
+
+
+def etcd_leader(site: Site, members: list | None = None, state_dir: Path | None = None):
+    """The control-plane node whose etcd member leads, as every one of `members` reports it (NoLeader when
+    one does not answer or they disagree, as during an election)."""
+    r = etcdctl(site, "endpoint", "status", "-w", "json", members=members, state_dir=state_dir)
+    if r.returncode != 0:
+        raise NoLeader((r.stderr or r.stdout).decode(errors="replace").strip()[-500:])
+    statuses = json.loads(r.stdout)
+    leaders = {s["Status"]["leader"] for s in statuses}
+    if len(statuses) != len(members or control_plane(site)) or len(leaders) != 1 or 0 in leaders:
+        raise NoLeader(f"members disagree on the etcd leader: {statuses}")
+    by_ip = {site.ip(n): n for n in control_plane(site)}
+    found = [by_ip[s["Endpoint"].split("//")[1].split(":")[0]] for s in statuses
+             if s["Status"]["header"]["member_id"] in leaders]
+    if len(found) != 1:
+        raise NoLeader(f"the leader is none of the members asked: {statuses}")
+    return found[0]
 
 
 LB_STATS_SOCKET = "/run/haproxy/stats.sock"  # api_lb_stats_socket in playbooks/roles/api_lb

@@ -36,14 +36,8 @@ def kubectl(kubeconfig: str, *args: str, timeout: float = 30) -> subprocess.Comp
                            *args], capture_output=True, text=True, timeout=timeout)
 
 
-def etcdctl(cfg, site, *args: str, endpoints: list[str] | None = None) -> subprocess.CompletedProcess[str]:
-    """etcdctl on the host, authenticated as the apiserver's etcd client (the only client etcd trusts)."""
-    p = cluster.site_dir(site, inventory.state_dir(cfg)) / "pki"
-    eps = endpoints or [f"https://{site.ip(n)}:2379" for n in cluster.control_plane(site)]
-    return subprocess.run([require_tool("etcdctl"), f"--endpoints={','.join(eps)}", f"--cacert={p}/etcd-ca.crt",
-                           f"--cert={p}/apiserver-etcd-client.crt", f"--key={p}/apiserver-etcd-client.key",
-                           "--dial-timeout=3s", "--command-timeout=5s", *args],
-                          capture_output=True, timeout=30, env={"ETCDCTL_API": "3"})
+def etcdctl(cfg, site, *args: str, members: list | None = None) -> subprocess.CompletedProcess[bytes]:
+    return cluster.etcdctl(site, *args, members=members, state_dir=inventory.state_dir(cfg))
 
 
 def _healthy(r: subprocess.CompletedProcess) -> int:
@@ -143,17 +137,7 @@ def _cp_status(cfg, site) -> dict[str, bool]:
 
 
 def _etcd_leader(cfg, site, members=None):
-    """The control-plane node whose etcd member leads, as etcd itself (each of `members`) reports it."""
-    eps = [f"https://{site.ip(n)}:2379" for n in members or cluster.control_plane(site)]
-    r = etcdctl(cfg, site, "endpoint", "status", "-w", "json", endpoints=eps)
-    assert r.returncode == 0, r.stderr
-    statuses = json.loads(r.stdout)
-    leaders = {s["Status"]["leader"] for s in statuses}
-    assert len(leaders) == 1, f"members disagree on the etcd leader: {statuses}"
-    by_ip = {site.ip(n): n for n in cluster.control_plane(site)}
-    [leader] = [by_ip[s["Endpoint"].split("//")[1].split(":")[0]] for s in statuses
-                if s["Status"]["header"]["member_id"] in leaders]
-    return leader
+    return cluster.etcd_leader(site, members, state_dir=inventory.state_dir(cfg))
 
 
 # etcd fails a read in flight when its leader changes (ErrLeaderChanged) and the apiserver passes that on;
@@ -204,8 +188,7 @@ def test_survives_loss_of_one_control_plane_node(cfg, kubeconfigs):
         assert _etcd_leader(cfg, site, alive) in alive
         servers = cluster.lb_servers(site)
         assert servers == {victim.name: False, **{n.name: True for n in alive}}, servers
-        eps = [f"https://{site.ip(n)}:2379" for n in alive]
-        h = etcdctl(cfg, site, "endpoint", "health", endpoints=eps)
+        h = etcdctl(cfg, site, "endpoint", "health", members=alive)
         assert h.returncode == 0 and _healthy(h) == 2, h.stderr
         name = f"ha-{uuid.uuid4().hex[:6]}"  # writes need quorum: 2/3 must still commit
         assert kubectl(kc, "create", "configmap", name, "-n", "default").returncode == 0
