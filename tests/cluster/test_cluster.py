@@ -9,7 +9,9 @@ from pathlib import Path
 
 import httpx
 import pytest
+import yaml
 
+from dr import runbook
 from infra.automation import changed_resources
 from lab import cluster, gateway, inventory
 from lab.deploy import lab_stack
@@ -19,6 +21,7 @@ from tests.cluster.tls_floor import ClientCert, assert_tls_floor
 from tests.conftest import require_tool
 
 pytestmark = pytest.mark.lab
+STACK = Path(__file__).resolve().parents[2] / "infra" / "stacks" / "lab.yaml"
 
 
 @pytest.fixture(scope="module")
@@ -77,10 +80,11 @@ def test_anonymous_requests_rejected(cfg, kubeconfigs):
             assert r.status_code == 401, (site.name, path, r.status_code)
 
 
-def test_tls_below_1_2_refused(cfg, kubeconfigs, lab_outputs):
+def test_tls_below_1_2_refused(cfg, kubeconfigs, lab_outputs, tmp_path):
     """SC-CRY-01: every TLS endpoint of each site (the API through the LB, each apiserver, each etcd member with
     the apiserver's client certificate, the gateway's published name) refuses TLS 1.1 from a probe first seen
-    speaking TLS 1.1 to a weak loopback server, and negotiates TLS 1.2 (tests/cluster/tls_floor.py)."""
+    speaking TLS 1.1 to a weak loopback server, and negotiates TLS 1.2 (tests/cluster/tls_floor.py). The
+    gateway serves a published name on 443 once its route has a backend: each is published for the probe."""
     seen = []
     for site in cfg.sites:
         pki = cluster.site_dir(site, inventory.state_dir(cfg)) / "pki"
@@ -89,14 +93,18 @@ def test_tls_below_1_2_refused(cfg, kubeconfigs, lab_outputs):
         for cp in cluster.control_plane(site):
             seen.append(assert_tls_floor(site.ip(cp), 6443))
             seen.append(assert_tls_floor(site.ip(cp), 2379, client_cert=etcd_client))
-        for name in lab_outputs["sites"][site.name].get("published", []):  # the stack's outputs: names published
-            ip = gateway.gateway_ips(cfg, site)["internet"]
-            try:
-                seen.append(assert_tls_floor(ip, 443, server_hostname=name))
-            except ConnectionRefusedError:
-                # The gateway serves a name on 443 once its route has a backend (tests/charts/test_pods.py);
-                # nginx's configured floor is the audit's (test_SC_CRY_01_gateway_proxy_hardened).
-                seen.append(f"{ip}:443 ({name}): not served yet (no backend published)")
+    sites = runbook.StackSites(lab_outputs)
+    (tmp_path / "index.html").write_text("tls floor probe\n")
+    published = yaml.safe_load(STACK.read_text())["gateway"]["published_services"]
+    assert published, "the lab stack publishes no service: the gateway's 443 would go unprobed"
+    for entry in published:
+        svc = runbook.Service(entry["name"], entry["hostname"], f"{entry['name']}-data")
+        try:
+            sites.publish(entry["site"], svc, tmp_path)
+            ip = gateway.gateway_ips(cfg, cfg.site(entry["site"]))["internet"]
+            seen.append(assert_tls_floor(ip, 443, server_hostname=entry["hostname"]))
+        finally:
+            sites.unpublish(entry["site"], svc)
     print("\n".join(seen))
 
 
