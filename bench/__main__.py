@@ -1,8 +1,9 @@
 """Run benchmarks one after another, each with its defaults: `python -m bench [name ...]` (`make bench`).
 
-Without names: every bench_*.py here except those that start lab nodes, which are run by name:
+Without names: every bench_*.py here except those that need lab nodes, which are run by name:
 `python -m bench hardening` (up to 12 standalone nodes), `python -m bench lab` (two whole labs, one after
-the other: hardened and not), `python -m bench control_plane` (faults on the running default lab).
+the other: hardened and not), `python -m bench control_plane` and `python -m bench site_loss` (faults on the
+running default lab, `make lab`).
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import sys
 from pathlib import Path
 
 HERE = Path(__file__).parent
-NEEDS_LAB = {"hardening", "lab", "control_plane"}
+NEEDS_LAB = {"hardening", "lab", "control_plane", "site_loss"}
 
 
 def main(names: list[str]) -> int:
