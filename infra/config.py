@@ -25,9 +25,11 @@ DNS_LABEL = r"^[a-z]([-a-z0-9]*[a-z0-9])?$"
 Name = Annotated[str, Field(pattern=DNS_LABEL, max_length=40)]
 # What other tools parse later (nginx server_name, certificates, the charts' resource quotas), checked here.
 _HOSTNAME = re.compile(r"^(?=.{1,253}$)([a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?\.)+[a-z]([-a-z0-9]{0,61}[a-z0-9])?$")
-# A tenant's cpu and memory become its chart's quota: the chart's own quantity rule (its values schema) decides.
-_QUANTITY = re.compile(json.loads((REPO / "charts" / "tenant" / "values.schema.json").read_text())
-                       ["$defs"]["quantity"]["pattern"])
+# A tenant's cpu and memory become its chart's quota, and the stack's domain its gateway.domain: the tenant
+# chart's own rules (its values schema) decide.
+_TENANT_SCHEMA = json.loads((REPO / "charts" / "tenant" / "values.schema.json").read_text())["$defs"]
+_QUANTITY = re.compile(_TENANT_SCHEMA["quantity"]["pattern"])
+_GOVERNMENT_DOMAIN = re.compile(_TENANT_SCHEMA["governmentDomain"]["pattern"])
 # Nodes are numbered from .10 of their site subnet (infra/components.py node_address).
 FIRST_NODE_OFFSET = 10
 
@@ -215,6 +217,7 @@ class Cloud(_Strict):
     country: str = Field(default="KZ", pattern=r"^[A-Z]{2}$")
     # Data residency (SC-DATA-01): every site must be in one of these countries.
     allowed_countries: list[str] = Field(default_factory=lambda: ["KZ"], min_length=1)
+    # The published host names and the tenants' gateway.domain live under it.
     domain: str = "gov.kz"
     sites: list[Site] = Field(min_length=1)
     clusters: list[Cluster] = Field(default_factory=list, validate_default=True)
@@ -231,6 +234,14 @@ class Cloud(_Strict):
 
     def site(self, name: str) -> Site:
         return next(s for s in self.sites if s.name == name)
+
+    @field_validator("domain")
+    @classmethod
+    def _government_domain(cls, value: str) -> str:
+        if len(value) > 253 or not _GOVERNMENT_DOMAIN.match(value):
+            raise ValueError(f"{value!r} is not a government domain: use gov.kz, egov.kz or a name under one of "
+                             "them (the tenant chart's gateway.domain takes nothing else)")
+        return value
 
     # The checks across fields run as soon as the fields they read parse (common.config.collect): a typo in a
     # tenant and a site defined twice are reported together; the control rules join them once every field parses.

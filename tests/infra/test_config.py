@@ -138,6 +138,19 @@ def test_a_linked_site_needs_a_gateway_with_a_transport_address():
     assert "no gateway with a transport_address" in problems(data)["transport.links[0].b"]
 
 
+@pytest.mark.parametrize(("domain", "ok"), [("gov.kz", True), ("egov.kz", True), ("almaty.gov.kz", True),
+                                            ("example.com", False), ("gov.kz.example.com", False), ("kz", False)])
+def test_the_domain_is_a_government_domain_as_the_tenant_chart_takes_it(domain, ok):
+    data = lab_data()
+    data["domain"] = domain
+    for svc in data["gateway"]["published_services"]:
+        svc["hostname"] = f"portal.{domain}"
+    if ok:
+        assert cfg.parse(data).domain == domain
+    else:
+        assert "not a government domain" in problems(data)["domain"]
+
+
 def test_egress_allow_list_takes_host_names_only():
     data = lab_data()
     data["gateway"]["allowed_egress"] = ["repo.internet.lab", "0.0.0.0/0", "*.kz"]
