@@ -154,6 +154,13 @@ class LabConfig(_Strict):
         return _node_memory_mib(node, self.memory_mib)
 
 
+    def container(self, name: str) -> str:
+        return f"{self.name}-{name}"
+
+    def network(self, name: str) -> str:
+        return f"{self.name}-{name}"
+
+
 def _node_memory_mib(node: Node, memory_mib: dict[str, int]) -> int:
     return node.memory_mib or memory_mib[node.role]
 
@@ -161,12 +168,6 @@ def _node_memory_mib(node: Node, memory_mib: dict[str, int]) -> int:
 def _total_memory_mib(sites: list[Site], memory_mib: dict[str, int]) -> int:
     per_site = [sum(_node_memory_mib(n, memory_mib) for n in s.nodes) + memory_mib["s3"] for s in sites]
     return sum(per_site) + 2 * 64  # + the two Internet test servers
-
-    def container(self, name: str) -> str:
-        return f"{self.name}-{name}"
-
-    def network(self, name: str) -> str:
-        return f"{self.name}-{name}"
 
 
 def parse(data: object, source: str | None = None) -> LabConfig:
