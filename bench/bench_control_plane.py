@@ -154,18 +154,20 @@ def one_round(cfg, site, state_dir, fault: str, on_leader: bool, fault_s: float,
     alive = [n for n in cluster.control_plane(site) if n is not victim]
     before = (len(traffic.acked), len(traffic.failed_writes), traffic.reads, sum(traffic.failed_reads.values()))
     t0 = time.monotonic()
-    if fault == "stop":
-        podman("stop", "-t", "15", cfg.container(victim.name), timeout=60)
-    else:
-        podman("kill", "-s", "KILL", cfg.container(victim.name), timeout=60)
-    down_s = time.monotonic() - t0
-    # The survivors agree on a leader: at once for a follower's loss, after an election for the leader's.
-    elected = until(lambda: _leader_among(site, alive, state_dir), seconds=60, every=0.2,
-                    what=f"{site.name}: the surviving etcd members agreeing on a leader")
-    elected_s = time.monotonic() - t0
-    time.sleep(max(0.0, fault_s - (time.monotonic() - t0)))  # the bench's load window, not a wait for an event
-    restart = time.monotonic()
-    start_node(cfg.container(victim.name))
+    try:
+        if fault == "stop":
+            podman("stop", "-t", "15", cfg.container(victim.name), timeout=60)
+        else:
+            podman("kill", "-s", "KILL", cfg.container(victim.name), timeout=60)
+        down_s = time.monotonic() - t0
+        # The survivors agree on a leader: at once for a follower's loss, after an election for the leader's.
+        elected = until(lambda: _leader_among(site, alive, state_dir), seconds=60, every=0.2,
+                        what=f"{site.name}: the surviving etcd members agreeing on a leader")
+        elected_s = time.monotonic() - t0
+        time.sleep(max(0.0, fault_s - (time.monotonic() - t0)))  # the bench's load window, not a wait for an event
+    finally:
+        restart = time.monotonic()
+        start_node(cfg.container(victim.name))
     wait_ssh(site.ip(victim), deadline_s=90)
     wait_booted(site.ip(victim), deadline_s=90)
     until(lambda: _healthy_members(site, state_dir) == 3 and all(cluster.lb_servers(site).values()),

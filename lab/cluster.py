@@ -269,7 +269,7 @@ def etcd_leader(site: Site, members: list | None = None, state_dir: Path | None 
     if r.returncode != 0:
         raise NoLeader((r.stderr or r.stdout).decode(errors="replace").strip()[-500:])
     statuses = json.loads(r.stdout)
-    leaders = {s["Status"]["leader"] for s in statuses}
+    leaders = {s["Status"].get("leader", 0) for s in statuses}  # 0 (left out of the JSON): no leader known
     if len(statuses) != len(members or control_plane(site)) or len(leaders) != 1 or 0 in leaders:
         raise NoLeader(f"members disagree on the etcd leader: {statuses}")
     by_ip = {site.ip(n): n for n in control_plane(site)}
