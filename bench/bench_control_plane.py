@@ -1,6 +1,6 @@
 """Control-plane faults under load: a control-plane node of one lab site is stopped (an orderly `podman stop`:
-systemd halts its services) or crashed (`podman kill -s KILL`: no shutdown at all) --rounds times in a row,
-the etcd leader (found by asking etcd) in half the rounds and a follower in the others, while clients write
+systemd halts its services, given 60 s) or crashed (`podman kill -s KILL`: no shutdown at all) --rounds times
+in a row, the etcd leader (found by asking etcd) in half the rounds and a follower in the others, while clients write
 and read through the site's API load balancer, as any client of the cloud does.
 
     .venv/bin/python -m bench.bench_control_plane [--site dc-almaty] [--rounds 10] [--writers 2]
@@ -38,6 +38,9 @@ from lab.nodes import start_node, wait_booted, wait_ssh
 from lab.podman import podman
 
 NAMESPACE = "default"
+# A control-plane node's orderly halt takes ~22 s (kube-apiserver drains first, up to its TimeoutStopSec=20, and
+# etcd stops after it): podman's stop timeout must exceed it, or a "stop" is a crash at the timeout.
+HALT_S = 60
 RETRY_FOR_S = 30.0
 LEADER_CHANGED = "etcdserver: leader changed"
 
@@ -156,7 +159,7 @@ def one_round(cfg, site, state_dir, fault: str, on_leader: bool, fault_s: float,
     t0 = time.monotonic()
     try:
         if fault == "stop":
-            podman("stop", "-t", "15", cfg.container(victim.name), timeout=60)
+            podman("stop", "-t", str(HALT_S), cfg.container(victim.name), timeout=HALT_S + 30)
         else:
             podman("kill", "-s", "KILL", cfg.container(victim.name), timeout=60)
         down_s = time.monotonic() - t0

@@ -306,10 +306,14 @@ def replicate(cfg: DrConfig, src: str, dst: str) -> dict:
                         fetch_object(sa, a, obj, f)
                 res = push_site(cfg, b, bdir)
         except (*s3io.S3Error, crypto.CryptoError, VerifyError) as err:
-            out["failed"][mkey] = s3io.error_text(err) if isinstance(err, s3io.S3Error) else str(err)
-            continue
+            res = SiteResult(dst, status="failed",
+                             error=s3io.error_text(err) if isinstance(err, s3io.S3Error) else str(err))
         if res.status == "verified":
             out["copied"].append(mkey)
+        elif _verified_at(cfg, b, sb, mkey):
+            # Another writer (the origin's station replicating its own backup) finished this copy meanwhile; a
+            # resumed upload may even have been its upload, completed under us (NoSuchUpload).
+            out["present"] += 1
         else:
             out["failed"][mkey] = res.error
     for key in (k for k in keys if k.startswith(layout.DRILLS) and k not in have):
@@ -319,6 +323,17 @@ def replicate(cfg: DrConfig, src: str, dst: str) -> dict:
         except s3io.S3Error as err:
             out["failed"][key] = s3io.error_text(err)
     return out
+
+
+def _verified_at(cfg: DrConfig, site: SiteS3, s3, mkey: str) -> bool:
+    """Whether `site` holds a copy of the backup `mkey` that verifies end to end."""
+    try:
+        if s3io.head(s3, site.bucket, mkey) is None:
+            return False
+        verify_remote(cfg, site, mkey, s3=s3)
+    except (*s3io.S3Error, crypto.CryptoError, VerifyError):
+        return False
+    return True
 
 
 def catch_up(cfg: DrConfig) -> list[dict]:

@@ -185,10 +185,13 @@ def ensure_s3(cfg: LabConfig, site: Site) -> str:
     cmd = ["/usr/local/bin/weed", "server", "-dir=/data", f"-ip={ip}", "-ip.bind=0.0.0.0", "-s3",
            f"-s3.port={S3_PORT}", f"-s3.config={_CONFIG_IN_CONTAINER}", "-master.volumeSizeLimitMB=64",
            "-volume.max=16"]
+    # The data on tmpfs is charged to the appliance's memory limit too: without a heap limit weed's Go heap
+    # grew under parallel multipart uploads until the kernel killed it (384 MiB limit, 326 MiB anonymous).
+    heap_mib = cfg.memory_mib["s3"] // 2
     run_plain(container, f"{site.name}-s3", [(cfg.network(site.name), ip)], cfg.memory_mib["s3"],
               {"site": site.name, "role": "s3", "instance": cfg.name, _IDENTITY_LABEL: digest},
               ["-v", f"{weed_binary()}:/usr/local/bin/weed:ro", "-v", f"{conf}:{_CONFIG_IN_CONTAINER}:ro",
-               "--tmpfs", "/data:size=512m"], cmd)
+               "--tmpfs", "/data:size=512m", "-e", f"GOMEMLIMIT={heap_mib}MiB"], cmd)
     return endpoint(site)
 
 

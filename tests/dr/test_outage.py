@@ -97,3 +97,36 @@ def test_site_whose_store_came_back_empty_is_reseeded(cfg, tmp_path):
     f = restore.fetch(cfg, "dc-astana", "reseed", None, tmp_path / "w", sites=["dc-almaty"])
     restore.restore_tar(f, tmp_path / "restored")
     assert (tmp_path / "restored" / "f").read_bytes() == (src / "f").read_bytes()
+
+
+def test_a_copy_another_writer_finished_meanwhile_counts_as_present_not_failed(cfg, sites, tmp_path, monkeypatch):
+    """Two replicators of one backup (the origin's station and an operator's `dr sync`) race: a resumed upload
+    can be the other's, completed under this one (NoSuchUpload). The copy at the destination is what counts."""
+    src = tmp_path / "vol"
+    src.mkdir()
+    (src / "f").write_bytes(os.urandom(50_000))
+    sites["dc-almaty"].stop()
+    try:
+        rep = jobs.backup_dir(cfg, src, "race")
+    finally:
+        sites["dc-almaty"].start()
+    assert rep.verified_sites == ["dc-astana"]
+    real_push = backup.push_site
+
+    def lose_the_race(c, target, bdir, on_part=None):
+        real_push(c, target, bdir)  # the other writer's copy, verified
+        return backup.SiteResult(target.name, status="failed", error="S3: NoSuchUpload")
+
+    def fail(c, target, bdir, on_part=None):
+        return backup.SiteResult(target.name, status="failed", error="S3: NoSuchUpload")
+
+    # Positive control: a push that fails with no copy at the destination is a failure.
+    monkeypatch.setattr(backup, "push_site", fail)
+    # (The module's store holds other tests' backups too, reseed-bad among them: only this one is looked at.)
+    assert "NoSuchUpload" in backup.replicate(cfg, "dc-astana", "dc-almaty")["failed"][rep.backup]
+    monkeypatch.setattr(backup, "push_site", lose_the_race)
+    out = backup.replicate(cfg, "dc-astana", "dc-almaty")
+    assert rep.backup not in out["failed"] and rep.backup not in out["copied"], out
+    monkeypatch.undo()
+    again = backup.replicate(cfg, "dc-astana", "dc-almaty")
+    assert rep.backup not in again["failed"] and rep.backup not in again["copied"], again  # it is there
