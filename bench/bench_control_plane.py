@@ -21,6 +21,7 @@ Bounded: --rounds <= 20, --fault-seconds <= 60, each node given 180 s to rejoin;
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import statistics
 import threading
@@ -198,6 +199,7 @@ def main(argv: list[str] | None = None) -> int:
     run = uuid.uuid4().hex[:6]
     rounds = []
     clients = Clients(site, state_dir, run, args.writers)
+    selector = {"labelSelector": f"sovcloud.bench/run={run}"}
     try:
         with clients:
             time.sleep(2)  # traffic flowing before the first fault
@@ -205,41 +207,54 @@ def main(argv: list[str] | None = None) -> int:
                 fault, on_leader = ("stop", "crash")[i % 2], (i // 2) % 2 == 0
                 rounds.append(one_round(cfg, site, state_dir, fault, on_leader, args.fault_seconds, clients.traffic))
                 print(json.dumps(rounds[-1]), flush=True)
-        traffic = clients.traffic
         # Every acknowledged write must be there: one LIST of the run's objects, read from etcd (quorum read).
-        with httpx.Client(base_url=clients.base, verify=clients.verify, timeout=30) as client:
-            listed = client.get(f"/api/v1/namespaces/{NAMESPACE}/configmaps",
-                                params={"labelSelector": f"sovcloud.bench/run={run}"})
+        with httpx.Client(base_url=clients.base, verify=clients.verify, timeout=120) as client:
+            listed = client.get(f"/api/v1/namespaces/{NAMESPACE}/configmaps", params=selector)
             listed.raise_for_status()
             present = {item["metadata"]["name"] for item in listed.json()["items"]}
+        summary, lost = _summary(site, rounds, clients.traffic, present)
+        print(json.dumps(summary, indent=2), flush=True)
+        for failure in clients.traffic.failed_writes[:20]:
+            print(f"failed write {failure}")
+        for name in lost[:20]:
+            print(f"lost write {name}")
     finally:
-        with httpx.Client(base_url=clients.base, verify=clients.verify, timeout=60) as client:
-            client.delete(f"/api/v1/namespaces/{NAMESPACE}/configmaps",
-                          params={"labelSelector": f"sovcloud.bench/run={run}"})
+        _delete_run(clients, selector)
+    return 1 if clients.traffic.failed_writes or lost else 0
+
+
+def _summary(site, rounds: list[dict], traffic: Traffic, present: set[str]) -> tuple[dict, list[str]]:
     lost = sorted(set(traffic.acked) - present)
     on_leader = [r["leader_agreed_s"] for r in rounds if r["was_leader"]]
-    summary = {
+    first = sum(v for k, v in traffic.failed_reads.items() if k.startswith("attempt 1"))
+    return {
         "site": site.name, "rounds": len(rounds), "writes_acked": len(traffic.acked),
         "writes_failed": len(traffic.failed_writes), "writes_lost": len(lost),
         "write_retries": dict(traffic.write_retries),
         "write_latency_s": {"p50": round(statistics.median(traffic.latencies), 3),
                             "max": round(max(traffic.latencies), 3)} if traffic.latencies else None,
-        "reads": traffic.reads, "reads_failed_first_try": sum(v for k, v in traffic.failed_reads.items()
-                                                              if k.startswith("attempt 1")),
-        "reads_failed_after_retry": sum(v for k, v in traffic.failed_reads.items() if k.startswith("attempt 2")),
+        "reads": traffic.reads, "reads_failed_first_try": first,
+        "reads_failed_after_retry": sum(traffic.failed_reads.values()) - first,
         "read_failures": dict(traffic.failed_reads),
         "leader_changes": sum(r["was_leader"] for r in rounds),
         "leader_agreed_s_after_leader_loss": {"median": statistics.median(on_leader), "max": max(on_leader)}
         if on_leader else None,
         "rejoin_s": {"median": statistics.median(r["rejoined_s"] for r in rounds),
-                     "max": max(r["rejoined_s"] for r in rounds)},
-    }
-    print(json.dumps(summary, indent=2))
-    for failure in traffic.failed_writes[:20]:
-        print(f"failed write {failure}")
-    for name in lost[:20]:
-        print(f"lost write {name}")
-    return 1 if traffic.failed_writes or lost else 0
+                     "max": max(r["rejoined_s"] for r in rounds)} if rounds else None,
+    }, lost
+
+
+def _delete_run(clients: Clients, selector: dict) -> None:
+    """Delete the run's objects: tens of thousands outlast one request's timeout (the apiserver goes on with
+    the deletion after it answers or drops the request), so ask again until none is listed (bounded)."""
+    with httpx.Client(base_url=clients.base, verify=clients.verify, timeout=120) as client:
+        def gone() -> bool:
+            with contextlib.suppress(httpx.HTTPError):
+                client.delete(f"/api/v1/namespaces/{NAMESPACE}/configmaps", params=selector)
+            left = client.get(f"/api/v1/namespaces/{NAMESPACE}/configmaps", params={**selector, "limit": 1})
+            return left.status_code == 200 and not left.json()["items"]
+
+        until(gone, seconds=600, every=5, what="the bench's ConfigMaps deleted", retry_on=(httpx.HTTPError,))
 
 
 if __name__ == "__main__":
