@@ -67,7 +67,6 @@ class Traffic:
     write_retries: Counter = field(default_factory=Counter)
     reads: int = 0
     failed_reads: Counter = field(default_factory=Counter)
-    reads_ok_on_retry: int = 0
     latencies: list[float] = field(default_factory=list)
 
 
@@ -130,7 +129,6 @@ class Clients:
                     try:
                         r = client.get(f"/api/v1/namespaces/{NAMESPACE}")
                         if r.status_code == 200:
-                            self.traffic.reads_ok_on_retry += attempt == 2
                             break
                         kind = _kind(r)
                     except httpx.HTTPError as err:
@@ -147,8 +145,7 @@ def _leader_among(site, members, state_dir):
 
 
 def _healthy_members(site, state_dir) -> int:
-    r = cluster.etcdctl(site, "endpoint", "health", state_dir=state_dir)
-    return (r.stdout + r.stderr).decode(errors="replace").count("is healthy")
+    return cluster.healthy_members(cluster.etcdctl(site, "endpoint", "health", state_dir=state_dir))
 
 
 def one_round(cfg, site, state_dir, fault: str, on_leader: bool, fault_s: float, traffic: Traffic) -> dict:

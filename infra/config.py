@@ -282,7 +282,7 @@ class Cloud(_Strict):
         problems: list[tuple[str, str]] = []
         for i, cluster in enumerate(clusters):
             if cluster.site not in sites:
-                problems.append((f"clusters[{i}].site", f"unknown site {cluster.site!r}; one of {list(sites)}"))
+                problems.append((f"clusters[{i}].site", _unknown_site(cluster.site, sites)))
                 continue
             workers = len(sites[cluster.site].nodes_with(Role.WORKER))
             if cluster.pod_cidr.prefixlen > 24 or 2 ** (24 - cluster.pod_cidr.prefixlen) < workers:
@@ -306,7 +306,7 @@ class Cloud(_Strict):
             names = [s.name for s in sites]
             for i, svc in enumerate(gateway.published_services):
                 if svc.site not in names:
-                    problems.append((f"gateway.published_services[{i}].site", f"unknown site {svc.site!r}"))
+                    problems.append((f"gateway.published_services[{i}].site", _unknown_site(svc.site, names)))
             # A site's clusters and published services reach the Internet and the other sites only through a
             # gateway.
             serving = {c.site for c in info.data.get("clusters", [])} | {p.site for p in gateway.published_services}
@@ -328,8 +328,7 @@ class Cloud(_Strict):
             for end in ("a", "b"):
                 site = sites.get(getattr(link, end))
                 if site is None:
-                    problems.append((f"transport.links[{i}].{end}",
-                                     f"unknown site {getattr(link, end)!r}; one of {list(sites)}"))
+                    problems.append((f"transport.links[{i}].{end}", _unknown_site(getattr(link, end), sites)))
                 elif site.gateway is None or site.gateway.transport_address is None:
                     problems.append((f"transport.links[{i}].{end}", f"site {site.name!r} has no gateway with a "
                                      "transport_address to end the tunnel on; give its first gateway node one"))
@@ -345,7 +344,7 @@ class Cloud(_Strict):
         if "sites" not in info.data:
             return tenants
         names = [s.name for s in info.data["sites"]]
-        collect(info, [(f"tenants[{i}].sites[{j}]", f"unknown site {s!r}; one of {names}")
+        collect(info, [(f"tenants[{i}].sites[{j}]", _unknown_site(s, names))
                 for i, tenant in enumerate(tenants) for j, s in enumerate(tenant.sites) if s not in names])
         return tenants
 
@@ -409,6 +408,10 @@ def rule_findings(cloud: Cloud) -> list[tuple[str, str, str]]:
     add("cert_rotate_before_days", rules.certificate_rotation, cloud.cert_rotate_before_days,
         cloud.cert_validity_days)
     return found
+
+
+def _unknown_site(name: str, sites) -> str:
+    return f"unknown site {name!r}; one of {list(sites)}"
 
 
 def _overlapping_networks(sites: list[Site], clusters: list[Cluster], transport: Transport) -> list[tuple[str, str]]:

@@ -258,6 +258,11 @@ def etcdctl(site: Site, *args: str, members: list | None = None, state_dir: Path
                           capture_output=True, timeout=timeout, env={"ETCDCTL_API": "3", "PATH": os.environ["PATH"]})
 
 
+def healthy_members(health: subprocess.CompletedProcess[bytes]) -> int:
+    """Healthy members in the output of `etcdctl endpoint health` (etcdctl 3.4 prints it on stderr)."""
+    return (health.stdout + health.stderr).decode(errors="replace").count("is healthy")
+
+
 class NoLeader(RuntimeError):
     """The members asked do not (yet) agree on one leader among them."""
 

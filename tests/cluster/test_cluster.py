@@ -44,11 +44,6 @@ def etcdctl(cfg, site, *args: str, members: list | None = None) -> subprocess.Co
     return cluster.etcdctl(site, *args, members=members, state_dir=inventory.state_dir(cfg))
 
 
-def _healthy(r: subprocess.CompletedProcess) -> int:
-    """Healthy endpoints in `etcdctl endpoint health` output (etcdctl 3.4 prints it on stderr)."""
-    return (r.stdout + r.stderr).decode().count("is healthy")
-
-
 def test_kubectl_works_against_both_sites_from_the_host(cfg, kubeconfigs):
     """SC-AVL-02: every site serves its API through the LB on its gateway; the admin kubeconfig works."""
     assert set(kubeconfigs) == {s.name for s in cfg.sites}
@@ -69,7 +64,7 @@ def test_etcd_has_three_members_over_three_racks(cfg, kubeconfigs):
         assert names == sorted(n.name for n in cps)
         assert len({n.rack for n in cps}) == 3
         h = etcdctl(cfg, site, "endpoint", "health")
-        assert h.returncode == 0 and _healthy(h) == 3, h.stderr
+        assert h.returncode == 0 and cluster.healthy_members(h) == 3, h.stderr
 
 
 def test_anonymous_requests_rejected(cfg, kubeconfigs):
@@ -202,7 +197,7 @@ def test_survives_loss_of_one_control_plane_node(cfg, kubeconfigs):
         servers = cluster.lb_servers(site)
         assert servers == {victim.name: False, **{n.name: True for n in alive}}, servers
         h = etcdctl(cfg, site, "endpoint", "health", members=alive)
-        assert h.returncode == 0 and _healthy(h) == 2, h.stderr
+        assert h.returncode == 0 and cluster.healthy_members(h) == 2, h.stderr
         name = f"ha-{uuid.uuid4().hex[:6]}"  # writes need quorum: 2/3 must still commit
         assert kubectl(kc, "create", "configmap", name, "-n", "default").returncode == 0
         kubectl(kc, "delete", "configmap", name, "-n", "default", "--wait=false")
@@ -216,7 +211,7 @@ def test_survives_loss_of_one_control_plane_node(cfg, kubeconfigs):
     while time.monotonic() < deadline:  # bounded: the node has 120 s from `podman start` to rejoin
         h = etcdctl(cfg, site, "endpoint", "health")
         servers = cluster.lb_servers(site)
-        if h.returncode == 0 and _healthy(h) == 3 and all(servers.values()):
+        if h.returncode == 0 and cluster.healthy_members(h) == 3 and all(servers.values()):
             break
         time.sleep(2)
     else:

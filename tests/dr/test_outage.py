@@ -11,10 +11,15 @@ from dr import backup, jobs, restore, s3io
 pytestmark = [pytest.mark.tools, pytest.mark.control("SC-BCK-01")]
 
 
-def test_primary_down_backup_lands_at_other_site_and_catches_up(cfg, sites, tmp_path):
+def _volume(tmp_path, size: int):
     src = tmp_path / "vol"
     src.mkdir()
-    (src / "f").write_bytes(os.urandom(300_000))
+    (src / "f").write_bytes(os.urandom(size))
+    return src
+
+
+def test_primary_down_backup_lands_at_other_site_and_catches_up(cfg, sites, tmp_path):
+    src = _volume(tmp_path, 300_000)
     sites["dc-astana"].stop()
     try:
         rep = jobs.backup_dir(cfg, src, "outage")
@@ -68,9 +73,7 @@ def test_interrupted_upload_resumes_from_uploaded_parts(cfg, tmp_path, monkeypat
 
 
 def test_site_whose_store_came_back_empty_is_reseeded(cfg, tmp_path):
-    src = tmp_path / "vol"
-    src.mkdir()
-    (src / "f").write_bytes(os.urandom(50_000))
+    src = _volume(tmp_path, 50_000)
     rep = jobs.backup_dir(cfg, src, "reseed")
     assert rep.verified_sites == ["dc-astana", "dc-almaty"]
     almaty = cfg.site("dc-almaty")
@@ -102,9 +105,7 @@ def test_site_whose_store_came_back_empty_is_reseeded(cfg, tmp_path):
 def test_a_copy_another_writer_finished_meanwhile_counts_as_present_not_failed(cfg, sites, tmp_path, monkeypatch):
     """Two replicators of one backup (the origin's station and an operator's `dr sync`) race: a resumed upload
     can be the other's, completed under this one (NoSuchUpload). The copy at the destination is what counts."""
-    src = tmp_path / "vol"
-    src.mkdir()
-    (src / "f").write_bytes(os.urandom(50_000))
+    src = _volume(tmp_path, 50_000)
     sites["dc-almaty"].stop()
     try:
         rep = jobs.backup_dir(cfg, src, "race")
