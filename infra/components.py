@@ -4,6 +4,10 @@ Pki -> Site -> KubernetesCluster / InternetAccessGateway / TransportNetwork -> S
 Host-level work (hardening, control-plane bootstrap) is Ansible (playbooks/); the components produce what
 it needs (certificates, keys, inventory), `SiteHosts` runs it inside the graph when the stack says how to
 reach the nodes, and `Tenant` applies the in-cluster platform once its clusters are up.
+
+Each component takes what it reads and no more: the validated model of its own entity (cfg.Site, cfg.Cluster,
+cfg.Gateway, ...), or, for those that span the cloud, a `Topology` and the settings they use by name; none takes
+the whole stack config, so a component's signature says which stack settings reach it.
 """
 
 from __future__ import annotations
@@ -11,6 +15,7 @@ from __future__ import annotations
 import json
 import subprocess
 import tarfile
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -67,28 +72,62 @@ def _child(parent: pulumi.Resource) -> pulumi.ResourceOptions:
     return pulumi.ResourceOptions(parent=parent)
 
 
+@dataclass(frozen=True)
+class CertLifetime:
+    """How long the stack's leaf certificates live and how early `pulumi up` re-issues them (SC-CRY-03)."""
+
+    validity_days: int
+    rotate_before_days: int
+
+    @classmethod
+    def of(cls, cloud: cfg.Cloud) -> CertLifetime:
+        return cls(cloud.cert_validity_days, cloud.cert_rotate_before_days)
+
+    def kwargs(self) -> dict[str, int]:
+        """As a Certificate's arguments."""
+        return {"validity_days": self.validity_days, "rotate_before_days": self.rotate_before_days}
+
+
+@dataclass(frozen=True)
+class Topology:
+    """The sites and clusters a component spans, and the lookups between them: the input of the components that
+    span the whole cloud (Backups, Monitoring), which need no more of the stack's config than this."""
+
+    sites: tuple[cfg.Site, ...]
+    clusters: tuple[cfg.Cluster, ...]
+
+    @classmethod
+    def of(cls, cloud: cfg.Cloud) -> Topology:
+        return cls(tuple(cloud.sites), tuple(cloud.clusters))
+
+    def site(self, name: str) -> cfg.Site:
+        return next(s for s in self.sites if s.name == name)
+
+    def cluster_at(self, site: str) -> cfg.Cluster | None:
+        """The site's cluster (a site runs at most one), or None."""
+        return next((c for c in self.clusters if c.site == site), None)
+
+
 class Pki(pulumi.ComponentResource):
     """Root CA -> one intermediate CA per site -> leaf certificates (issued by the components)."""
 
-    def __init__(self, name: str, cloud: cfg.Cloud, opts: pulumi.ResourceOptions | None = None):
+    def __init__(self, name: str, sites: list[str], lifetime: CertLifetime,
+                 opts: pulumi.ResourceOptions | None = None):
         # The rotation the pack checks (SC-CRY-03).
-        super().__init__(f"{PKG}:index:Pki", name, {"cert_rotate_before_days": cloud.cert_rotate_before_days,
-                                                    "cert_validity_days": cloud.cert_validity_days}, opts)
-        self.cloud = cloud
+        super().__init__(f"{PKG}:index:Pki", name, {"cert_rotate_before_days": lifetime.rotate_before_days,
+                                                    "cert_validity_days": lifetime.validity_days}, opts)
+        self.lifetime = lifetime
         self.root = Certificate(f"{name}-root", kind="root", common_name=f"{name} Root CA",
                                 validity_days=3650, opts=_child(self))
         self.site_cas = {
-            site.name: Certificate(f"{name}-{site.name}-ca", kind="intermediate",
-                                   common_name=f"{site.name} Intermediate CA", validity_days=1825,
-                                   issuer=self.root, opts=_child(self))
-            for site in cloud.sites
+            site: Certificate(f"{name}-{site}-ca", kind="intermediate", common_name=f"{site} Intermediate CA",
+                              validity_days=1825, issuer=self.root, opts=_child(self))
+            for site in sites
         }
         # Signs compliance evidence bundles (policies/evidence): verifiable against this stack's root.
         self.evidence_signer = Certificate(f"{name}-evidence-signer", kind="leaf",
-                                           common_name="sovcloud compliance evidence signer",
-                                           validity_days=cloud.cert_validity_days,
-                                           rotate_before_days=cloud.cert_rotate_before_days, issuer=self.root,
-                                           server=False, client=True, opts=_child(self))
+                                           common_name="sovcloud compliance evidence signer", issuer=self.root,
+                                           server=False, client=True, opts=_child(self), **lifetime.kwargs())
         self.register_outputs({"root_cert_pem": self.root.cert_pem})
 
     def intermediate(self, name: str, common_name: str, parent: pulumi.Resource) -> Certificate:
@@ -100,9 +139,7 @@ class Pki(pulumi.ComponentResource):
               issuer: Certificate | None = None, **kwargs) -> Certificate:
         """A leaf certificate from the site's CA (or `issuer`), re-issued before it expires."""
         return Certificate(name, kind="leaf", common_name=common_name, issuer=issuer or self.site_cas[site],
-                           validity_days=self.cloud.cert_validity_days,
-                           rotate_before_days=self.cloud.cert_rotate_before_days,
-                           opts=_child(parent), **kwargs)
+                           opts=_child(parent), **self.lifetime.kwargs(), **kwargs)
 
 
 def node_address(site: cfg.Site, node: cfg.Node) -> str:

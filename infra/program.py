@@ -13,12 +13,14 @@ from infra import cluster_dns, cluster_storage, kube
 from infra import config as cfg
 from infra.components import (
     KUBERNETES_BINARIES,
+    CertLifetime,
     InternetAccessGateway,
     KubernetesCluster,
     Pki,
     Site,
     SiteHosts,
     Tenant,
+    Topology,
     TransportNetwork,
     ansible_inventory,
     cluster_platform,
@@ -122,15 +124,18 @@ def build(cloud: cfg.Cloud, kubeconfigs: dict[str, pulumi.Input[str]] | None = N
     if hosts:
         check_kubernetes_releases(cloud, hosts)
         credentials = s3_credential_files(cloud, hosts) if hosts.s3_credentials_dir else None
-    pki = Pki("pki", cloud)
+    topology, lifetime = Topology.of(cloud), CertLifetime.of(cloud)
+    pki = Pki("pki", [s.name for s in cloud.sites], lifetime)
     sites = {s.name: Site(s, opts=pulumi.ResourceOptions(depends_on=[pki]), allowed_countries=cloud.allowed_countries,
                           min_sites=cloud.min_sites) for s in cloud.sites}
     clusters = {c.name: KubernetesCluster(c, sites[c.site], pki) for c in cloud.clusters}
     gateway = InternetAccessGateway("gateway", cloud.gateway, sites, pki, cloud.domain)
     transport = TransportNetwork("transport", cloud.transport, sites)
     inventory = ansible_inventory(sites, hosts)
-    backups = Backups("backups", cloud, pki, clusters, credentials) if credentials else None
-    monitoring = Monitoring("monitoring", cloud, pki, clusters, transport, backups) if hosts else None
+    backups = (Backups("backups", topology, cloud.allowed_countries, pki, clusters, credentials)
+               if credentials else None)
+    monitoring = (Monitoring("monitoring", topology, lifetime, cloud.gateway.published_services, pki, clusters,
+                             transport, backups) if hosts else None)
     site_hosts: dict[str, SiteHosts] = {}
     rbac = {}
     providers: dict[str, kubernetes.Provider] = {}
@@ -145,7 +150,8 @@ def build(cloud: cfg.Cloud, kubeconfigs: dict[str, pulumi.Input[str]] | None = N
                                     "platform runs them; `make lab` builds the lab's, or put those OCI archives "
                                     "there")])
         for name, site in sites.items():
-            cluster = next((clusters[c.name] for c in cloud.clusters if c.site == name), None)
+            declared = topology.cluster_at(name)
+            cluster = clusters[declared.name] if declared else None
             site_hosts[name] = SiteHosts(site, cluster, hosts, inventory, cloud.domain, gateway, transport,
                                        monitoring)
             if cluster is not None:

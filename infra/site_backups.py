@@ -23,7 +23,7 @@ import pulumi_kubernetes as kubernetes
 
 from infra import config as cfg
 from infra import kube
-from infra.components import PKG, KubernetesCluster, Pki, node_address
+from infra.components import PKG, KubernetesCluster, Pki, Topology, node_address
 from infra.providers import Ed25519Key, SecretKey
 
 # Where the dr_station role installs what this component issues.
@@ -37,10 +37,11 @@ BACKUP_GROUP = "sovcloud:backup"
 class Backups(pulumi.ComponentResource):
     """The stack's DR keys and identities, and each site's dr_station variables."""
 
-    def __init__(self, name: str, cloud: cfg.Cloud, pki: Pki, clusters: dict[str, KubernetesCluster],
-                 credential_files: dict[str, dict[str, str]], opts: pulumi.ResourceOptions | None = None):
-        super().__init__(f"{PKG}:index:Backups", name, {"sites": [s.name for s in cloud.sites]}, opts)
-        self.cloud, self.pki, self.clusters = cloud, pki, clusters
+    def __init__(self, name: str, topology: Topology, allowed_countries: list[str], pki: Pki,
+                 clusters: dict[str, KubernetesCluster], credential_files: dict[str, dict[str, str]],
+                 opts: pulumi.ResourceOptions | None = None):
+        super().__init__(f"{PKG}:index:Backups", name, {"sites": [s.name for s in topology.sites]}, opts)
+        self.topology, self.allowed_countries, self.pki, self.clusters = topology, allowed_countries, pki, clusters
         self.credential_files = credential_files
         child = pulumi.ResourceOptions(parent=self)
         # Losing either loses every backup (decryption) or every restore (verification): they live in the
@@ -50,19 +51,16 @@ class Backups(pulumi.ComponentResource):
         self.etcd_clients = {
             c.name: pki.issue(f"{name}-{c.name}-etcd-client", c.site, "sovcloud-backup", self,
                               issuer=clusters[c.name].etcd_ca, server=False, client=True)
-            for c in cloud.clusters}
+            for c in topology.clusters}
         self.kube_clients = {
             c.name: pki.issue(f"{name}-{c.name}-kubernetes-client", c.site, "sovcloud:backup", self,
                               issuer=clusters[c.name].kube_ca, organization=BACKUP_GROUP, server=False,
                               client=True)
-            for c in cloud.clusters}
+            for c in topology.clusters}
         self.register_outputs({})
 
-    def cluster_of(self, site: cfg.Site) -> cfg.Cluster | None:
-        return next((c for c in self.cloud.clusters if c.site == site.name), None)
-
     def stores(self) -> list[cfg.Site]:
-        return [s for s in self.cloud.sites if s.s3_endpoint]
+        return [s for s in self.topology.sites if s.s3_endpoint]
 
     def dr_config(self, site: cfg.Site) -> dict[str, Any]:
         """The station's `python -m dr --config` (dr/config.py): every site's store with the backup writer's
@@ -72,7 +70,7 @@ class Backups(pulumi.ComponentResource):
                            "admin_credentials_file": f"{DR_DIR}/s3-{s.name}-admin.json"}
                           for s in self.stores()],
                 # The stack's data residency, checked again wherever the config is loaded (SC-DATA-01).
-                "allowed_countries": self.cloud.allowed_countries,
+                "allowed_countries": self.allowed_countries,
                 "primary": site.name, "kek_file": f"{DR_DIR}/kek", "signing_key_file": f"{DR_DIR}/signing.key",
                 "verify_key_file": f"{DR_DIR}/verify.key", "staging_dir": "/var/lib/sovcloud/dr/staging"}
 
@@ -84,7 +82,7 @@ class Backups(pulumi.ComponentResource):
         credentials come from the exporter's environment file), this site's datasets and drills."""
         stores = [{"site": s.name, "endpoint_url": s.s3_endpoint, "access_key_env": f"S3_{i}_ACCESS_KEY",
                    "secret_key_env": f"S3_{i}_SECRET_KEY"} for i, s in enumerate(self.stores())]
-        cluster = self.cluster_of(site)
+        cluster = self.topology.cluster_at(site.name)
         expected = [{"site": site.name, "dataset": f"etcd-{cluster.name}", "rpo_seconds": 2 * 3600}] if cluster else []
         return {"backup": {"stores": stores, "verify_key_file": f"{DR_DIR}/verify.key", "expected": expected},
                 "drills": {"stores": stores, "sites": [site.name]}}
@@ -100,8 +98,8 @@ class Backups(pulumi.ComponentResource):
 
     def site_vars(self, site_name: str, files_dir: str) -> tuple[dict[str, Any], pulumi.Output[dict[str, str]]]:
         """The dr_station role's variables at the site and the files it installs (relative to files_dir)."""
-        site = self.cloud.site(site_name)
-        cluster = self.cluster_of(site)
+        site = self.topology.site(site_name)
+        cluster = self.topology.cluster_at(site.name)
         pem = f"{site.name}/dr"
         files: dict[str, pulumi.Input[str]] = {
             f"{pem}/kek": pulumi.Output.concat(self.kek.value, "\n"),

@@ -20,7 +20,8 @@ from typing import Any
 import pulumi
 
 from infra import config as cfg
-from infra.components import API_PORT, HEALTH_PORT, PKG, KubernetesCluster, Pki, TransportNetwork, node_address
+from infra.components import (API_PORT, HEALTH_PORT, PKG, CertLifetime, KubernetesCluster, Pki, Topology,
+                              TransportNetwork, node_address)
 from infra.providers import Certificate
 from monitoring import rulegen
 
@@ -36,30 +37,31 @@ def _https(host: str, port: int) -> str:
 class Monitoring(pulumi.ComponentResource):
     """The monitoring CA and identities of every site, and each site's monitoring role variables."""
 
-    def __init__(self, name: str, cloud: cfg.Cloud, pki: Pki, clusters: dict[str, KubernetesCluster],
+    def __init__(self, name: str, topology: Topology, lifetime: CertLifetime,
+                 published_services: list[cfg.PublishedService], pki: Pki, clusters: dict[str, KubernetesCluster],
                  transport: TransportNetwork, backups: Any = None, opts: pulumi.ResourceOptions | None = None):
         super().__init__(f"{PKG}:index:Monitoring", name,
-                         {"stations": {s.name: s.monitoring.name for s in cloud.sites}}, opts)
-        self.cloud, self.pki, self.clusters, self.transport = cloud, pki, clusters, transport
+                         {"stations": {s.name: s.monitoring.name for s in topology.sites}}, opts)
+        self.topology, self.published_services = topology, published_services
+        self.pki, self.clusters, self.transport = pki, clusters, transport
         # infra/site_backups.py Backups: its jobs run on the stations, its exporters watch them.
         self.backups = backups
         child = pulumi.ResourceOptions(parent=self)
         self.ca = Certificate(f"{name}-ca", kind="root", common_name="sovcloud monitoring CA", validity_days=3650,
                               opts=child)
-        lifetime = {"validity_days": cloud.cert_validity_days, "rotate_before_days": cloud.cert_rotate_before_days}
         self.node_certs = {
             n.name: Certificate(f"{name}-{n.name}", kind="leaf", common_name=n.name, issuer=self.ca, client=True,
-                                dns_names=[n.name], ip_addresses=[node_address(s, n)], opts=child, **lifetime)
-            for s in cloud.sites for n in s.nodes
+                                dns_names=[n.name], ip_addresses=[node_address(s, n)], opts=child, **lifetime.kwargs())
+            for s in topology.sites for n in s.nodes
         }
         self.operator = Certificate(f"{name}-operator", kind="leaf", common_name="sovcloud monitoring operator",
-                                    issuer=self.ca, server=False, client=True, opts=child, **lifetime)
+                                    issuer=self.ca, server=False, client=True, opts=child, **lifetime.kwargs())
         # The prober reads each other site's API /readyz as an identity of that cluster's CA with no rights
         # beyond the public health and discovery endpoints (anonymous requests are refused by design).
         self.prober_ids = {
             (s.name, c.name): pki.issue(f"{name}-prober-{s.name}-{c.name}", c.site, f"sovcloud-prober-{s.name}",
                                         self, issuer=clusters[c.name].kube_ca, server=False, client=True)
-            for s in cloud.sites for c in cloud.clusters if c.site != s.name
+            for s in topology.sites for c in topology.clusters if c.site != s.name
         }
         self.register_outputs({"endpoints": self.endpoints()})
 
@@ -71,14 +73,14 @@ class Monitoring(pulumi.ComponentResource):
         return {s.name: {"station": s.monitoring.name,
                          "prometheus": _https(self.station_address(s), rulegen.PROMETHEUS_PORT),
                          "alertmanager": _https(self.station_address(s), rulegen.ALERTMANAGER_PORT)}
-                for s in self.cloud.sites}
+                for s in self.topology.sites}
 
     def firewall_ports(self, site_name: str) -> dict[str, list[dict[str, Any]]]:
         """Per node of the site, what its host firewall admits for monitoring (hardening_firewall_node_ports):
         the node exporter and the gateway's transport exporter from the site's network (its Prometheus), the
         station's Prometheus and Alertmanager API and gossip from every site. The station's own exporters are
         scraped by its Prometheus over loopback."""
-        site = self.cloud.site(site_name)
+        site = self.topology.site(site_name)
         rules = {n.name: [{"port": rulegen.NODE_EXPORTER_PORT, "proto": "tcp", "from": "cluster"}] for n in site.nodes}
         if site.gateway is not None and self._wireguard_peers(site):
             rules[site.gateway.name].append({"port": rulegen.EXPORTER_PORTS["transport"], "proto": "tcp",
@@ -102,17 +104,17 @@ class Monitoring(pulumi.ComponentResource):
         return rulegen.prometheus_config(
             [targets], rule_files=[f"{RULES_DIR}/*.yml"],
             # Every site's Alertmanager: they deduplicate among themselves (one cluster).
-            alertmanagers=[f"{self.station_address(s)}:{rulegen.ALERTMANAGER_PORT}" for s in self.cloud.sites],
+            alertmanagers=[f"{self.station_address(s)}:{rulegen.ALERTMANAGER_PORT}" for s in self.topology.sites],
             tls={"ca_file": f"{NODE_PKI}/ca.crt", "cert_file": f"{NODE_PKI}/node.crt",
                  "key_file": f"{NODE_PKI}/node.key"},
             external_labels={"monitor": "sovcloud", "monitoring_site": site.name})
 
     def _prober_config(self, site: cfg.Site) -> dict[str, Any]:
         targets = []
-        for other in self.cloud.sites:
+        for other in self.topology.sites:
             if other is site:
                 continue
-            cluster = next((c for c in self.cloud.clusters if c.site == other.name), None)
+            cluster = self.topology.cluster_at(other.name)
             if cluster is not None:
                 targets.append({"site": other.name, "service": "api",
                                 "url": f"{self.clusters[cluster.name].endpoint}/readyz",
@@ -137,10 +139,10 @@ class Monitoring(pulumi.ComponentResource):
 
     def _certs_config(self, site: cfg.Site) -> dict[str, Any]:
         endpoints = []
-        cluster = next((c for c in self.cloud.clusters if c.site == site.name), None)
+        cluster = self.topology.cluster_at(site.name)
         if cluster is not None and site.gateway is not None:
             endpoints.append({"host": node_address(site, site.gateway), "port": API_PORT})
-        for svc in self.cloud.gateway.published_services:
+        for svc in self.published_services:
             if svc.site == site.name and site.gateway is not None:
                 endpoints.append({"host": node_address(site, site.gateway), "port": 443,
                                   "server_name": svc.hostname})
@@ -158,7 +160,7 @@ class Monitoring(pulumi.ComponentResource):
     def site_vars(self, site_name: str, files_dir: str) -> tuple[pulumi.Output[dict[str, Any]],
                                                                  pulumi.Output[dict[str, str]]]:
         """The monitoring roles' variables at the site, and the files they install (relative to files_dir)."""
-        site = self.cloud.site(site_name)
+        site = self.topology.site(site_name)
         peers = self._wireguard_peers(site)
         pem = f"{site.name}/monitoring"
         files: dict[str, pulumi.Input[str]] = {f"{pem}/ca.crt": self.ca.cert_pem}
@@ -172,7 +174,7 @@ class Monitoring(pulumi.ComponentResource):
                 # OpenSSL-based clients (the prober) trust the cluster's CA only with the root behind it.
                 files[f"{pem}/api-ca-{cluster}.crt"] = pulumi.Output.concat(
                     self.clusters[cluster].kube_ca.cert_pem, self.pki.root.cert_pem)
-        others = [s for s in self.cloud.sites if s is not site]
+        others = [s for s in self.topology.sites if s is not site]
         exporters = {"prober": self._prober_config(site), "certs": self._certs_config(site)}
         env: pulumi.Input[dict] = {}
         backup_vars: dict[str, Any] = {}

@@ -15,9 +15,13 @@ from tests.conftest import require_tool
 from toolchain import REPO
 
 
+def _pki(cloud: cfg.Cloud) -> components.Pki:
+    return components.Pki("pki", [s.name for s in cloud.sites], components.CertLifetime.of(cloud))
+
+
 @pulumi.runtime.test
 def test_pki_has_root_and_one_intermediate_per_site(lab_cloud, checks):
-    pki = components.Pki("pki", lab_cloud)
+    pki = _pki(lab_cloud)
     assert set(pki.site_cas) == {"dc-astana", "dc-almaty"}
 
     @checks.on(pki.root.cert_pem, pki.site_cas["dc-astana"].issuer_cert_pem, pki.site_cas["dc-almaty"].kind)
@@ -30,7 +34,7 @@ def test_pki_has_root_and_one_intermediate_per_site(lab_cloud, checks):
 
 @pulumi.runtime.test
 def test_cluster_certificates_cover_lb_and_every_member(lab_cloud, checks):
-    pki = components.Pki("pki", lab_cloud)
+    pki = _pki(lab_cloud)
     site = components.Site(lab_cloud.site("dc-astana"))
     cluster = components.KubernetesCluster(lab_cloud.clusters[0], site, pki)
     lb = "10.210.1.15"  # the gateway is the 6th node of the site: .10 + 5
@@ -50,7 +54,7 @@ def test_cluster_certificates_cover_lb_and_every_member(lab_cloud, checks):
 
 @pulumi.runtime.test
 def test_kubeconfig_and_keys_are_secrets(lab_cloud, checks):
-    pki = components.Pki("pki", lab_cloud)
+    pki = _pki(lab_cloud)
     cluster = components.KubernetesCluster(lab_cloud.clusters[0], components.Site(lab_cloud.sites[0]), pki)
 
     @checks.on(pulumi.Output.is_secret(cluster.kubeconfig))
@@ -131,7 +135,7 @@ def test_ipsec_link_gets_a_pre_shared_key_and_no_wireguard_keys(lab_cloud, check
 
 @pulumi.runtime.test
 def test_gateway_vars_and_published_certificates_for_every_site(lab_cloud, checks):
-    pki = components.Pki("pki", lab_cloud)
+    pki = _pki(lab_cloud)
     sites = {s.name: components.Site(s) for s in lab_cloud.sites}
     gateway = components.InternetAccessGateway("gateway", lab_cloud.gateway, sites, pki, lab_cloud.domain)
     variables, files = gateway.site_vars("dc-almaty")
@@ -204,7 +208,7 @@ def test_platform_info_tells_tenants_their_gateways_and_the_shipped_images(lab_c
         tar.addfile(info, io.BytesIO(data))
     images = components.shipped_images(str(tmp_path))
     assert images == {"sample-web": "sovcloud.local/sample-web:1@sha256:ab"}
-    pki = components.Pki("pki", lab_cloud)
+    pki = _pki(lab_cloud)
     sites = {s.name: components.Site(s) for s in lab_cloud.sites}
     gateway = components.InternetAccessGateway("gateway", lab_cloud.gateway, sites, pki, lab_cloud.domain)
     cluster = components.KubernetesCluster(lab_cloud.clusters[1], sites["dc-almaty"], pki)
@@ -314,7 +318,7 @@ def test_a_cluster_version_without_binaries_is_refused_before_anything_runs(lab_
 
 @pulumi.runtime.test
 def test_cluster_host_files_are_what_the_cluster_playbook_installs(lab_cloud, checks):
-    pki = components.Pki("pki", lab_cloud)
+    pki = _pki(lab_cloud)
     cluster = components.KubernetesCluster(lab_cloud.clusters[0], components.Site(lab_cloud.site("dc-astana")), pki)
 
     @checks.on(cluster.host_files, pulumi.Output.is_secret(cluster.host_files),
