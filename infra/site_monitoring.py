@@ -20,8 +20,17 @@ from typing import Any
 import pulumi
 
 from infra import config as cfg
-from infra.components import (API_PORT, HEALTH_PORT, PKG, CertLifetime, KubernetesCluster, Pki, Topology,
-                              TransportNetwork, node_address)
+from infra.components import (
+    API_PORT,
+    HEALTH_PORT,
+    PKG,
+    CertLifetime,
+    KubernetesCluster,
+    Pki,
+    Topology,
+    TransportNetwork,
+    node_address,
+)
 from infra.providers import Certificate
 from monitoring import rulegen
 
