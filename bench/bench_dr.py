@@ -9,7 +9,9 @@ Starts its own single-site SeaweedFS on loopback and removes it afterwards; boun
 dataset is a file; each transfer runs in a process of its own, which reports its time (without interpreter
 start-up) and its peak RSS, so the DR pipeline's memory is measured apart from the dataset and the bench.
 Each run: the plain upload and download, then the DR backup and restore; with --runs N the runs repeat and the
-ratios are given as min / median.
+ratios are given as min / median. Each step also reports the CPU seconds of the client and of the S3 server and
+how many cores they kept busy together: where that is all of the machine's cores the transfer is CPU-bound, and
+its ratio is the ratio of CPU seconds, which names where a gap comes from.
 """
 
 from __future__ import annotations
@@ -75,9 +77,10 @@ def child(step: str, d: Path) -> dict:
     site = cfg.sites[0]
     data = d / "data.bin"
     phases: dict[str, float] = {}
-    cpu0 = _cpu()
-    # A first client loads boto3's service models (~0.5 s); every step has one made before its clock starts.
+    # A first client loads boto3's service models (~0.5 s); every step has one made before its clock starts,
+    # and its CPU is counted from there too (the same span as its seconds).
     s3 = s3io.client(site)
+    cpu0 = _cpu()
     if step in ("plain-up", "plain-down"):
         t = time.perf_counter()
         if step == "plain-up":
@@ -121,17 +124,29 @@ def child(step: str, d: Path) -> dict:
             "maxrss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
 
 
+def _busy(step: dict) -> float:
+    return (step["cpu_seconds"] + step["server_cpu_seconds"]) / step["seconds"]
+
+
 def _cpu() -> float:
     ru = resource.getrusage(resource.RUSAGE_SELF)
     return ru.ru_utime + ru.ru_stime
 
 
-def _step(step: str, d: Path) -> dict:
+def _server_cpu(site: WeedSite) -> float:
+    """The S3 server's CPU seconds so far (user + system, all its threads), from /proc."""
+    fields = Path(f"/proc/{site.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime, stime (stat fields 14, 15)
+
+
+def _step(step: str, d: Path, site: WeedSite) -> dict:
+    server0 = _server_cpu(site)
     out = subprocess.run([sys.executable, "-m", "bench.bench_dr", "--child", step, str(d)], cwd=ROOT,
                          capture_output=True, text=True)
     if out.returncode != 0:
         raise SystemExit(f"bench step {step} failed:\n{out.stderr[-3000:]}")
-    return json.loads(out.stdout.splitlines()[-1])
+    # The server's CPU over the whole child process (its start-up included, which makes no requests).
+    return json.loads(out.stdout.splitlines()[-1]) | {"server_cpu_seconds": _server_cpu(site) - server0}
 
 
 def _vacuum(site: WeedSite) -> None:
@@ -186,11 +201,11 @@ def run(d: Path, site: WeedSite, mib: int, runs: int) -> None:
     for _ in range(runs):
         r = {}
         if plain:
-            r = {step: _step(step, d) for step in ("plain-up", "plain-down")}
+            r = {step: _step(step, d, site) for step in ("plain-up", "plain-down")}
             s3.delete_object(Bucket=PLAIN_BUCKET, Key=PLAIN_KEY)
             _vacuum(site)  # give the reference's space back before the DR backup writes as much
             assert _sha(d / "plain.out") == want, "the plain download differs from the data"
-        r |= {step: _step(step, d) for step in ("dr-backup", "dr-restore")}
+        r |= {step: _step(step, d, site) for step in ("dr-backup", "dr-restore")}
         assert _sha(d / "dr.out") == want, "the DR restore differs from the data"
         rows.append(r)
     if not plain:
@@ -200,7 +215,9 @@ def run(d: Path, site: WeedSite, mib: int, runs: int) -> None:
         print(f"  dr backup {mib / b['seconds']:.1f} MiB/s (" + ", ".join(f"{k} {v:.2f} s" for k, v in
               b["phases"].items()) + f"), dr restore {mib / rs['seconds']:.1f} MiB/s")
         print(f"  peak RSS MiB: dr backup {b['maxrss_mib']:.0f}, dr restore {rs['maxrss_mib']:.0f}; client CPU s: "
-              f"dr backup {b['cpu_seconds']:.2f}, dr restore {rs['cpu_seconds']:.2f}")
+              f"dr backup {b['cpu_seconds']:.2f}, dr restore {rs['cpu_seconds']:.2f}; S3 server CPU s: dr backup "
+              f"{b['server_cpu_seconds']:.2f}, dr restore {rs['server_cpu_seconds']:.2f}; cores busy: dr backup "
+              f"{_busy(b):.2f}, dr restore {_busy(rs):.2f} (of {os.cpu_count()})")
         return
 
     def mibs(s: float) -> str:
@@ -222,6 +239,10 @@ def run(d: Path, site: WeedSite, mib: int, runs: int) -> None:
               f"| ratio dr/plain {pd['seconds'] / rs['seconds']:.2f}")
         print(f"  client CPU s (user+sys): dr backup {b['cpu_seconds']:.2f}, plain up {pu['cpu_seconds']:.2f}, "
               f"dr restore {rs['cpu_seconds']:.2f}, plain down {pd['cpu_seconds']:.2f}")
+        print(f"  S3 server CPU s: dr backup {b['server_cpu_seconds']:.2f}, plain up {pu['server_cpu_seconds']:.2f}, "
+              f"dr restore {rs['server_cpu_seconds']:.2f}, plain down {pd['server_cpu_seconds']:.2f}")
+        print(f"  cores busy (client + server CPU / wall): dr backup {_busy(b):.2f}, plain up {_busy(pu):.2f}, "
+              f"dr restore {_busy(rs):.2f}, plain down {_busy(pd):.2f} (of {os.cpu_count()})")
         print(f"  peak RSS MiB: dr backup {b['maxrss_mib']:.0f}, dr restore {rs['maxrss_mib']:.0f}, "
               f"plain up {pu['maxrss_mib']:.0f}, plain down {pd['maxrss_mib']:.0f}")
     if runs > 1:
