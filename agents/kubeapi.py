@@ -179,6 +179,9 @@ class Informer:
         self._watch: Watch | None = None
         self._thread = threading.Thread(target=self._run, name=f"watch {path}", daemon=True)
         self.lists = 0  # how many times it listed (the first list, 410 Gone, resyncs, errors)
+        # The resourceVersion its next watch resumes from; None: it lists first (at start, after 410 Gone or an
+        # error; a resync lists too).
+        self.version: str | None = None
 
     def items(self) -> list[dict[str, Any]]:
         with self._lock:
@@ -230,33 +233,32 @@ class Informer:
         return 0
 
     def _run(self) -> None:
-        version: str | None = None  # None: list (first, after 410 Gone or an error, or to resync)
         resync_at = 0.0
         failures = 0
         while not self.stop.is_set():
             started = time.monotonic()
             listed = False
             try:
-                if version is None or started >= resync_at:
+                if self.version is None or started >= resync_at:
                     listed = True
-                    items, version = self.client.list(self.path, **self.params)
+                    items, self.version = self.client.list(self.path, **self.params)
                     self._replace(items)
                     resync_at = time.monotonic() + self.resync_s
                 # The watch ends by itself at the next resync, so a relist never cuts a stream short.
                 timeout = max(1.0, min(random.uniform(*WATCH_S), resync_at - time.monotonic()))
-                with self.client.watch(self.path, version, timeout, **self.params) as w:
+                with self.client.watch(self.path, self.version, timeout, **self.params) as w:
                     self._watch = w
                     if self.stop.is_set():
                         break
                     for event in w:
-                        version = self._apply(event) or version
+                        self.version = self._apply(event) or self.version
                         failures = self._recovered(failures)
                     failures = self._recovered(failures)  # the server ended the watch on time
                 if time.monotonic() - started < 1.0:  # a server ending watches at once: do not spin
                     self.stop.wait(1.0)
             except Gone as e:
                 log.info("watch %s: %s; listing again", self.path, e)
-                version = None
+                self.version = None
                 if listed:  # gone straight after a list: the server is not keeping up, do not hammer it
                     failures += 1
                     self.stop.wait(_backoff(failures))
@@ -268,7 +270,7 @@ class Informer:
                                 self.path, e)
                 failures += 1
                 if isinstance(e, (ValueError, KeyError, TypeError, ApiError)):
-                    version = None  # a garbled stream or an error status: start again from a list
+                    self.version = None  # a garbled stream or an error status: start again from a list
                 self.stop.wait(_backoff(failures))
             finally:
                 self._watch = None

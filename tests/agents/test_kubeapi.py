@@ -99,13 +99,13 @@ def test_a_dropped_watch_resumes_from_the_last_version_seen_without_a_relist(api
     seen = api.add(CM, cm("a"))
     eventually(lambda: inf.values() == {"a": "1"}, what="first event")
     api.bookmark(CM)  # a bookmark moves the resume point without changing anything
-    eventually(lambda: api.rv == int(seen["metadata"]["resourceVersion"]) + 1, what="bookmark sent")
-    time.sleep(0.2)
+    bookmark = str(int(seen["metadata"]["resourceVersion"]) + 1)
+    eventually(lambda: inf.informer.version == bookmark, what="bookmark read by the informer")
     api.drop_watches()
     api.add(CM, cm("b"))  # while the agent is away: replayed from the server's history on resume
     eventually(lambda: inf.values() == {"a": "1", "b": "1"}, what="resumed")
     assert api.lists(CM) == 1
-    assert [w["resourceVersion"] for w in api.watches(CM)][-1] == str(int(seen["metadata"]["resourceVersion"]) + 1)
+    assert [w["resourceVersion"] for w in api.watches(CM)][-1] == bookmark
     assert inf.changes == 3  # the list, a, b: the bookmark changed nothing
 
 
@@ -176,10 +176,11 @@ def test_a_burst_of_events_is_one_sync_that_sees_all_of_them(api, client):
         for i in range(30):
             api.add(CM, cm(f"c{i}"))
         eventually(lambda: seen and seen[-1] == 30, what="burst synced")
-        time.sleep(0.5)
-        assert len(seen) <= 3, seen  # 30 events: one sync (or two, if the burst outlasted a settle window)
         api.add(CM, cm("late"))  # the positive control: a later event syncs again
         eventually(lambda: seen[-1] == 31, what="later event synced")
+        # Events are applied in order, so every sync the burst caused came before this one: the first sync,
+        # one for the 30 events (or two, if the burst outlasted a settle window), and the late event's.
+        assert len(seen) <= 4, seen
     finally:
         stop.set()
         t.join(10)
@@ -194,7 +195,10 @@ def test_nothing_is_synced_before_every_collection_was_listed(api, client, monke
     try:
         eventually(lambda: api.lists(NAMESPACES) >= 2, what="list retried")
         eventually(lambda: api.open_watches(PODS) and api.open_watches(POLICIES), what="other watches")
-        time.sleep(0.3)
+        retried = api.lists(NAMESPACES)
+        # Two more failed lists of namespaces, with the other collections watched all along: the agent's loop
+        # went round meanwhile and still synced nothing.
+        eventually(lambda: api.lists(NAMESPACES) >= retried + 2, what="namespaces listed twice more")
         assert calls == []  # an empty copy is not an empty cluster: the last rules stay
         api.fail_lists.clear()
         eventually(lambda: calls, what="first sync once listed")

@@ -11,12 +11,12 @@ import os
 import signal
 import subprocess
 import sys
-import time
 import uuid
 
 import pytest
 import yaml
 
+from common.wait import until
 from lab import api, s3
 from lab.config import parse, raw
 from lab.inventory import state_dir
@@ -191,7 +191,8 @@ def test_up_recreates_a_node_whose_processes_died_behind_podmans_back(lab):
     state = podman_json("container", "inspect", container)[0]["State"]
     os.kill(state["ConmonPid"], signal.SIGKILL)
     os.kill(state["Pid"], signal.SIGKILL)
-    time.sleep(1)
+    until(lambda: not process_alive(state["ConmonPid"]) and not process_alive(state["Pid"]), seconds=30, every=0.1,
+          what="the node's conmon and PID 1 gone")
     assert podman_json("container", "inspect", container)[0]["State"]["Status"] == "running"  # the stale record
     row = next(r for r in api.hardware_status(CFG) if r["node"] == node.name)
     assert (row["container"], row["healthy"]) == ("stale", False)

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
 import time
 import urllib.parse
 import urllib.request
+from datetime import datetime
 from pathlib import Path
 
 import yaml
@@ -48,6 +50,14 @@ def alerts(prom: str, **labels: str) -> list[dict]:
     """Active alerts (pending and firing) carrying all of `labels`."""
     found = get_json(f"{prom}/api/v1/alerts")["data"]["alerts"]
     return [a for a in found if all(a["labels"].get(k) == v for k, v in labels.items())]
+
+
+def evaluated_since(prom: str, since: float) -> bool:
+    """Every rule group of Prometheus has been evaluated at or after `since` (epoch seconds)."""
+    groups = get_json(f"{prom}/api/v1/rules")["data"]["groups"]
+    # lastEvaluation is RFC 3339 with nanoseconds; Python's parser takes microseconds at most.
+    stamps = [re.sub(r"(\.\d{6})\d*", r"\1", g["lastEvaluation"]).replace("Z", "+00:00") for g in groups]
+    return bool(groups) and all(datetime.fromisoformat(t).timestamp() >= since for t in stamps)
 
 
 def firing(prom: str, **labels: str) -> set[str]:

@@ -11,11 +11,27 @@ import time
 
 import pytest
 
+from monitoring import rulegen
 from tests.monitoring.conftest import free_port
-from tests.monitoring.prom import alerts, firing, query, start_exporter, start_prometheus, stop, wait_until
+from tests.monitoring.prom import (
+    alerts,
+    evaluated_since,
+    firing,
+    query,
+    start_exporter,
+    start_prometheus,
+    stop,
+    wait_until,
+)
 
 pytestmark = pytest.mark.tools
 SCALE = 60  # 1h -> 60s, 5m -> 5s, SiteDown for 2m -> 2s
+
+
+def longest_for(rules: dict) -> int:
+    """The longest `for:` of a rule file's alerts, in seconds (rulegen writes them as one unit: '2s', '5m')."""
+    units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+    return max(int(r["for"][:-1]) * units[r["for"][-1]] for g in rules["groups"] for r in g["rules"] if "for" in r)
 
 
 @pytest.mark.timeout(150)
@@ -25,7 +41,7 @@ def test_site_down_fires_and_resolves(tmp_path, http_site):
     procs = []
     try:
         procs.append(start_exporter("prober", {
-            "source_site": "dc-astana", "interval_seconds": 0.5, "timeout_seconds": 0.3,
+            "source_site": "dc-astana", "interval_seconds": 1, "timeout_seconds": 0.9,
             "targets": [{"site": "dc-almaty", "service": "gateway", "url": f"{gateway.base}/healthz"}]},
             f"127.0.0.1:{prober_port}", tmp_path))
         sites = [{"name": "dc-astana", "exporters": {"prober": f"127.0.0.1:{prober_port}"}}]
@@ -34,7 +50,10 @@ def test_site_down_fires_and_resolves(tmp_path, http_site):
         almaty = lambda: firing(prom, target_site="dc-almaty")  # noqa: E731
         wait_until(lambda: [r["value"][1] for r in query(prom, 'sovcloud_probe_up{target_site="dc-almaty"}')]
                    == ["1"], 30, "Prometheus sees the gateway up")
-        time.sleep(3)
+        # Had the probes been failing since then, every availability alert would fire once the rules are
+        # evaluated past its `for:`: wait for that evaluation (Prometheus' own clock), then nothing may fire.
+        past = time.time() + longest_for(rulegen.slo_rules(SCALE)) + 1
+        wait_until(lambda: evaluated_since(prom, past), 30, "the rules evaluated past the longest for:")
         assert almaty() == set(), "nothing may fire while the site answers"
 
         gateway.stop()
