@@ -48,6 +48,11 @@ def dur(seconds: float) -> str:
     return f"{s}s"
 
 
+def duration_seconds(duration: str) -> int:
+    """A duration as dur() writes it ('2m', '6s') -> seconds."""
+    return int(duration[:-1]) * {"s": 1, "m": 60, "h": 3600, "d": 86400}[duration[-1]]
+
+
 def nominal(seconds: int) -> str:
     # Record names carry the NOMINAL window so a scaled instance has the same rule names.
     return dur(seconds)

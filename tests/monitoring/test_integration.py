@@ -29,9 +29,8 @@ SCALE = 60  # 1h -> 60s, 5m -> 5s, SiteDown for 2m -> 2s
 
 
 def longest_for(rules: dict) -> int:
-    """The longest `for:` of a rule file's alerts, in seconds (rulegen writes them as one unit: '2s', '5m')."""
-    units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
-    return max(int(r["for"][:-1]) * units[r["for"][-1]] for g in rules["groups"] for r in g["rules"] if "for" in r)
+    """The longest `for:` of a rule file's alerts, in seconds."""
+    return max(rulegen.duration_seconds(r["for"]) for g in rules["groups"] for r in g["rules"] if "for" in r)
 
 
 @pytest.mark.timeout(150)

@@ -151,3 +151,8 @@ def test_every_runbook_link_has_a_section():
     for a in alerts_in(RULE_FILES):
         path, _, anchor = a["annotations"]["runbook"].partition("#")
         assert path == "monitoring/RUNBOOK.md" and anchor == a["alert"].lower() and anchor in sections, a["alert"]
+
+
+@pytest.mark.parametrize("seconds", [1, 6, 59, 60, 90, 120, 3600, 5400, 86400, 172800])
+def test_a_duration_reads_back_as_the_seconds_it_was_written_from(seconds):
+    assert rulegen.duration_seconds(rulegen.dur(seconds)) == seconds
