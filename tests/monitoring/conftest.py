@@ -33,6 +33,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
         self.wfile.write(body)
+        self.server.answered.append(self.path)
 
     def log_message(self, *args):
         pass
@@ -45,6 +46,7 @@ class HttpSite:
                  port: int | None = None) -> None:
         self.routes, self.tls, self.port = routes, tls, port or free_port()
         self.server: http.server.ThreadingHTTPServer | None = None
+        self.answered: list[str] = []  # the paths answered so far, in order (a delayed answer comes late)
 
     @property
     def base(self) -> str:
@@ -54,6 +56,7 @@ class HttpSite:
         srv = http.server.ThreadingHTTPServer(("127.0.0.1", self.port), _Handler)
         srv.daemon_threads = True
         srv.routes = self.routes
+        srv.answered = self.answered
         if self.tls:
             srv.socket = self.tls.wrap_socket(srv.socket, server_side=True)
         self.server = srv

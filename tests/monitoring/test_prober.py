@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import itertools
 import ssl
-import time
 import urllib.request
 
 import pytest
@@ -73,13 +72,11 @@ def test_every_probe_is_time_bounded(http_site):
               {"site": "dc-almaty", "service": "gateway", "url": site.base + "/fast"},
               {"site": "dc-shymkent", "service": "api", "url": site.base + "/slow", "timeout_seconds": 0.3}],
              timeout_seconds=0.6, interval_seconds=5)
-    start = time.monotonic()
     r = run_round(p)
-    elapsed = time.monotonic() - start
     assert r.failed == 2 and r.ok == 1
-    # The slow target answers after 10 s; a bounded round ends long before (the margin absorbs a loaded
-    # machine: this is a bound, not a speed target; speed is in bench/bench_exporters.py).
-    assert elapsed < 5.0, f"a round with 0.6s timeouts took {elapsed:.1f}s"
+    # The slow target answers after 10 s: the round ended before either slow probe was answered (the fast one
+    # was), so each gave up on its timeout rather than waiting for the answer.
+    assert site.answered == ["/fast"], site.answered
     assert val(p, "sovcloud_probe_up", "dc-almaty", "gateway") == 1
 
     # The per-target timeout overrides the global one: that probe gave up first.

@@ -1,9 +1,12 @@
 """Transport-link exporter fed by a fixture script standing in for `wg show all dump`."""
 
 import asyncio
+import os
 import stat
 import sys
 import time
+
+import pytest
 
 from monitoring.exporters import config
 from monitoring.exporters.transport import TransportExporter, parse_dump
@@ -55,13 +58,20 @@ def test_dump_to_metrics(tmp_path):
 
 
 def test_failing_or_hanging_command_marks_every_peer_down(tmp_path):
-    for body in ("import sys; sys.exit(1)", "import time; time.sleep(30)", "print('garbage')"):
+    pid_file = tmp_path / "hung.pid"
+    # The hanging one notes its pid, and would write `done` after 30 s: the exporter must end it before.
+    hang = f"import os, pathlib, time; p = pathlib.Path({str(pid_file)!r}); p.write_text(str(os.getpid())); " \
+           "time.sleep(30); p.write_text('done')"
+    for body in ("import sys; sys.exit(1)", hang, "print('garbage')"):
         e = TransportExporter(cfg([script(tmp_path, body)], timeout_seconds=0.5))
-        start = time.monotonic()
         assert asyncio.run(e.refresh_once()) is False
-        assert time.monotonic() - start < 5
         assert e.registry.get_sample_value("sovcloud_transport_dump_success") == 0
         assert sample(e, "sovcloud_transport_tunnel_up", "PUBB") == 0
+    # The hanging command was killed on its timeout, not waited for: its process is gone and never finished.
+    noted = pid_file.read_text()
+    assert noted != "done", "the hanging command ran to its end"
+    with pytest.raises(ProcessLookupError):
+        os.kill(int(noted), 0)
 
 
 def test_parse_dump_rejects_malformed_lines():
