@@ -415,7 +415,10 @@ def watch(sync: Sync, client: Client, collections: list[tuple[str, dict[str, str
             if stop.is_set():
                 break
             if not cache.synced():
+                # Nothing to do until every collection has listed (its list sets `dirty`); the resync is
+                # due from then. Without moving `due`, a list failing past it would never wait again.
                 dirty.clear()
+                due = time.monotonic() + resync_s
                 continue
             first = time.monotonic()
             while True:

@@ -187,6 +187,32 @@ def test_a_burst_of_events_is_one_sync_that_sees_all_of_them(api, client):
     assert not t.is_alive()
 
 
+def test_the_loop_waits_and_does_not_spin_while_a_collection_cannot_be_listed_past_its_resync_time(
+        api, client, monkeypatch):
+    # What a fresh cluster does to its agents: their RBAC comes minutes after they start (CI saw 17 minutes
+    # of 403 at lab bring-up). The loop must wait for a collection to list, not go round without waiting once
+    # its resync time has passed (it did: one core per agent).
+    monkeypatch.setattr(kubeapi, "BACKOFF_S", (0.05, 0.2))
+    wakeups = []
+    synced = kubeapi.Watched.synced
+    monkeypatch.setattr(kubeapi.Watched, "synced", lambda self: wakeups.append(1) or synced(self))
+    api.fail_lists.add(NAMESPACES)
+    calls = []
+    stop, t = _agent(client, COLLECTIONS, lambda cache: calls.append(1) or True, resync=0.05)
+    try:
+        eventually(lambda: api.lists(NAMESPACES) >= 2, what="list retried")
+        retried = api.lists(NAMESPACES)
+        eventually(lambda: api.lists(NAMESPACES) >= retried + 3, what="namespaces listed three more times")
+        # Between them the loop woke for the other collections' lists and once a second at most: a spinning
+        # loop wakes hundreds of thousands of times in that span.
+        assert len(wakeups) < 100, len(wakeups)
+        api.fail_lists.clear()
+        eventually(lambda: calls, what="first sync once listed")  # the positive control: it still syncs
+    finally:
+        stop.set()
+        t.join(timeout=10)
+
+
 def test_nothing_is_synced_before_every_collection_was_listed(api, client, monkeypatch):
     monkeypatch.setattr(kubeapi, "BACKOFF_S", (0.05, 0.2))
     api.fail_lists.add(NAMESPACES)
