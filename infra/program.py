@@ -164,7 +164,9 @@ def build(cloud: cfg.Cloud, kubeconfigs: dict[str, pulumi.Input[str]] | None = N
                 after = pulumi.ResourceOptions(depends_on=[site_hosts[name]])
                 # As soon as the cluster serves, before the site's later host steps end.
                 serving = pulumi.ResourceOptions(depends_on=[control_plane])
-                rbac[cluster.config.name] = [*cluster_rbac(cluster, provider, opts=after),
+                # The node agents' and the kubelet API's rights as soon as the cluster serves: the agents start
+                # with the workers and are refused until then.
+                rbac[cluster.config.name] = [*cluster_rbac(cluster, provider, opts=serving),
                                              *cluster_platform(cluster, site.config, gateway, pki.root.cert_pem,
                                                                images, provider, opts=after),
                                              # The monitoring step's probes and every tenant's pods resolve
