@@ -33,6 +33,7 @@ from pathlib import Path
 import boto3
 import yaml
 
+from bench import cpu_seconds
 from dr import backup, crypto, restore, s3io
 from dr.config import load_config
 from lab.loopback_s3 import ACCESS, SECRET, WeedSite
@@ -133,20 +134,14 @@ def _cpu() -> float:
     return ru.ru_utime + ru.ru_stime
 
 
-def _server_cpu(site: WeedSite) -> float:
-    """The S3 server's CPU seconds so far (user + system, all its threads), from /proc."""
-    fields = Path(f"/proc/{site.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime, stime (stat fields 14, 15)
-
-
 def _step(step: str, d: Path, site: WeedSite) -> dict:
-    server0 = _server_cpu(site)
+    server0 = cpu_seconds(site.proc.pid)
     out = subprocess.run([sys.executable, "-m", "bench.bench_dr", "--child", step, str(d)], cwd=ROOT,
                          capture_output=True, text=True)
     if out.returncode != 0:
         raise SystemExit(f"bench step {step} failed:\n{out.stderr[-3000:]}")
     # The server's CPU over the whole child process (its start-up included, which makes no requests).
-    return json.loads(out.stdout.splitlines()[-1]) | {"server_cpu_seconds": _server_cpu(site) - server0}
+    return json.loads(out.stdout.splitlines()[-1]) | {"server_cpu_seconds": cpu_seconds(site.proc.pid) - server0}
 
 
 def _vacuum(site: WeedSite) -> None:

@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import multiprocessing
-import os
 import shutil
 import socket
 import statistics
@@ -36,6 +35,7 @@ from urllib.parse import quote
 
 from prometheus_client import generate_latest
 
+from bench import cpu_seconds
 from common import process
 from monitoring.exporters import config
 from monitoring.exporters.prober import Prober, read_response
@@ -74,12 +74,6 @@ def _serve(sock: socket.socket) -> None:
             await server.serve_forever()
 
     asyncio.run(main())
-
-
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU of process `pid` (all its threads) so far."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime, stime: fields 14, 15
 
 
 def urls(port: int, n: int) -> list[str]:
