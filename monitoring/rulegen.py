@@ -39,18 +39,18 @@ BURN_WINDOWS = (BurnWindow(3600, 300, 14.4, "critical"), BurnWindow(6 * 3600, 18
 ERROR_WINDOWS = sorted({w for b in BURN_WINDOWS for w in (b.long_s, b.short_s)})
 
 
+_UNITS = {"d": 86400, "h": 3600, "m": 60, "s": 1}  # the Prometheus duration units dur() writes, largest first
+
+
 def dur(seconds: float) -> str:
     """Seconds -> the shortest exact Prometheus duration ('1h', '30m', '6s')."""
     s = max(1, round(seconds))
-    for unit, n in (("d", 86400), ("h", 3600), ("m", 60)):
-        if s % n == 0:
-            return f"{s // n}{unit}"
-    return f"{s}s"
+    return next(f"{s // n}{unit}" for unit, n in _UNITS.items() if s % n == 0)
 
 
 def duration_seconds(duration: str) -> int:
     """A duration as dur() writes it ('2m', '6s') -> seconds."""
-    return int(duration[:-1]) * {"s": 1, "m": 60, "h": 3600, "d": 86400}[duration[-1]]
+    return int(duration[:-1]) * _UNITS[duration[-1]]
 
 
 def nominal(seconds: int) -> str:
