@@ -20,7 +20,7 @@ from common.config import ConfigError, collect, raise_collected, read_yaml_mappi
 from policies import rules
 
 DEFAULT_PATH = Path(__file__).resolve().parent / "lab.yaml"
-MEMORY_BUDGET_MIB = 12 * 1024
+MEMORY_BUDGET_MIB = 13 * 1024
 WHAT = "lab config"
 Role = Literal["control-plane", "worker", "gateway"]
 _HOSTNAME = re.compile(r"^[a-z][a-z0-9-]{0,40}[a-z0-9]$")

@@ -28,7 +28,7 @@ def test_shipped_topology_is_two_tier3_sites():
         roles = [n.role for n in s.nodes]
         assert (roles.count("control-plane"), roles.count("worker"), roles.count("gateway")) == (3, 2, 1)
         assert len({n.rack for n in s.nodes if n.role == "control-plane"}) == 3
-    assert cfg.total_memory_mib() < 12 * 1024
+    assert cfg.total_memory_mib() < 13 * 1024
 
 
 def test_unknown_field_is_named():
@@ -61,7 +61,7 @@ def test_overlapping_subnets_rejected():
 
 def test_memory_budget_enforced():
     msg = _bad(lambda d: d["memory_mib"].update(worker=4096))
-    assert "  memory_mib: the lab would use" in msg and "12288" in msg
+    assert "  memory_mib: the lab would use" in msg and "13312" in msg
 
 
 def test_bad_hostname_and_role_named():
