@@ -95,7 +95,8 @@ class CertExporter(Exporter):
         results = await asyncio.gather(*(fetch_endpoint(ep, self.cfg.timeout_seconds)
                                          for ep in self.cfg.endpoints), return_exceptions=True)
         for ep, res in zip(self.cfg.endpoints, results, strict=True):
-            source = f"{ep.host}:{ep.port}"
+            # A gateway serves many names on one address: the source names the one asked for (SNI).
+            source = f"{ep.server_name}@{ep.host}:{ep.port}" if ep.server_name else f"{ep.host}:{ep.port}"
             if isinstance(res, BaseException):
                 read_ok.add_metric([source], 0)
                 continue

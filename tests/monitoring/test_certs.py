@@ -50,3 +50,17 @@ def test_tls_endpoint_even_when_expired(http_site, pki):
     assert e.registry.get_sample_value("sovcloud_tls_version_info",
                                        {"source": f"127.0.0.1:{site.port}", "version": "TLSv1.3"}) == 1
     assert e.registry.get_sample_value("sovcloud_cert_source_ok", {"source": "127.0.0.1:9"}) == 0
+
+
+def test_tls_endpoint_by_server_name(http_site, pki):
+    # A gateway serves each published service by its name (SNI) on one address: the exporter asks for the
+    # name and its source says which name it read, so two names on one address are two sources.
+    ctx, cert = pki.server_context("portal.example.kz", days=30)
+    asked: list[str | None] = []
+    ctx.sni_callback = lambda _sock, name, _ctx: asked.append(name)
+    site = http_site({"/": (200, 0)}, tls=ctx)
+    e = refresh({"endpoints": [{"host": "127.0.0.1", "port": site.port, "server_name": "portal.example.kz"}]})
+    assert asked == ["portal.example.kz"]
+    assert e.registry.get_sample_value("sovcloud_cert_source_ok",
+                                       {"source": f"portal.example.kz@127.0.0.1:{site.port}"}) == 1
+    assert not_after(e)["CN=portal.example.kz"] == cert.not_valid_after_utc.timestamp()
