@@ -184,8 +184,8 @@ def ensure_s3(cfg: LabConfig, site: Site) -> str:
     # The limit sits above weed's idle heap (its filer's leveldb and log buffers, ~230 MiB between
     # collections): at 192 MiB an idle server collected without end, a sixth of a core each (measured with
     # weed 4.48: 4.9 s of CPU in 30 s at 192 MiB, 0.1 s at 256 MiB and at 320 MiB).
-    heap_mib = cfg.memory_mib["s3"] // 2
     memory_mib = cfg.memory_mib["s3"]
+    heap_mib = memory_mib // 2
     extra = ["-v", f"{weed_binary()}:/usr/local/bin/weed:ro", "-v", f"{conf}:{_CONFIG_IN_CONTAINER}:ro",
              "--tmpfs", "/data:size=512m", "-e", f"GOMEMLIMIT={heap_mib}MiB"]
     digest = _spec_digest(conf, [*cmd, *extra, f"memory={memory_mib}"])
